@@ -1,0 +1,80 @@
+//! Membership changes (thesis ch. 4): proposing, applying, and leaving joint consensus.
+
+use crate::confchange::{ConfChange, ConfState};
+use crate::entry::{EntryId, EntryKind};
+use crate::error::{Error, Result};
+use crate::raw_node::RawNode;
+use crate::ready::Role;
+use crate::storage::Storage;
+
+impl<S: Storage> RawNode<S> {
+    /// Proposes a membership change. Any change of voters goes through joint consensus;
+    /// the leader leaves the joint configuration by itself once it is applied. Only one
+    /// change may be pending (proposed and not yet applied) at a time.
+    pub fn propose_conf_change(&mut self, cc: ConfChange, context: Vec<u8>) -> Result<EntryId> {
+        self.debug_check_not_in_ready();
+        self.check_can_propose()?;
+        if self.pending_conf_index > self.log.applied {
+            return Err(Error::ConfChangeInProgress);
+        }
+        if cc.changes.is_empty() {
+            return Err(Error::InvalidConfChange(
+                "leaving a joint configuration is automatic",
+            ));
+        }
+        self.conf.apply(&cc).map_err(Error::InvalidConfChange)?;
+        let id = self.append_entry(EntryKind::ConfChange(cc), context);
+        self.pending_conf_index = id.index;
+        Ok(id)
+    }
+
+    /// Applies a committed change (called as its entry is applied). A change that is not
+    /// valid here is ignored, identically on every node.
+    pub(crate) fn apply_conf_change(&mut self, cc: &ConfChange) {
+        if let Ok(next) = self.conf.apply(cc) {
+            self.switch_to_conf(next);
+        }
+    }
+
+    fn switch_to_conf(&mut self, next: ConfState) {
+        debug_assert!(next.check_invariants().is_ok());
+        self.conf = next;
+        if self.role != Role::Leader {
+            return;
+        }
+        let members = self.conf.members();
+        self.progress.retain(|id, _| members.contains(id));
+        let next_index = self.log.last_index() + 1;
+        for id in members {
+            if !self.progress.contains_key(&id) {
+                // A fresh tag: answers meant for an earlier membership of `id` are ignored.
+                let pr = self.new_progress(next_index);
+                self.progress.insert(id, pr);
+            }
+        }
+        if self.lead_transferee.is_some_and(|t| !self.conf.is_voter(t)) {
+            self.lead_transferee = None;
+        }
+        if !self.conf.is_voter(self.id) {
+            // Removed (or demoted) once C_new is in force: step down (thesis 4.2.2).
+            self.become_follower(self.term, None);
+            return;
+        }
+        if self.maybe_commit() {
+            self.broadcast_pending = true;
+        }
+        self.broadcast_pending = true;
+    }
+
+    /// Leader: once the joint configuration is applied, propose leaving it.
+    pub(crate) fn maybe_auto_leave_joint(&mut self) {
+        if self.role == Role::Leader
+            && self.conf.is_joint()
+            && self.pending_conf_index <= self.log.applied
+        {
+            let id =
+                self.append_entry(EntryKind::ConfChange(ConfChange::leave_joint()), Vec::new());
+            self.pending_conf_index = id.index;
+        }
+    }
+}

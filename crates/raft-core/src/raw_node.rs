@@ -1,0 +1,454 @@
+//! The node: its state, the driver-facing API, and the Ready / advance cycle.
+//!
+//! The algorithm itself lives in sibling files as further `impl RawNode` blocks:
+//! `step.rs` (term rules and dispatch), `election.rs`, `replication.rs`,
+//! `membership.rs`, `transfer.rs` and `reads.rs`.
+
+use std::collections::BTreeMap;
+
+use crate::confchange::{ConfChange, ConfState};
+use crate::config::Config;
+use crate::entry::{Entry, EntryId, EntryKind, HardState, NodeId, SnapshotMeta};
+use crate::error::{Error, Result, StorageError};
+use crate::log::RaftLog;
+use crate::message::{Message, MessageBody};
+use crate::progress::Progress;
+use crate::read_only::ReadOnly;
+use crate::ready::{ReadState, Ready, Role, RoleState};
+use crate::rng::SeededRng;
+use crate::storage::Storage;
+
+/// What the last [`Ready`] asked for, so [`RawNode::advance`] knows what is now done.
+#[derive(Debug, Default)]
+struct InProgress {
+    last_entry: Option<EntryId>,
+    snapshot_index: Option<u64>,
+    applied_to: Option<u64>,
+    applied_bytes: u64,
+    conf_changes: Vec<ConfChange>,
+}
+
+/// One Raft node as a pure state machine. See the crate docs for the driver loop.
+pub struct RawNode<S: Storage> {
+    pub(crate) cfg: Config,
+    pub(crate) id: NodeId,
+    pub(crate) log: RaftLog<S>,
+    pub(crate) term: u64,
+    pub(crate) vote: Option<NodeId>,
+    pub(crate) leader_id: Option<NodeId>,
+    pub(crate) role: Role,
+    /// Configuration after every applied entry.
+    pub(crate) conf: ConfState,
+    /// Leader only: progress of every member, this node included.
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    /// Votes received in the current (pre-)campaign.
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+    pub(crate) election_elapsed_ticks: u32,
+    pub(crate) heartbeat_elapsed_ticks: u32,
+    pub(crate) randomized_election_timeout_ticks: u32,
+    pub(crate) rng: SeededRng,
+    msgs_now: Vec<Message>,
+    msgs_after_persist: Vec<Message>,
+    /// Leader only: index of the last configuration change it may not yet have applied.
+    pub(crate) pending_conf_index: u64,
+    /// Leader only: bytes of entries appended and not yet applied.
+    pub(crate) uncommitted_bytes: u64,
+    pub(crate) lead_transferee: Option<NodeId>,
+    pub(crate) read_only: ReadOnly,
+    pub(crate) read_states: Vec<ReadState>,
+    pub(crate) next_progress_tag: u64,
+    /// Leader only: new entries or a new commit index must be sent at the next `ready()`.
+    pub(crate) broadcast_pending: bool,
+    prev_hard_state: HardState,
+    prev_role: RoleState,
+    in_progress: Option<InProgress>,
+}
+
+impl<S: Storage> RawNode<S> {
+    /// Opens a node over `storage`, which holds everything persisted before (or is empty
+    /// for a node joining a cluster, or bootstrapped: see [`crate::MemStorage`]).
+    pub fn new(cfg: Config, storage: S) -> Result<Self> {
+        cfg.validate()?;
+        let hs = storage.hard_state();
+        let snapshot = storage.snapshot_meta();
+        if hs.commit > storage.last_index() {
+            return Err(Error::InvalidConfig(
+                "persisted commit index is beyond the stored log",
+            ));
+        }
+        let log = RaftLog::new(storage, cfg.applied_index);
+        // The configuration in force is the snapshot's plus every applied change after it.
+        let mut conf = snapshot.conf.clone();
+        if log.applied > snapshot.index {
+            for e in log.entries(snapshot.index + 1, log.applied + 1, u64::MAX)? {
+                if let EntryKind::ConfChange(cc) = &e.kind {
+                    if let Ok(next) = conf.apply(cc) {
+                        conf = next;
+                    }
+                }
+            }
+        }
+        let mut node = RawNode {
+            id: cfg.id,
+            rng: SeededRng::new(cfg.seed ^ cfg.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            cfg,
+            log,
+            term: hs.term,
+            vote: hs.vote,
+            leader_id: None,
+            role: Role::Follower,
+            conf,
+            progress: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            election_elapsed_ticks: 0,
+            heartbeat_elapsed_ticks: 0,
+            randomized_election_timeout_ticks: 0,
+            msgs_now: Vec::new(),
+            msgs_after_persist: Vec::new(),
+            pending_conf_index: 0,
+            uncommitted_bytes: 0,
+            lead_transferee: None,
+            read_only: ReadOnly::default(),
+            read_states: Vec::new(),
+            next_progress_tag: 1,
+            broadcast_pending: false,
+            prev_hard_state: hs,
+            prev_role: RoleState {
+                role: Role::Follower,
+                term: hs.term,
+                leader_id: None,
+            },
+            in_progress: None,
+        };
+        node.reset_randomized_election_timeout();
+        Ok(node)
+    }
+
+    // ----- inputs -----
+
+    /// Advances the logical clock by one tick.
+    pub fn tick(&mut self) {
+        self.debug_check_not_in_ready();
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.tick_election();
+        }
+    }
+
+    /// Proposes application data. On success returns where the entry was appended; it is
+    /// committed if the driver later applies an entry with this index *and* term.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<EntryId> {
+        self.debug_check_not_in_ready();
+        self.check_can_propose()?;
+        let size = crate::entry::ENTRY_OVERHEAD_BYTES + data.len() as u64;
+        if self.uncommitted_bytes > 0
+            && self.uncommitted_bytes + size > self.cfg.max_uncommitted_entries_bytes
+        {
+            return Err(Error::UncommittedLimitExceeded);
+        }
+        Ok(self.append_entry(EntryKind::Normal, data))
+    }
+
+    /// Starts an election now (used to bootstrap quickly; normally ticks do this).
+    pub fn campaign(&mut self) {
+        self.debug_check_not_in_ready();
+        self.hup(false);
+    }
+
+    /// The leader stops sending to `id` optimistically (the transport lost contact).
+    pub fn report_unreachable(&mut self, id: NodeId) {
+        if let Some(pr) = self.progress.get_mut(&id) {
+            if pr.state == crate::progress::ProgressState::Replicate {
+                pr.become_probe();
+            }
+        }
+    }
+
+    /// The transport reports whether the snapshot sent to `id` was delivered.
+    /// On failure the leader falls back to probing; on success it waits for the ack.
+    pub fn report_snapshot(&mut self, id: NodeId, delivered: bool) {
+        if let Some(pr) = self.progress.get_mut(&id) {
+            if pr.state == crate::progress::ProgressState::Snapshot && !delivered {
+                pr.become_probe();
+            }
+        }
+    }
+
+    // ----- the Ready cycle -----
+
+    /// True if [`ready`](Self::ready) has work (and the previous Ready was advanced).
+    pub fn has_ready(&self) -> bool {
+        if self.in_progress.is_some() {
+            return false;
+        }
+        self.broadcast_pending
+            || !self.msgs_now.is_empty()
+            || !self.msgs_after_persist.is_empty()
+            || self.role_state() != self.prev_role
+            || self.hard_state() != self.prev_hard_state
+            || self.log.unstable.snapshot.is_some()
+            || !self.log.unstable.entries.is_empty()
+            || !self.read_states.is_empty()
+            || (self.log.committed > self.log.applied
+                && self.log.applied + 1 >= self.log.first_index())
+    }
+
+    /// Collects everything to do since the last Ready. Handle it as [`Ready`] describes,
+    /// then call [`advance`](Self::advance) before calling `ready` again.
+    ///
+    /// # Panics
+    /// If the previous Ready was not advanced (a driver bug, never caused by peers).
+    pub fn ready(&mut self) -> Ready {
+        assert!(
+            self.in_progress.is_none(),
+            "advance() must be called before the next ready()"
+        );
+        if self.role == Role::Leader {
+            if std::mem::take(&mut self.broadcast_pending) {
+                self.bcast_append();
+            }
+            if self.read_only.take_round_to_send() {
+                self.bcast_heartbeat();
+            }
+        }
+        let mut rd = Ready::default();
+        let role = self.role_state();
+        if role != self.prev_role {
+            rd.role = Some(role);
+            self.prev_role = role;
+        }
+        let hs = self.hard_state();
+        if hs != self.prev_hard_state {
+            rd.hard_state = Some(hs);
+            self.prev_hard_state = hs;
+        }
+        rd.snapshot = self.log.unstable.snapshot.clone();
+        rd.entries = self.log.unstable.entries.clone();
+        rd.messages = std::mem::take(&mut self.msgs_now);
+        rd.persisted_messages = std::mem::take(&mut self.msgs_after_persist);
+        if rd.snapshot.is_none() {
+            rd.committed_entries = self
+                .log
+                .next_committed_entries(self.cfg.max_committed_bytes_per_ready);
+        }
+        rd.read_states = std::mem::take(&mut self.read_states);
+        let mut ip = InProgress {
+            last_entry: rd.entries.last().map(Entry::id),
+            snapshot_index: rd.snapshot.as_ref().map(|s| s.index),
+            applied_to: rd.committed_entries.last().map(|e| e.index),
+            ..Default::default()
+        };
+        for e in &rd.committed_entries {
+            ip.applied_bytes += e.size_bytes();
+            if let EntryKind::ConfChange(cc) = &e.kind {
+                ip.conf_changes.push(cc.clone());
+            }
+        }
+        self.in_progress = Some(ip);
+        rd
+    }
+
+    /// Acknowledges that the last [`Ready`] was fully handled: persisted, sent and applied.
+    pub fn advance(&mut self) {
+        let Some(ip) = self.in_progress.take() else {
+            return;
+        };
+        if let Some(index) = ip.snapshot_index {
+            self.log.unstable.stable_snapshot(index);
+            self.log.applied = self.log.applied.max(index);
+        }
+        if let Some(id) = ip.last_entry {
+            self.log.unstable.stable_to(id.index, id.term);
+        }
+        if let Some(index) = ip.applied_to {
+            debug_assert!(index <= self.log.committed, "applied beyond commit");
+            self.log.applied = self.log.applied.max(index);
+        }
+        for cc in &ip.conf_changes {
+            self.apply_conf_change(cc);
+        }
+        if self.role == Role::Leader {
+            self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(ip.applied_bytes);
+            let persisted = self.log.persisted_index();
+            if let Some(pr) = self.progress.get_mut(&self.id) {
+                pr.maybe_update(persisted);
+            }
+            if self.maybe_commit() {
+                self.broadcast_pending = true;
+            }
+            self.maybe_auto_leave_joint();
+        }
+    }
+
+    // ----- observers -----
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Current term.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// Leader of the current term, if known.
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.leader_id
+    }
+
+    /// Commit index.
+    pub fn commit_index(&self) -> u64 {
+        self.log.committed
+    }
+
+    /// Index of the last entry acknowledged as applied.
+    pub fn applied_index(&self) -> u64 {
+        self.log.applied
+    }
+
+    /// Last log index (durable or not).
+    pub fn last_index(&self) -> u64 {
+        self.log.last_index()
+    }
+
+    /// Term of the entry at `index`, as this node's log holds it.
+    pub fn entry_term(&self, index: u64) -> std::result::Result<u64, StorageError> {
+        self.log.term(index)
+    }
+
+    /// Membership after every applied entry.
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf
+    }
+
+    /// Current hard state (term, vote, commit).
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    /// Role, term and leader.
+    pub fn role_state(&self) -> RoleState {
+        RoleState {
+            role: self.role,
+            term: self.term,
+            leader_id: self.leader_id,
+        }
+    }
+
+    /// The metadata a snapshot of the state machine taken right now (at the applied
+    /// index) must carry. Pass it to the storage's compaction after writing the snapshot.
+    pub fn snapshot_meta_at_applied(&self) -> Result<SnapshotMeta> {
+        let index = self.log.applied;
+        Ok(SnapshotMeta {
+            index,
+            term: self.log.term(index)?,
+            conf: self.conf.clone(),
+        })
+    }
+
+    /// Number of linearizable reads waiting for confirmation.
+    pub fn pending_read_count(&self) -> usize {
+        self.read_only.pending_count()
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &S {
+        &self.log.storage
+    }
+
+    /// The storage, for the driver to persist a Ready or compact the log.
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.log.storage
+    }
+
+    /// Consumes the node and returns its storage (e.g. to simulate a crash).
+    pub fn into_storage(self) -> S {
+        self.log.storage
+    }
+
+    // ----- crate internals shared by the algorithm files -----
+
+    pub(crate) fn debug_check_not_in_ready(&self) {
+        debug_assert!(
+            self.in_progress.is_none(),
+            "inputs must not arrive between ready() and advance()"
+        );
+    }
+
+    pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
+        let term = self.term;
+        self.send_with_term(to, term, body);
+    }
+
+    pub(crate) fn send_with_term(&mut self, to: NodeId, term: u64, body: MessageBody) {
+        let m = Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        };
+        if m.needs_persist_first(self.role == Role::Leader) {
+            self.msgs_after_persist.push(m);
+        } else {
+            self.msgs_now.push(m);
+        }
+    }
+
+    pub(crate) fn reset_randomized_election_timeout(&mut self) {
+        let t = self.cfg.election_timeout_ticks as u64;
+        self.randomized_election_timeout_ticks = self.rng.range(t, 2 * t) as u32;
+    }
+
+    pub(crate) fn check_can_propose(&self) -> Result<()> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader_hint: self.leader_id,
+            });
+        }
+        if self.lead_transferee.is_some() {
+            return Err(Error::TransferInProgress);
+        }
+        Ok(())
+    }
+
+    /// Leader only: appends one entry of the current term to its own log.
+    pub(crate) fn append_entry(&mut self, kind: EntryKind, data: Vec<u8>) -> EntryId {
+        debug_assert_eq!(self.role, Role::Leader);
+        let id = EntryId {
+            index: self.log.last_index() + 1,
+            term: self.term,
+        };
+        let entry = Entry {
+            index: id.index,
+            term: id.term,
+            kind,
+            data,
+        };
+        self.uncommitted_bytes += entry.size_bytes();
+        self.log.append(&[entry]);
+        self.broadcast_pending = true;
+        id
+    }
+
+    pub(crate) fn new_progress(&mut self, next_index: u64) -> Progress {
+        let tag = self.next_progress_tag;
+        self.next_progress_tag += 1;
+        Progress::new(
+            next_index,
+            tag,
+            self.cfg.max_inflight_msgs,
+            self.cfg.max_inflight_bytes,
+        )
+    }
+}

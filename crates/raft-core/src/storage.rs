@@ -1,0 +1,231 @@
+//! Read access to the durable log, and an in-memory implementation.
+//!
+//! The core only reads through [`Storage`]; the driver writes (it appends the entries of
+//! a [`Ready`](crate::Ready), records the hard state, installs and creates snapshots).
+
+use crate::confchange::ConfState;
+use crate::entry::{Entry, HardState, SnapshotMeta};
+use crate::error::StorageError;
+
+/// Synchronous read access to what the driver has made durable.
+///
+/// Indexes below `first_index()` are compacted into the snapshot described by
+/// `snapshot_meta()`, whose `index` is `first_index() - 1`.
+pub trait Storage {
+    /// The hard state last persisted.
+    fn hard_state(&self) -> HardState;
+    /// The latest snapshot: the log before `first_index()` is folded into it.
+    fn snapshot_meta(&self) -> SnapshotMeta;
+    /// Index of the first entry still in the log (`snapshot_meta().index + 1`).
+    fn first_index(&self) -> u64;
+    /// Index of the last entry (the snapshot index when the log is empty).
+    fn last_index(&self) -> u64;
+    /// Term of the entry at `index`; `index == first_index() - 1` answers the snapshot term.
+    fn term(&self, index: u64) -> Result<u64, StorageError>;
+    /// Entries in `lo..hi`, stopping once `max_bytes` is reached but always at least one
+    /// entry when the range is not empty.
+    fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError>;
+}
+
+/// A [`Storage`] kept in memory, for tests, simulations and embedded use.
+#[derive(Clone, Debug, Default)]
+pub struct MemStorage {
+    hard_state: HardState,
+    snapshot: SnapshotMeta,
+    /// Entries after the snapshot: `entries[i].index == snapshot.index + 1 + i`.
+    entries: Vec<Entry>,
+}
+
+impl MemStorage {
+    /// Empty storage for a node that joins an existing cluster: it holds no configuration
+    /// and waits for a leader to send it a snapshot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Storage for a founding member of a new cluster. Every founding member must be
+    /// created with the same `voters`: the initial configuration is recorded as a
+    /// snapshot at index 1, term 1 (its state-machine image is empty), so nodes that join
+    /// later learn it by snapshot.
+    pub fn new_bootstrap(voters: impl IntoIterator<Item = u64>) -> Self {
+        MemStorage {
+            hard_state: HardState {
+                term: 1,
+                vote: None,
+                commit: 1,
+            },
+            snapshot: SnapshotMeta {
+                index: 1,
+                term: 1,
+                conf: ConfState::with_voters(voters),
+            },
+            entries: Vec::new(),
+        }
+    }
+
+    /// Records the hard state of a [`Ready`](crate::Ready).
+    pub fn set_hard_state(&mut self, hs: HardState) {
+        self.hard_state = hs;
+    }
+
+    /// Appends entries, first discarding any existing entries at or after the first new
+    /// index (a conflicting suffix). Entries at or below the snapshot are ignored.
+    pub fn append(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first() else { return };
+        let snap = self.snapshot.index;
+        let skip = snap.saturating_sub(first.index - 1) as usize;
+        if skip >= entries.len() {
+            return;
+        }
+        let entries = &entries[skip..];
+        let first_index = entries[0].index;
+        let keep = (first_index - snap - 1) as usize;
+        debug_assert!(keep <= self.entries.len(), "append would leave a gap");
+        self.entries.truncate(keep.min(self.entries.len()));
+        self.entries.extend_from_slice(entries);
+    }
+
+    /// Installs a received snapshot: the whole log is replaced by it.
+    pub fn apply_snapshot(&mut self, meta: SnapshotMeta) {
+        if meta.index <= self.snapshot.index {
+            return;
+        }
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        self.entries.clear();
+        self.snapshot = meta;
+    }
+
+    /// Records a snapshot the driver made of its state machine at `meta.index` (which must
+    /// be applied, hence stored) and drops the entries it covers.
+    pub fn compact(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+        if meta.index <= self.snapshot.index {
+            return Err(StorageError::Compacted);
+        }
+        if meta.index > self.last_index() {
+            return Err(StorageError::Unavailable);
+        }
+        let drop = (meta.index - self.snapshot.index) as usize;
+        debug_assert_eq!(
+            self.entries[drop - 1].term,
+            meta.term,
+            "snapshot term must match the log"
+        );
+        self.entries.drain(..drop);
+        self.snapshot = meta;
+        Ok(())
+    }
+
+    /// All entries after the snapshot.
+    pub fn stored_entries(&self) -> &[Entry] {
+        &self.entries
+    }
+}
+
+impl Storage for MemStorage {
+    fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        self.snapshot.clone()
+    }
+
+    fn first_index(&self) -> u64 {
+        self.snapshot.index + 1
+    }
+
+    fn last_index(&self) -> u64 {
+        self.snapshot.index + self.entries.len() as u64
+    }
+
+    fn term(&self, index: u64) -> Result<u64, StorageError> {
+        if index < self.snapshot.index {
+            return Err(StorageError::Compacted);
+        }
+        if index == self.snapshot.index {
+            return Ok(self.snapshot.term);
+        }
+        if index > self.last_index() {
+            return Err(StorageError::Unavailable);
+        }
+        Ok(self.entries[(index - self.snapshot.index - 1) as usize].term)
+    }
+
+    fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+        if lo <= self.snapshot.index {
+            return Err(StorageError::Compacted);
+        }
+        if hi > self.last_index() + 1 {
+            return Err(StorageError::Unavailable);
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        for index in lo..hi {
+            let e = &self.entries[(index - self.snapshot.index - 1) as usize];
+            bytes += e.size_bytes();
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(e.clone());
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::EntryKind;
+
+    fn ent(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            kind: EntryKind::Normal,
+            data: vec![0; 8],
+        }
+    }
+
+    #[test]
+    fn append_truncates_conflicting_suffix() {
+        let mut s = MemStorage::new();
+        s.append(&[ent(1, 1), ent(2, 1), ent(3, 1)]);
+        s.append(&[ent(2, 2)]);
+        assert_eq!(s.last_index(), 2);
+        assert_eq!(s.term(2), Ok(2));
+        assert_eq!(s.term(3), Err(StorageError::Unavailable));
+    }
+
+    #[test]
+    fn compact_and_snapshot_bounds() {
+        let mut s = MemStorage::new();
+        s.append(&[ent(1, 1), ent(2, 1), ent(3, 2), ent(4, 2)]);
+        s.compact(SnapshotMeta {
+            index: 2,
+            term: 1,
+            conf: ConfState::default(),
+        })
+        .unwrap();
+        assert_eq!(s.first_index(), 3);
+        assert_eq!(s.term(2), Ok(1));
+        assert_eq!(s.term(1), Err(StorageError::Compacted));
+        assert_eq!(s.entries(2, 4, u64::MAX), Err(StorageError::Compacted));
+        assert_eq!(s.entries(3, 5, 0).unwrap().len(), 1, "at least one entry");
+        assert_eq!(s.entries(3, 5, u64::MAX).unwrap().len(), 2);
+        s.apply_snapshot(SnapshotMeta {
+            index: 10,
+            term: 3,
+            conf: ConfState::default(),
+        });
+        assert_eq!((s.first_index(), s.last_index()), (11, 10));
+        s.append(&[ent(11, 3)]);
+        assert_eq!(s.last_index(), 11);
+    }
+
+    #[test]
+    fn bootstrap_records_the_initial_configuration() {
+        let s = MemStorage::new_bootstrap([1, 2, 3]);
+        assert_eq!(s.snapshot_meta().conf, ConfState::with_voters([1, 2, 3]));
+        assert_eq!((s.first_index(), s.last_index(), s.term(1)), (2, 1, Ok(1)));
+    }
+}

@@ -1,0 +1,3 @@
+//! Scenario tests named after the rules of the Raft paper they check.
+
+mod raft_paper;
