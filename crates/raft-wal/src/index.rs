@@ -72,7 +72,6 @@ impl LogIndex {
         self.locs.front().map(|l| l.seq)
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.locs.len()
     }

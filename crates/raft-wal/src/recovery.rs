@@ -123,8 +123,10 @@ pub(crate) fn recover(
     };
 
     let mut replay = Replay {
+        meta_first: first_index,
         index: LogIndex::new(first_index),
         hard_state: HardState::default(),
+        hole_at: None,
     };
     let mut segments = VecDeque::new();
     let count = seg_names.len();
@@ -159,6 +161,20 @@ pub(crate) fn recover(
         }
         segments.push_back(seg);
     }
+    if let Some((seq, offset)) = replay.hole_at {
+        let file = segments
+            .iter()
+            .find(|s| s.seq == seq)
+            .map_or_else(|| dir.to_path_buf(), |s| s.path.clone());
+        return Err(Error::corruption(
+            file,
+            offset,
+            CorruptionKind::IndexGap {
+                expected: first_index,
+                found: replay.index.first_index(),
+            },
+        ));
+    }
     report.segments = segments.len();
     report.first_index = replay.index.first_index();
     report.last_index = replay.index.last_index();
@@ -171,9 +187,16 @@ pub(crate) fn recover(
     })
 }
 
+/// Replay state. Entries `[meta_first, index.first_index())` are a "hole":
+/// they were in segments that compaction deleted after a later truncation made
+/// them dead. A hole is legal only if a later truncation record covers it; one
+/// left at the end of replay means live entries are missing.
 struct Replay {
+    meta_first: u64,
     index: LogIndex,
     hard_state: HardState,
+    /// Where the current hole was first seen (segment seq and offset).
+    hole_at: Option<(u64, u64)>,
 }
 
 impl Replay {
@@ -182,25 +205,38 @@ impl Replay {
             Record::Header { .. } => return Err(CorruptionKind::BadSegmentHeader),
             Record::Entry { index, term, data } => {
                 let expected = self.index.last_index() + 1;
-                if index < self.index.first_index() {
+                if index < self.meta_first {
                     // Compacted away; its segment just has not been deleted yet.
-                } else if index == expected {
-                    self.index.push(Loc {
-                        seq: seg,
-                        offset,
-                        term,
-                        data_len: data.len() as u32,
-                    });
-                } else {
+                    return Ok(());
+                }
+                if index > expected && self.index.len() == 0 {
+                    // The entries before this one lived in deleted segments.
+                    self.index = LogIndex::new(index);
+                    self.hole_at.get_or_insert((seg, offset));
+                } else if index != expected {
                     return Err(CorruptionKind::IndexGap {
                         expected,
                         found: index,
                     });
                 }
+                self.index.push(Loc {
+                    seq: seg,
+                    offset,
+                    term,
+                    data_len: data.len() as u32,
+                });
             }
             Record::HardState(hs) => self.hard_state = hs,
             Record::Truncate { from } => {
-                self.index.truncate_from(from);
+                if from <= self.index.first_index() {
+                    let start = from.max(self.meta_first);
+                    self.index = LogIndex::new(start);
+                    if start == self.meta_first {
+                        self.hole_at = None;
+                    }
+                } else {
+                    self.index.truncate_from(from);
+                }
             }
             Record::Seal => {}
         }

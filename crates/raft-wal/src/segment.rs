@@ -35,12 +35,13 @@ impl Segment {
         }
     }
 
-    /// A read view that shows at least the first `end` bytes of the file.
-    pub fn view(&self, end: u64) -> io::Result<Mapping> {
+    /// A read view that shows at least the first `end` bytes of the file, and
+    /// how many of its bytes are valid.
+    pub fn view(&self, end: u64) -> io::Result<(Mapping, u64)> {
         let mut slot = self.view.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((m, valid)) = slot.as_ref() {
             if m.bytes().len() as u64 >= end && end <= *valid {
-                return Ok(m.clone());
+                return Ok((m.clone(), *valid));
             }
         }
         let m = self.file.map()?;
@@ -52,7 +53,7 @@ impl Segment {
             ));
         }
         *slot = Some((m.clone(), valid));
-        Ok(m)
+        Ok((m, valid))
     }
 
     /// Forgets the cached view (after the file was rewritten in place).

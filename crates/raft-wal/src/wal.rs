@@ -36,6 +36,13 @@ impl Default for Options {
     }
 }
 
+/// A segment's read view cached across the entries of one range read.
+struct View {
+    seq: u64,
+    mapping: crate::fs::Mapping,
+    valid: u64,
+}
+
 /// Undo information for the changes made since the last successful sync.
 struct Batch {
     /// Hard state before the batch.
@@ -516,15 +523,16 @@ impl Wal {
 
     /// Discards every entry at or below `upto` (after a snapshot covering them)
     /// and makes the new first index `upto + 1` durable before returning.
+    /// Syncs any buffered changes first.
     /// Whole segments holding only discarded entries are deleted. `upto` may
     /// lie past `last_index` (a follower installing a newer snapshot): the log
     /// is then empty and the next append must be `upto + 1`.
     pub fn compact_prefix(&mut self, upto: u64) -> Result<()> {
         self.check_writable()?;
+        self.sync()?;
         if upto < self.first_index() {
             return Ok(());
         }
-        self.sync()?;
         let new_first = upto + 1;
         self.write_meta(new_first)?;
         self.index.compact_to(new_first);
@@ -613,7 +621,7 @@ impl Wal {
         }
         let mut out = Vec::new();
         let mut bytes = 0u64;
-        let mut view: Option<(u64, crate::fs::Mapping)> = None;
+        let mut view: Option<View> = None;
         for i in lo..hi {
             let loc = *self.index.get(i).expect("range checked");
             if !out.is_empty() && bytes + loc.data_len as u64 > max_bytes {
@@ -634,12 +642,7 @@ impl Wal {
         &self.segments[(seq - front) as usize]
     }
 
-    fn read_entry(
-        &self,
-        index: u64,
-        loc: &Loc,
-        view: &mut Option<(u64, crate::fs::Mapping)>,
-    ) -> Result<Entry> {
+    fn read_entry(&self, index: u64, loc: &Loc, view: &mut Option<View>) -> Result<Entry> {
         let seg = self.segment(loc.seq);
         let record_len = format::entry_record_bytes(loc.data_len as usize) as u64;
         let (buf, off, base): (&[u8], usize, u64);
@@ -651,17 +654,19 @@ impl Wal {
             off = (loc.offset - seg.written) as usize;
         } else {
             let end = loc.offset + record_len;
-            let fresh = match view {
-                Some((s, m)) if *s == loc.seq && m.bytes().len() as u64 >= end => None,
-                _ => Some(
-                    seg.view(end)
-                        .map_err(|e| Error::io("map", seg.path.clone(), e))?,
-                ),
-            };
-            if let Some(m) = fresh {
-                *view = Some((loc.seq, m));
+            let reusable = matches!(view, Some(v) if v.seq == loc.seq && end <= v.valid
+                && end <= v.mapping.bytes().len() as u64);
+            if !reusable {
+                let (mapping, valid) = seg
+                    .view(end)
+                    .map_err(|e| Error::io("map", seg.path.clone(), e))?;
+                *view = Some(View {
+                    seq: loc.seq,
+                    mapping,
+                    valid,
+                });
             }
-            mapping = &view.as_ref().expect("set above").1;
+            mapping = &view.as_ref().expect("set above").mapping;
             base = 0;
             buf = mapping.bytes();
             off = loc.offset as usize;
