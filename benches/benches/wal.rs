@@ -1,1 +1,365 @@
-fn main() {}
+//! `raft-wal` against raw `pwrite` + `fdatasync` on the same file system.
+//!
+//! Groups (see `benches/README.md` for figures and how to run):
+//!
+//! - `batched_append_1000x256B`: 1,000 appends of 256 B then one `sync()`,
+//!   versus one 256,000-byte `pwrite` + `fdatasync` on a plain file.
+//! - `append_sync_256B`: one 256 B append + `sync()`, versus one 256 B `pwrite`
+//!   + `fdatasync`.
+//! - `read_range_10000x256B`: `entries(lo, hi, u64::MAX)` over 10,000 entries
+//!   from a warm page cache.
+//! - `recovery_1GiB` (only with `WAL_BENCH_RECOVERY=1`): `Wal::open` of a WAL
+//!   holding 1 GiB of records, warm cache.
+//!
+//! The raw baselines come in two flavours:
+//!
+//! - `raw_fallocated` does what the WAL does: it reserves space in 64 MiB
+//!   chunks with `fallocate(2)` (mode 0) and appends into the reserved, still
+//!   unwritten extents. This is the like-for-like baseline the ratios use.
+//! - `raw_prewritten` overwrites a 64 MiB file that was filled with zeros and
+//!   fsynced beforehand, cycling through it. Its `fdatasync` never has to
+//!   commit extent or size metadata, so it is the floor of what the device can
+//!   do; it is reported for context only.
+//!
+//! Files live under `target/wal-bench` (or `$WAL_BENCH_DIR`), which must not
+//! be a tmpfs: the bench refuses to run on one.
+
+use std::fs::{File, OpenOptions};
+use std::hint::black_box;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use raft_wal::{Options, Wal};
+use tempfile::TempDir;
+
+/// User data per entry.
+const ENTRY_BYTES: usize = 256;
+/// Entries per batch in the batched-append group.
+const BATCH_ENTRIES: usize = 1_000;
+/// Entries read per iteration in the range-read group.
+const READ_ENTRIES: u64 = 10_000;
+/// Segment size of the WAL and preallocation chunk of the raw baseline.
+const CHUNK_BYTES: u64 = 64 << 20;
+/// Record bytes the recovery WAL holds.
+const RECOVERY_BYTES: u64 = 1 << 30;
+/// Entries per `sync()` while building the recovery WAL.
+const RECOVERY_SYNC_EVERY: u64 = 64 * 1024;
+
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// The directory all bench files go in, created and checked once.
+fn bench_root() -> PathBuf {
+    let root = std::env::var_os("WAL_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wal-bench"));
+    std::fs::create_dir_all(&root).expect("create bench directory");
+    let fs_type = fs_type(&root);
+    assert_ne!(
+        fs_type,
+        TMPFS_MAGIC,
+        "{} is on tmpfs; fsync numbers would be meaningless (set WAL_BENCH_DIR)",
+        root.display()
+    );
+    eprintln!(
+        "wal bench: files under {} (statfs f_type {fs_type:#x})",
+        root.display()
+    );
+    root
+}
+
+fn fs_type(path: &Path) -> i64 {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in path");
+    // SAFETY: statfs writes into a zeroed struct we own; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    assert_eq!(rc, 0, "statfs {}", path.display());
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
+    let t = st.f_type as i64;
+    t
+}
+
+fn tempdir(root: &Path) -> TempDir {
+    tempfile::Builder::new()
+        .prefix("wal-bench-")
+        .tempdir_in(root)
+        .expect("create temp dir")
+}
+
+fn payload() -> Vec<u8> {
+    (0..ENTRY_BYTES).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+/// A WAL with the production defaults (64 MiB segments, 4 MiB flush threshold).
+struct WalWriter {
+    wal: Wal,
+    next: u64,
+}
+
+impl WalWriter {
+    fn open(dir: &Path) -> WalWriter {
+        let wal = Wal::open(dir, Options::default()).expect("open WAL");
+        let next = wal.last_index() + 1;
+        WalWriter { wal, next }
+    }
+
+    fn append(&mut self, data: &[u8]) {
+        self.wal.append(self.next, 1, data).expect("append");
+        self.next += 1;
+    }
+
+    fn sync(&mut self) {
+        self.wal.sync().expect("sync");
+    }
+}
+
+/// Plain file, appended to with one `pwrite` + one `fdatasync` per call.
+struct RawLog {
+    file: File,
+    head: u64,
+    reserved: u64,
+    /// `Some(len)`: the file was pre-written to `len` bytes and is overwritten
+    /// cyclically; `None`: space is reserved with `fallocate` as the log grows.
+    wrap_at: Option<u64>,
+}
+
+impl RawLog {
+    fn fallocated(path: &Path) -> RawLog {
+        RawLog {
+            file: create(path),
+            head: 0,
+            reserved: 0,
+            wrap_at: None,
+        }
+    }
+
+    fn prewritten(path: &Path) -> RawLog {
+        let file = create(path);
+        let zeros = vec![0u8; 1 << 20];
+        for i in 0..CHUNK_BYTES / zeros.len() as u64 {
+            file.write_all_at(&zeros, i * zeros.len() as u64)
+                .expect("prewrite");
+        }
+        file.sync_all().expect("fsync");
+        sync_parent(path);
+        RawLog {
+            file,
+            head: 0,
+            reserved: CHUNK_BYTES,
+            wrap_at: Some(CHUNK_BYTES),
+        }
+    }
+
+    fn append_sync(&mut self, buf: &[u8]) {
+        let len = buf.len() as u64;
+        match self.wrap_at {
+            Some(end) if self.head + len > end => self.head = 0,
+            Some(_) => {}
+            None => {
+                while self.head + len > self.reserved {
+                    // SAFETY: plain syscall on a descriptor we own.
+                    let rc = unsafe {
+                        libc::fallocate(
+                            self.file.as_raw_fd(),
+                            0,
+                            self.reserved as libc::off_t,
+                            CHUNK_BYTES as libc::off_t,
+                        )
+                    };
+                    assert_eq!(rc, 0, "fallocate: {}", std::io::Error::last_os_error());
+                    self.reserved += CHUNK_BYTES;
+                }
+            }
+        }
+        self.file.write_all_at(buf, self.head).expect("pwrite");
+        self.file.sync_data().expect("fdatasync");
+        self.head += len;
+    }
+}
+
+fn create(path: &Path) -> File {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .expect("create raw file");
+    sync_parent(path);
+    file
+}
+
+fn sync_parent(path: &Path) {
+    File::open(path.parent().expect("file has a parent"))
+        .and_then(|d| d.sync_all())
+        .expect("fsync directory");
+}
+
+fn batched_append(c: &mut Criterion) {
+    let root = bench_root();
+    let data = payload();
+    let batch: Vec<u8> = data
+        .iter()
+        .copied()
+        .cycle()
+        .take(ENTRY_BYTES * BATCH_ENTRIES)
+        .collect();
+
+    let mut g = c.benchmark_group("batched_append_1000x256B");
+    g.throughput(Throughput::Bytes(batch.len() as u64));
+    g.sampling_mode(SamplingMode::Flat);
+    g.sample_size(30);
+
+    let dir = tempdir(&root);
+    let mut w = WalWriter::open(dir.path());
+    g.bench_function("wal", |b| {
+        b.iter(|| {
+            for _ in 0..BATCH_ENTRIES {
+                w.append(&data);
+            }
+            w.sync();
+        })
+    });
+    drop(w);
+    drop(dir);
+
+    let dir = tempdir(&root);
+    let mut raw = RawLog::fallocated(&dir.path().join("raw"));
+    g.bench_function("raw_fallocated", |b| b.iter(|| raw.append_sync(&batch)));
+    drop(raw);
+    drop(dir);
+
+    let dir = tempdir(&root);
+    let mut raw = RawLog::prewritten(&dir.path().join("raw"));
+    g.bench_function("raw_prewritten", |b| b.iter(|| raw.append_sync(&batch)));
+    g.finish();
+}
+
+fn append_sync(c: &mut Criterion) {
+    let root = bench_root();
+    let data = payload();
+
+    let mut g = c.benchmark_group("append_sync_256B");
+    g.throughput(Throughput::Bytes(ENTRY_BYTES as u64));
+    g.sampling_mode(SamplingMode::Flat);
+    g.sample_size(50);
+
+    let dir = tempdir(&root);
+    let mut w = WalWriter::open(dir.path());
+    g.bench_function("wal", |b| {
+        b.iter(|| {
+            w.append(&data);
+            w.sync();
+        })
+    });
+    drop(w);
+    drop(dir);
+
+    let dir = tempdir(&root);
+    let mut raw = RawLog::fallocated(&dir.path().join("raw"));
+    g.bench_function("raw_fallocated", |b| b.iter(|| raw.append_sync(&data)));
+    drop(raw);
+    drop(dir);
+
+    let dir = tempdir(&root);
+    let mut raw = RawLog::prewritten(&dir.path().join("raw"));
+    g.bench_function("raw_prewritten", |b| b.iter(|| raw.append_sync(&data)));
+    g.finish();
+}
+
+fn read_range(c: &mut Criterion) {
+    let root = bench_root();
+    let data = payload();
+    let dir = tempdir(&root);
+    let mut w = WalWriter::open(dir.path());
+    // Read from the middle of a longer log so the range is not special.
+    for _ in 0..3 * READ_ENTRIES {
+        w.append(&data);
+    }
+    w.sync();
+    let (lo, hi) = (READ_ENTRIES + 1, 2 * READ_ENTRIES + 1);
+    let first = w.wal.entries(lo, hi, u64::MAX).expect("read");
+    assert_eq!(first.len() as u64, READ_ENTRIES);
+    assert!(first.iter().all(|e| e.data == data));
+
+    let mut g = c.benchmark_group("read_range_10000x256B");
+    g.throughput(Throughput::Bytes(READ_ENTRIES * ENTRY_BYTES as u64));
+    g.bench_function("wal", |b| {
+        b.iter(|| black_box(w.wal.entries(lo, hi, u64::MAX).expect("read")))
+    });
+    g.finish();
+}
+
+fn recovery(c: &mut Criterion) {
+    if std::env::var_os("WAL_BENCH_RECOVERY").is_none_or(|v| v != "1") {
+        eprintln!("wal bench: skipping recovery_1GiB (set WAL_BENCH_RECOVERY=1 to run it)");
+        return;
+    }
+    let root = bench_root();
+    let dir = tempdir(&root);
+    let data = payload();
+
+    let started = Instant::now();
+    let mut w = WalWriter::open(dir.path());
+    let record_bytes = 8 + 16 + ENTRY_BYTES as u64;
+    let entries = RECOVERY_BYTES.div_ceil(record_bytes);
+    for i in 1..=entries {
+        w.append(&data);
+        if i % RECOVERY_SYNC_EVERY == 0 {
+            w.sync();
+        }
+    }
+    w.sync();
+    drop(w);
+    eprintln!(
+        "wal bench: built {entries} entries in {:.1?}",
+        started.elapsed()
+    );
+
+    // The first open also removes the leftover preallocated segment; keep it
+    // out of the measurement.
+    let wal = Wal::open(dir.path(), Options::default()).expect("open WAL");
+    let report = wal.recovery_report().clone();
+    drop(wal);
+    assert_eq!(report.last_index, entries);
+    assert!(report.bytes_replayed >= RECOVERY_BYTES);
+    eprintln!(
+        "wal bench: recovery WAL has {} segments, {} record bytes",
+        report.segments, report.bytes_replayed
+    );
+
+    let mut g = c.benchmark_group("recovery_1GiB");
+    g.throughput(Throughput::Bytes(report.bytes_replayed));
+    g.sampling_mode(SamplingMode::Flat);
+    g.sample_size(10);
+    g.bench_function("wal_open", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let t = Instant::now();
+                let wal = Wal::open(dir.path(), Options::default()).expect("open WAL");
+                total += t.elapsed();
+                assert_eq!(wal.last_index(), entries);
+                // Dropping (unmapping, freeing the index) is not recovery, and
+                // the next open needs the directory lock back.
+                drop(wal);
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = batched_append, append_sync, read_range, recovery
+}
+criterion_main!(benches);
