@@ -70,6 +70,8 @@ pub struct Params {
     pub max_inflight_msgs: usize,
     pub max_size_per_msg_bytes: u64,
     pub max_uncommitted_bytes: u64,
+    pub pre_vote: bool,
+    pub check_quorum: bool,
     pub fault_ms: u64,
     pub heal_deadline_ms: u64,
 }
@@ -85,6 +87,8 @@ impl Params {
             max_inflight_msgs: rng.range(1, 8) as usize,
             max_size_per_msg_bytes: rng.pick(&[1, 300, 2000, 1 << 20]).unwrap_or(1),
             max_uncommitted_bytes: rng.pick(&[600, 4000, 1 << 30]).unwrap_or(1 << 30),
+            pre_vote: rng.chance(80),
+            check_quorum: rng.chance(80),
             fault_ms: rng.range(1500, 4000),
             heal_deadline_ms: 20_000,
         }
@@ -236,6 +240,8 @@ impl Sim {
         cfg.max_size_per_msg_bytes = self.params.max_size_per_msg_bytes;
         cfg.max_uncommitted_entries_bytes = self.params.max_uncommitted_bytes;
         cfg.max_committed_bytes_per_ready = 4096;
+        cfg.pre_vote = self.params.pre_vote;
+        cfg.check_quorum = self.params.check_quorum;
         cfg.applied_index = applied;
         cfg.seed = self
             .seed
@@ -306,6 +312,15 @@ impl Sim {
             })
             .max()
             .map(|(_, id)| id)
+    }
+
+    /// Every live node that believes it is leader.
+    fn believed_leaders(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.raft.as_ref().is_some_and(|r| r.role() == Role::Leader))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn raft(&mut self, id: u64) -> Option<&mut RawNode<MemStorage>> {
@@ -447,11 +462,16 @@ impl Sim {
             }
         }
         // 1. Messages that may go before the persist.
+        let nothing_to_persist = rd.nothing_to_persist();
         self.send(id, rd.messages)?;
-        let crash_point = self
-            .nodes
-            .get_mut(&id)
-            .and_then(|n| n.crash_in_next_ready.take());
+        // A pending crash strikes during a Ready that has something to persist.
+        let crash_point = if nothing_to_persist {
+            None
+        } else {
+            self.nodes
+                .get_mut(&id)
+                .and_then(|n| n.crash_in_next_ready.take())
+        };
         if crash_point == Some(0) {
             self.crash(id);
             return Ok(());
@@ -609,9 +629,14 @@ impl Sim {
 
     fn chaos(&mut self) -> Check {
         let roll = self.rng.range(0, 100);
-        let leader = self.leader();
+        // Clients often reach whichever node believes it leads (possibly a stale leader).
+        let leader = if self.rng.chance(30) {
+            self.rng.pick(&self.believed_leaders())
+        } else {
+            self.leader()
+        };
         match roll {
-            0..=39 => {
+            0..=34 => {
                 let target = if self.rng.chance(85) {
                     leader
                 } else {
@@ -624,7 +649,7 @@ impl Sim {
                     self.process(id)?;
                 }
             }
-            40..=49 => {
+            35..=49 => {
                 if let Some(id) = leader {
                     let read_id = self.next_read_id;
                     self.next_read_id += 1;
