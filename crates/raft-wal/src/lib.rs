@@ -61,3 +61,10 @@ pub use inspect::inspect;
 pub use recovery::{RecoveryReport, TornTail};
 pub use types::{Entry, HardState};
 pub use wal::{Options, Wal};
+
+/// A `Wal` moves to whichever thread does the disk I/O.
+#[allow(dead_code)]
+fn assert_wal_is_send() {
+    fn is_send<T: Send>() {}
+    is_send::<Wal>();
+}

@@ -334,7 +334,12 @@ fn valid_record_after(buf: &[u8], from: usize, seq: u64) -> bool {
     while p + RECORD_HEADER_BYTES <= buf.len() {
         let head = &buf[p..p + RECORD_HEADER_BYTES];
         if head.iter().all(|&b| b == 0) {
-            p += 1;
+            // Jump over a run of zeros: the next candidate header is the first
+            // one that includes the next non-zero byte.
+            match buf[p + RECORD_HEADER_BYTES..].iter().position(|&b| b != 0) {
+                Some(k) => p += k + 1,
+                None => break,
+            }
             continue;
         }
         let len_kind = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
