@@ -16,6 +16,26 @@
 //! The model assumes unsynced writes to one file reach the disk in order (a
 //! crash keeps all or none of them, the last possibly torn), which is how
 //! append-only files behave on ext4 and XFS in practice.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use raft_wal::fault::{CrashMode, FaultFs, FaultOp};
+//! use raft_wal::{Error, Options, Wal};
+//!
+//! let fs = FaultFs::new();
+//! let mut wal = Wal::open_with_fs(Arc::new(fs.clone()), "/wal", Options::default()).unwrap();
+//! wal.append(1, 1, b"synced").unwrap();
+//! wal.sync().unwrap();
+//! wal.append(2, 1, b"not synced").unwrap();
+//! fs.fail_next(FaultOp::Sync, libc::EIO);
+//! assert!(wal.sync().is_err());
+//! assert!(matches!(wal.append(3, 1, b"x"), Err(Error::Poisoned { .. })));
+//! drop(wal);
+//!
+//! fs.crash(CrashMode::LOSE_UNSYNCED); // power cut
+//! let wal = Wal::open_with_fs(Arc::new(fs.clone()), "/wal", Options::default()).unwrap();
+//! assert_eq!(wal.last_index(), 1);
+//! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;

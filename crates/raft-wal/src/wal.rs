@@ -305,6 +305,18 @@ impl Wal {
     /// Discards every entry at or above `from` (a Raft log conflict). Buffered
     /// like an append: durable, as one atomic step, at the next
     /// [`sync`](Wal::sync). `from` must lie in `[first_index, last_index + 1]`.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let mut wal = raft_wal::Wal::open(dir.path(), Default::default()).unwrap();
+    /// for i in 1..=5 { wal.append(i, 1, b"old").unwrap(); }
+    /// wal.sync().unwrap();
+    /// // A new leader's log disagrees from index 4 on.
+    /// wal.truncate_suffix(4).unwrap();
+    /// wal.append(4, 2, b"new").unwrap();
+    /// wal.sync().unwrap(); // truncation and append become durable together
+    /// assert_eq!((wal.last_index(), wal.term(4).unwrap()), (4, Some(2)));
+    /// ```
     pub fn truncate_suffix(&mut self, from: u64) -> Result<()> {
         self.check_writable()?;
         let (first, last) = (self.first_index(), self.last_index());
@@ -527,6 +539,17 @@ impl Wal {
     /// Whole segments holding only discarded entries are deleted. `upto` may
     /// lie past `last_index` (a follower installing a newer snapshot): the log
     /// is then empty and the next append must be `upto + 1`.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let mut wal = raft_wal::Wal::open(dir.path(), Default::default()).unwrap();
+    /// for i in 1..=10 { wal.append(i, 1, b"x").unwrap(); }
+    /// wal.compact_prefix(6).unwrap(); // a snapshot now covers 1..=6
+    /// assert_eq!((wal.first_index(), wal.last_index()), (7, 10));
+    /// wal.compact_prefix(100).unwrap(); // installed a newer snapshot
+    /// assert_eq!((wal.first_index(), wal.last_index()), (101, 100));
+    /// wal.append(101, 3, b"y").unwrap();
+    /// ```
     pub fn compact_prefix(&mut self, upto: u64) -> Result<()> {
         self.check_writable()?;
         self.sync()?;
@@ -607,6 +630,15 @@ impl Wal {
     /// Entries `[lo, hi)`, stopping early once their data exceeds `max_bytes`
     /// (at least one entry is always returned when `lo < hi`). The range must
     /// lie within `[first_index, last_index + 1]`.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let mut wal = raft_wal::Wal::open(dir.path(), Default::default()).unwrap();
+    /// for i in 1..=100 { wal.append(i, 1, &[0u8; 100]).unwrap(); }
+    /// let batch = wal.entries(1, 101, 1000).unwrap(); // about 1000 bytes of data
+    /// assert_eq!(batch.len(), 10);
+    /// assert_eq!(wal.entries(50, 51, 0).unwrap().len(), 1); // never empty
+    /// ```
     pub fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>> {
         self.check_usable()?;
         let (first, last) = (self.first_index(), self.last_index());
