@@ -1,11 +1,11 @@
 //! The `raft-node` binary.
+use std::process::ExitCode;
+
 use clap::Parser;
+use raft_node::cli::{self, Cli};
 
-/// A replicated key-value service built on Raft.
-#[derive(Parser)]
-#[command(version, about)]
-struct Cli {}
-
-fn main() {
-    let _ = Cli::parse();
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::init_tracing();
+    cli::run(cli)
 }

@@ -1,0 +1,65 @@
+//! Command-line interface of the `raft-node` binary.
+//!
+//! `main.rs` only parses arguments and calls [`run`]; each command lives in its
+//! own module so it can be tested without spawning a process.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod wal;
+
+/// A replicated key-value service built on Raft.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect a write-ahead log directory offline (read-only).
+    #[command(subcommand)]
+    Wal(wal::WalCommand),
+}
+
+/// Exit code for a command that ran and found a problem (corruption, I/O
+/// error, bad directory). Usage errors exit with 2 (clap's default).
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Sends `tracing` diagnostics to stderr, filtered by `RUST_LOG` (default `warn`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Fails only if a subscriber is already installed, which is then kept.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+/// Runs a parsed command line, printing results to stdout and a one-line
+/// error to stderr, and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Wal(cmd) => {
+            let stdout = io::stdout();
+            let mut out = io::BufWriter::new(stdout.lock());
+            let res = wal::run(&cmd, &mut out);
+            // wal::run flushed already; this only drops the buffer.
+            let _ = out.flush();
+            match res {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::debug!(error = ?err, "wal command failed");
+                    eprintln!("error: {err}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+    }
+}
