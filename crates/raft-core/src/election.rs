@@ -165,6 +165,7 @@ impl<S: Storage> RawNode<S> {
                 MessageBody::VoteResponse {
                     pre_vote,
                     granted: true,
+                    commit: self.commit_id(),
                 },
             );
             if !pre_vote {
@@ -177,6 +178,7 @@ impl<S: Storage> RawNode<S> {
                 MessageBody::VoteResponse {
                     pre_vote,
                     granted: false,
+                    commit: self.commit_id(),
                 },
             );
         }

@@ -99,6 +99,11 @@ pub enum MessageBody {
         pre_vote: bool,
         /// Whether the vote was granted.
         granted: bool,
+        /// The sender's commit index and the term of its entry there. Committed entries
+        /// are facts: a receiver holding the same entry may commit up to it. This lets a
+        /// voter that never heard the commit of a configuration change (its leader left)
+        /// apply it and elect itself under the new configuration.
+        commit: EntryId,
     },
     /// Leader to transfer target: start an election now.
     TimeoutNow,

@@ -1,5 +1,6 @@
 //! Receiving a message: the term rules every message obeys, then dispatch by kind.
 
+use crate::entry::EntryId;
 use crate::error::Result;
 use crate::message::{Message, MessageBody};
 use crate::raw_node::RawNode;
@@ -14,6 +15,9 @@ impl<S: Storage> RawNode<S> {
         if m.to != self.id || m.from == self.id || m.from == 0 {
             return Ok(());
         }
+        if let MessageBody::VoteResponse { commit, .. } = &m.body {
+            self.learn_commit(*commit);
+        }
         if m.term > self.term {
             if !self.accept_higher_term(&m) {
                 return Ok(());
@@ -26,9 +30,9 @@ impl<S: Storage> RawNode<S> {
             MessageBody::RequestVote { pre_vote, last, .. } => {
                 self.handle_vote_request(m.from, m.term, pre_vote, last)
             }
-            MessageBody::VoteResponse { pre_vote, granted } => {
-                self.handle_vote_response(m.from, m.term, pre_vote, granted)
-            }
+            MessageBody::VoteResponse {
+                pre_vote, granted, ..
+            } => self.handle_vote_response(m.from, m.term, pre_vote, granted),
             MessageBody::Append {
                 prev,
                 entries,
@@ -72,6 +76,21 @@ impl<S: Storage> RawNode<S> {
         Ok(())
     }
 
+    /// Adopts a peer's commit index if our log holds the very entry it committed there.
+    fn learn_commit(&mut self, commit: EntryId) {
+        if commit.index > self.log.committed && self.log.match_term(commit.index, commit.term) {
+            self.log.commit_to(commit.index);
+        }
+    }
+
+    pub(crate) fn commit_id(&self) -> EntryId {
+        let index = self.log.committed;
+        EntryId {
+            index,
+            term: self.log.term(index).unwrap_or(0),
+        }
+    }
+
     /// `m` carries a higher term. Returns false if the message must be dropped.
     fn accept_higher_term(&mut self, m: &Message) -> bool {
         match m.body {
@@ -95,6 +114,7 @@ impl<S: Storage> RawNode<S> {
             MessageBody::VoteResponse {
                 pre_vote: true,
                 granted: true,
+                ..
             } => true,
             MessageBody::Append { .. }
             | MessageBody::Heartbeat { .. }
@@ -112,13 +132,12 @@ impl<S: Storage> RawNode<S> {
     /// `m` carries a lower term: tell a stale leader or pre-candidate about our term.
     fn answer_stale_term(&mut self, m: &Message) {
         match m.body {
-            // With CheckQuorum or PreVote a node of higher term may never disrupt the stale
-            // leader by campaigning, so the stale leader must learn the term from us.
+            // The stale leader must learn the newer term from us: with CheckQuorum or
+            // PreVote nobody may ever disrupt it by campaigning, and a campaigner whose
+            // configuration no longer includes the stale leader never asks it for a vote.
             MessageBody::Append { .. }
             | MessageBody::Heartbeat { .. }
-            | MessageBody::InstallSnapshot { .. }
-                if self.cfg.check_quorum || self.cfg.pre_vote =>
-            {
+            | MessageBody::InstallSnapshot { .. } => {
                 self.send(
                     m.from,
                     MessageBody::HeartbeatResponse {
@@ -133,6 +152,7 @@ impl<S: Storage> RawNode<S> {
                     MessageBody::VoteResponse {
                         pre_vote: true,
                         granted: false,
+                        commit: self.commit_id(),
                     },
                 );
             }

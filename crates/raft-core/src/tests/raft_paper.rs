@@ -399,6 +399,10 @@ fn messages_from_strangers_and_junk_do_not_panic() {
         MessageBody::VoteResponse {
             pre_vote: false,
             granted: true,
+            commit: EntryId {
+                index: 1 << 40,
+                term: 9,
+            },
         },
     ];
     for body in junk {

@@ -78,6 +78,14 @@ pub struct Params {
 
 impl Params {
     pub fn from_seed(rng: &mut SimRng) -> Self {
+        let mut p = Self::draw(rng);
+        if !p.pre_vote && !p.check_quorum {
+            p.check_quorum = true;
+        }
+        p
+    }
+
+    fn draw(rng: &mut SimRng) -> Self {
         Params {
             voters: if rng.chance(50) { 3 } else { 5 },
             spare_nodes: 2,
@@ -87,9 +95,11 @@ impl Params {
             max_inflight_msgs: rng.range(1, 8) as usize,
             max_size_per_msg_bytes: rng.pick(&[1, 300, 2000, 1 << 20]).unwrap_or(1),
             max_uncommitted_bytes: rng.pick(&[600, 4000, 1 << 30]).unwrap_or(1 << 30),
-            pre_vote: rng.chance(80),
-            check_quorum: rng.chance(80),
-            fault_ms: rng.range(1500, 4000),
+            // Both on by default; one of them off in some runs. With both off a removed
+            // node that never learned of its removal can disrupt forever (thesis 4.2.3).
+            pre_vote: rng.chance(85),
+            check_quorum: rng.chance(85),
+            fault_ms: rng.range(2000, 8000),
             heal_deadline_ms: 20_000,
         }
     }
@@ -791,7 +801,7 @@ impl Sim {
         let learners: Vec<u64> = conf.learners.iter().copied().collect();
         let voters: Vec<u64> = conf.voters.iter().copied().collect();
         let mut changes = Vec::new();
-        match self.rng.range(0, 6) {
+        match self.rng.range(0, 9) {
             0 => changes.extend(
                 self.rng
                     .pick(&non_members)
@@ -805,6 +815,27 @@ impl Sim {
                 changes.extend(self.rng.pick(&voters).map(ConfChangeSingle::AddLearner))
             }
             4 => changes.extend(self.rng.pick(&learners).map(ConfChangeSingle::Remove)),
+            5 | 6 => {
+                // An arbitrary new voter set (fresh nodes included), reached in one joint change.
+                let mut pool = self.ids.clone();
+                self.rng.shuffle(&mut pool);
+                let size = self.rng.range(1, pool.len().min(5) as u64 + 1) as usize;
+                let target = &pool[..size];
+                for &id in target {
+                    if !voters.contains(&id) {
+                        changes.push(ConfChangeSingle::AddVoter(id));
+                    }
+                }
+                for &id in &voters {
+                    if !target.contains(&id) {
+                        changes.push(if self.rng.chance(50) {
+                            ConfChangeSingle::Remove(id)
+                        } else {
+                            ConfChangeSingle::AddLearner(id)
+                        });
+                    }
+                }
+            }
             _ => {
                 // Swap: a new voter in, an old one out, in one joint change.
                 let incoming = self
