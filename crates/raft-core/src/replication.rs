@@ -81,6 +81,13 @@ impl<S: Storage> RawNode<S> {
         let ids: Vec<NodeId> = self.progress.keys().copied().collect();
         for id in ids {
             self.send_append(id, true);
+            // Pipeline: fill the in-flight window of peers already replicating.
+            while self
+                .progress
+                .get(&id)
+                .is_some_and(|p| p.state == ProgressState::Replicate)
+                && self.send_append(id, false)
+            {}
         }
     }
 

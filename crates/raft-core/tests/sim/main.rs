@@ -29,10 +29,14 @@ fn replay_command(seed: u64) -> String {
 fn sweep() {
     let seeds = env_u64("RAFT_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
     let first = env_u64("RAFT_SIM_FIRST_SEED").unwrap_or(0);
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .min(8);
+    let threads = env_u64("RAFT_SIM_THREADS")
+        .map(|n| n.max(1) as usize)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .min(8)
+        });
     let next = Arc::new(AtomicU64::new(first));
     let failures = Arc::new(Mutex::new(Vec::<(u64, String)>::new()));
     let totals = Arc::new(Mutex::new((0u64, 0u64, 0u64, 0u64, 0u64)));

@@ -1,0 +1,339 @@
+//! Scenario tests for the engineering rules around the paper: the persistence contract,
+//! batching, flow control, backtracking, stale responses and lease reads.
+
+use super::raft_paper::Network;
+use crate::*;
+
+fn single_node() -> RawNode<MemStorage> {
+    let mut n = RawNode::new(Config::new(1), MemStorage::new_bootstrap([1])).unwrap();
+    n.campaign();
+    assert_eq!(n.role(), Role::Leader);
+    n
+}
+
+fn persist(n: &mut RawNode<MemStorage>, rd: &Ready) {
+    if let Some(s) = &rd.snapshot {
+        n.storage_mut().apply_snapshot(s.clone());
+    }
+    n.storage_mut().append(&rd.entries);
+    if let Some(hs) = rd.hard_state {
+        n.storage_mut().set_hard_state(hs);
+    }
+}
+
+#[test]
+fn leader_counts_itself_only_for_persisted_entries() {
+    let mut n = single_node();
+    let rd = n.ready();
+    persist(&mut n, &rd);
+    n.advance();
+    let rd = n.ready();
+    n.advance();
+    drop(rd);
+    let id = n.propose(b"a".to_vec()).unwrap();
+    let rd = n.ready();
+    assert_eq!(rd.entries.len(), 1);
+    assert!(
+        rd.committed_entries.is_empty(),
+        "not committed before the leader's own persist"
+    );
+    assert!(n.commit_index() < id.index);
+    persist(&mut n, &rd);
+    n.advance();
+    assert_eq!(
+        n.commit_index(),
+        id.index,
+        "a single voter commits once persisted"
+    );
+    let rd = n.ready();
+    assert_eq!(rd.committed_entries.last().map(|e| e.index), Some(id.index));
+    n.advance();
+}
+
+#[test]
+fn proposals_between_two_readys_are_batched() {
+    let mut net = Network::new(&[1, 2, 3]);
+    net.elect(1);
+    for i in 0..5u8 {
+        net.node(1).propose(vec![i]).unwrap();
+    }
+    let rd = net.node(1).ready();
+    assert_eq!(rd.entries.len(), 5);
+    let appends: Vec<_> = rd
+        .messages
+        .iter()
+        .filter(|m| matches!(&m.body, MessageBody::Append { entries, .. } if entries.len() == 5))
+        .collect();
+    assert_eq!(
+        appends.len(),
+        2,
+        "one append per follower carrying the whole batch"
+    );
+    persist(net.node(1), &rd);
+    net.node(1).advance();
+}
+
+#[test]
+fn followers_ack_and_vote_only_after_persist() {
+    let mut net = Network::new(&[1, 2, 3]);
+    net.elect(1);
+    net.node(1).propose(b"x".to_vec()).unwrap();
+    let rd = net.node(1).ready();
+    assert!(rd
+        .messages
+        .iter()
+        .all(|m| matches!(m.body, MessageBody::Append { .. })));
+    let appends = rd.messages.clone();
+    persist(net.node(1), &rd);
+    net.node(1).advance();
+    for m in appends {
+        let to = m.to;
+        net.node(to).step(m).unwrap();
+        let rd = net.node(to).ready();
+        assert!(rd.messages.is_empty());
+        assert!(rd
+            .persisted_messages
+            .iter()
+            .any(|m| matches!(m.body, MessageBody::AppendResponse { .. })));
+        assert_eq!(rd.entries.len(), 1);
+        net.node(to).advance();
+    }
+    // A real vote waits for the persisted vote; a PreVote does not.
+    let mut net = Network::with_config(&[1, 2, 3], |c| c.check_quorum = false);
+    net.node(1).campaign();
+    let rd = net.node(1).ready();
+    assert!(rd
+        .messages
+        .iter()
+        .all(|m| matches!(m.body, MessageBody::RequestVote { pre_vote: true, .. })));
+    let prevotes = rd.messages.clone();
+    net.node(1).advance();
+    net.node(2).step(prevotes[0].clone()).unwrap();
+    let rd = net.node(2).ready();
+    assert_eq!(rd.messages.len(), 1, "PreVote answers need no persist");
+    assert!(rd.hard_state.is_none());
+    net.node(2).advance();
+    let mut net = Network::with_config(&[1, 2, 3], |c| {
+        c.pre_vote = false;
+        c.check_quorum = false;
+    });
+    net.node(1).campaign();
+    let rd = net.node(1).ready();
+    assert!(rd.messages.is_empty());
+    assert_eq!(rd.hard_state.map(|h| h.vote), Some(Some(1)));
+    let req = rd.persisted_messages[0].clone();
+    net.node(1).advance();
+    let to = req.to;
+    net.node(to).step(req).unwrap();
+    let rd = net.node(to).ready();
+    assert!(rd.messages.is_empty());
+    assert_eq!(rd.hard_state.map(|h| h.vote), Some(Some(1)));
+    assert!(matches!(
+        rd.persisted_messages[0].body,
+        MessageBody::VoteResponse { granted: true, .. }
+    ));
+    net.node(to).advance();
+}
+
+#[test]
+fn pipelining_respects_the_inflight_window_and_message_size() {
+    let mut net = Network::with_config(&[1, 2], |c| {
+        c.max_inflight_msgs = 2;
+        c.max_size_per_msg_bytes = 1;
+    });
+    net.elect(1);
+    net.settle();
+    for i in 0..6u8 {
+        net.node(1).propose(vec![i; 10]).unwrap();
+    }
+    let rd = net.node(1).ready();
+    let appends: Vec<usize> = rd
+        .messages
+        .iter()
+        .filter_map(|m| match &m.body {
+            MessageBody::Append { entries, .. } => Some(entries.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        appends,
+        vec![1, 1],
+        "two single-entry appends, then the window is full"
+    );
+    persist(net.node(1), &rd);
+    net.node(1).advance();
+    net.queue.extend(rd.messages);
+    net.settle();
+    assert_eq!(net.node(2).last_index(), net.node(1).last_index());
+}
+
+#[test]
+fn uncommitted_bytes_cap_refuses_proposals() {
+    let mut net = Network::with_config(&[1, 2, 3], |c| c.max_uncommitted_entries_bytes = 200);
+    net.elect(1);
+    net.isolate(1);
+    let mut refused = false;
+    for _ in 0..10 {
+        if net.node(1).propose(vec![0; 50]) == Err(Error::UncommittedLimitExceeded) {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused);
+    net.cut.clear();
+    net.tick_all(3);
+    assert!(
+        net.node(1).propose(vec![0; 50]).is_ok(),
+        "room again once committed"
+    );
+}
+
+#[test]
+fn fast_backtracking_skips_a_whole_conflicting_term() {
+    let mut net = Network::with_config(&[1, 2, 3], |c| {
+        c.pre_vote = false;
+        c.check_quorum = false;
+    });
+    net.elect(1);
+    // Leader 1 writes 50 entries nobody else gets.
+    net.isolate(1);
+    for i in 0..50u8 {
+        net.node(1).propose(vec![i]).unwrap();
+    }
+    net.settle();
+    // 2 takes over and writes 5 entries with 3.
+    net.cut = vec![(1, 2), (1, 3)];
+    net.elect(2);
+    for i in 0..5u8 {
+        net.node(2).propose(vec![i]).unwrap();
+    }
+    net.settle();
+    net.cut.clear();
+    // Count the append rejections 1 sends before matching.
+    let mut rejections = 0;
+    for _ in 0..20 {
+        net.node(2).tick();
+        net.flush();
+        for m in &net.queue {
+            if matches!(
+                m.body,
+                MessageBody::AppendResponse {
+                    outcome: AppendOutcome::Rejected { .. },
+                    ..
+                }
+            ) {
+                rejections += 1;
+            }
+        }
+        let msgs = std::mem::take(&mut net.queue);
+        for m in msgs {
+            let to = m.to;
+            net.node(to).step(m).unwrap();
+        }
+    }
+    net.settle();
+    assert_eq!(net.node(1).last_index(), net.node(2).last_index());
+    assert!(
+        rejections <= 2,
+        "one rejection names the whole conflicting term ({rejections})"
+    );
+}
+
+#[test]
+fn stale_responses_for_a_removed_then_readded_node_are_ignored() {
+    let mut net = Network::new(&[1, 2, 3]);
+    net.elect(1);
+    net.node(1).propose(b"a".to_vec()).unwrap();
+    net.settle();
+    // Capture an ack from 3 for the current progress.
+    net.node(1).propose(b"b".to_vec()).unwrap();
+    net.flush();
+    let to3: Vec<Message> = net.queue.iter().filter(|m| m.to == 3).cloned().collect();
+    net.queue.retain(|m| m.to != 3);
+    net.settle();
+    for m in to3 {
+        net.node(3).step(m).unwrap();
+    }
+    let rd = net.node(3).ready();
+    let stale_ack = rd.persisted_messages[0].clone();
+    persist(net.node(3), &rd);
+    net.node(3).advance();
+    // Remove 3 and add it back as a learner: a fresh progress with a new tag.
+    let rm = ConfChange {
+        changes: vec![ConfChangeSingle::Remove(3)],
+    };
+    net.node(1).propose_conf_change(rm, vec![]).unwrap();
+    net.tick_all(3);
+    let add = ConfChange {
+        changes: vec![ConfChangeSingle::AddLearner(3)],
+    };
+    net.cut = vec![(1, 3)];
+    net.node(1).propose_conf_change(add, vec![]).unwrap();
+    net.settle();
+    assert!(net.node(1).conf_state().learners.contains(&3));
+    let before = net.node(1).progress[&3].clone();
+    net.node(1).step(stale_ack).unwrap();
+    let after = &net.node(1).progress[&3];
+    assert_eq!(before.match_index, after.match_index, "stale ack ignored");
+    assert_eq!(after.match_index, 0);
+}
+
+#[test]
+fn read_index_waits_for_a_commit_in_the_leaders_term() {
+    let mut net = Network::new(&[1, 2, 3]);
+    net.node(1).campaign();
+    // Let the election finish but hold back the append acks.
+    for _ in 0..4 {
+        net.flush();
+        let msgs = std::mem::take(&mut net.queue);
+        for m in msgs {
+            if !matches!(m.body, MessageBody::AppendResponse { .. }) {
+                let to = m.to;
+                net.node(to).step(m).unwrap();
+            }
+        }
+    }
+    assert_eq!(net.node(1).role(), Role::Leader);
+    net.node(1).read_index(b"r".to_vec()).unwrap();
+    assert_eq!(net.node(1).pending_read_count(), 1);
+    net.queue.clear();
+    net.tick_all(2);
+    assert_eq!(net.node(1).pending_read_count(), 0);
+    let reads: Vec<_> = net.applied.get(&1).map(|v| v.len()).into_iter().collect();
+    assert!(!reads.is_empty());
+    assert_eq!(
+        net.node(2).read_index(vec![]),
+        Err(Error::NotLeader {
+            leader_hint: Some(1)
+        })
+    );
+}
+
+#[test]
+fn lease_reads_are_immediate_when_enabled() {
+    let mut net = Network::with_config(&[1, 2, 3], |c| c.lease_reads = true);
+    net.elect(1);
+    net.node(1).read_index(b"r".to_vec()).unwrap();
+    let rd = net.node(1).ready();
+    assert_eq!(rd.read_states.len(), 1);
+    net.node(1).advance();
+}
+
+#[test]
+fn restart_recovers_configuration_and_hard_state() {
+    let mut net = Network::new(&[1, 2, 3]);
+    net.elect(1);
+    let cc = ConfChange {
+        changes: vec![ConfChangeSingle::AddLearner(9)],
+    };
+    net.node(1).propose_conf_change(cc, vec![]).unwrap();
+    net.tick_all(2);
+    let node = net.nodes.remove(&2).unwrap();
+    let (term, commit, applied) = (node.term(), node.commit_index(), node.applied_index());
+    let mut cfg = Config::new(2);
+    cfg.applied_index = applied;
+    let restarted = RawNode::new(cfg, node.into_storage()).unwrap();
+    assert_eq!(restarted.term(), term);
+    assert_eq!(restarted.commit_index(), commit);
+    assert!(restarted.conf_state().learners.contains(&9));
+}
