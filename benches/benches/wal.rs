@@ -29,6 +29,7 @@ use std::hint::black_box;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
@@ -52,22 +53,26 @@ const TMPFS_MAGIC: i64 = 0x0102_1994;
 
 /// The directory all bench files go in, created and checked once.
 fn bench_root() -> PathBuf {
-    let root = std::env::var_os("WAL_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wal-bench"));
-    std::fs::create_dir_all(&root).expect("create bench directory");
-    let fs_type = fs_type(&root);
-    assert_ne!(
-        fs_type,
-        TMPFS_MAGIC,
-        "{} is on tmpfs; fsync numbers would be meaningless (set WAL_BENCH_DIR)",
-        root.display()
-    );
-    eprintln!(
-        "wal bench: files under {} (statfs f_type {fs_type:#x})",
-        root.display()
-    );
-    root
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = std::env::var_os("WAL_BENCH_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wal-bench"));
+        std::fs::create_dir_all(&root).expect("create bench directory");
+        let fs_type = fs_type(&root);
+        assert_ne!(
+            fs_type,
+            TMPFS_MAGIC,
+            "{} is on tmpfs; fsync numbers would be meaningless (set WAL_BENCH_DIR)",
+            root.display()
+        );
+        eprintln!(
+            "wal bench: files under {} (statfs f_type {fs_type:#x})",
+            root.display()
+        );
+        root
+    })
+    .clone()
 }
 
 fn fs_type(path: &Path) -> i64 {
@@ -196,8 +201,27 @@ fn sync_parent(path: &Path) {
         .expect("fsync directory");
 }
 
+/// State built the first time a bench function actually runs: criterion calls
+/// every group function even when a name filter skips its benchmarks.
+struct Lazy<T> {
+    value: Option<(T, TempDir)>,
+}
+
+impl<T> Lazy<T> {
+    fn new() -> Lazy<T> {
+        Lazy { value: None }
+    }
+
+    fn get(&mut self, make: impl FnOnce(&Path) -> T) -> &mut T {
+        let (value, _dir) = self.value.get_or_insert_with(|| {
+            let dir = tempdir(&bench_root());
+            (make(dir.path()), dir)
+        });
+        value
+    }
+}
+
 fn batched_append(c: &mut Criterion) {
-    let root = bench_root();
     let data = payload();
     let batch: Vec<u8> = data
         .iter()
@@ -211,9 +235,9 @@ fn batched_append(c: &mut Criterion) {
     g.sampling_mode(SamplingMode::Flat);
     g.sample_size(30);
 
-    let dir = tempdir(&root);
-    let mut w = WalWriter::open(dir.path());
+    let mut wal = Lazy::new();
     g.bench_function("wal", |b| {
+        let w = wal.get(WalWriter::open);
         b.iter(|| {
             for _ in 0..BATCH_ENTRIES {
                 w.append(&data);
@@ -221,23 +245,24 @@ fn batched_append(c: &mut Criterion) {
             w.sync();
         })
     });
-    drop(w);
-    drop(dir);
+    drop(wal);
 
-    let dir = tempdir(&root);
-    let mut raw = RawLog::fallocated(&dir.path().join("raw"));
-    g.bench_function("raw_fallocated", |b| b.iter(|| raw.append_sync(&batch)));
+    let mut raw = Lazy::new();
+    g.bench_function("raw_fallocated", |b| {
+        let r = raw.get(|d| RawLog::fallocated(&d.join("raw")));
+        b.iter(|| r.append_sync(&batch))
+    });
     drop(raw);
-    drop(dir);
 
-    let dir = tempdir(&root);
-    let mut raw = RawLog::prewritten(&dir.path().join("raw"));
-    g.bench_function("raw_prewritten", |b| b.iter(|| raw.append_sync(&batch)));
+    let mut raw = Lazy::new();
+    g.bench_function("raw_prewritten", |b| {
+        let r = raw.get(|d| RawLog::prewritten(&d.join("raw")));
+        b.iter(|| r.append_sync(&batch))
+    });
     g.finish();
 }
 
 fn append_sync(c: &mut Criterion) {
-    let root = bench_root();
     let data = payload();
 
     let mut g = c.benchmark_group("append_sync_256B");
@@ -245,47 +270,51 @@ fn append_sync(c: &mut Criterion) {
     g.sampling_mode(SamplingMode::Flat);
     g.sample_size(50);
 
-    let dir = tempdir(&root);
-    let mut w = WalWriter::open(dir.path());
+    let mut wal = Lazy::new();
     g.bench_function("wal", |b| {
+        let w = wal.get(WalWriter::open);
         b.iter(|| {
             w.append(&data);
             w.sync();
         })
     });
-    drop(w);
-    drop(dir);
+    drop(wal);
 
-    let dir = tempdir(&root);
-    let mut raw = RawLog::fallocated(&dir.path().join("raw"));
-    g.bench_function("raw_fallocated", |b| b.iter(|| raw.append_sync(&data)));
+    let mut raw = Lazy::new();
+    g.bench_function("raw_fallocated", |b| {
+        let r = raw.get(|d| RawLog::fallocated(&d.join("raw")));
+        b.iter(|| r.append_sync(&data))
+    });
     drop(raw);
-    drop(dir);
 
-    let dir = tempdir(&root);
-    let mut raw = RawLog::prewritten(&dir.path().join("raw"));
-    g.bench_function("raw_prewritten", |b| b.iter(|| raw.append_sync(&data)));
+    let mut raw = Lazy::new();
+    g.bench_function("raw_prewritten", |b| {
+        let r = raw.get(|d| RawLog::prewritten(&d.join("raw")));
+        b.iter(|| r.append_sync(&data))
+    });
     g.finish();
 }
 
 fn read_range(c: &mut Criterion) {
-    let root = bench_root();
     let data = payload();
-    let dir = tempdir(&root);
-    let mut w = WalWriter::open(dir.path());
     // Read from the middle of a longer log so the range is not special.
-    for _ in 0..3 * READ_ENTRIES {
-        w.append(&data);
-    }
-    w.sync();
     let (lo, hi) = (READ_ENTRIES + 1, 2 * READ_ENTRIES + 1);
-    let first = w.wal.entries(lo, hi, u64::MAX).expect("read");
-    assert_eq!(first.len() as u64, READ_ENTRIES);
-    assert!(first.iter().all(|e| e.data == data));
+    let mut wal = Lazy::new();
 
     let mut g = c.benchmark_group("read_range_10000x256B");
     g.throughput(Throughput::Bytes(READ_ENTRIES * ENTRY_BYTES as u64));
     g.bench_function("wal", |b| {
+        let w = wal.get(|d| {
+            let mut w = WalWriter::open(d);
+            for _ in 0..3 * READ_ENTRIES {
+                w.append(&data);
+            }
+            w.sync();
+            let first = w.wal.entries(lo, hi, u64::MAX).expect("read");
+            assert_eq!(first.len() as u64, READ_ENTRIES);
+            assert!(first.iter().all(|e| e.data == data));
+            w
+        });
         b.iter(|| black_box(w.wal.entries(lo, hi, u64::MAX).expect("read")))
     });
     g.finish();
@@ -351,6 +380,98 @@ fn recovery(c: &mut Criterion) {
     g.finish();
 }
 
+/// Interleaved WAL / raw rounds, only with `WAL_BENCH_PAIRED=1`.
+///
+/// The disk is shared, and background fsync traffic shifts `fdatasync` latency
+/// by several times between one criterion window and the next, so ratios of
+/// separately measured medians are noisy. Here every round runs the WAL
+/// operation and both raw baselines back to back (in a rotating order), so all
+/// three see the same background; the ratio of their medians is the robust
+/// figure. Results go to stderr.
+fn paired(_: &mut Criterion) {
+    if std::env::var_os("WAL_BENCH_PAIRED").is_none_or(|v| v != "1") {
+        eprintln!("wal bench: skipping paired rounds (set WAL_BENCH_PAIRED=1 to run them)");
+        return;
+    }
+    let data = payload();
+    let batch: Vec<u8> = data
+        .iter()
+        .copied()
+        .cycle()
+        .take(ENTRY_BYTES * BATCH_ENTRIES)
+        .collect();
+    let root = bench_root();
+    let run = |name: &str, rounds: usize, wal_op: &dyn Fn(&mut WalWriter), raw_buf: &[u8]| {
+        let dirs = [tempdir(&root), tempdir(&root), tempdir(&root)];
+        let mut w = WalWriter::open(dirs[0].path());
+        let mut fa = RawLog::fallocated(&dirs[1].path().join("raw"));
+        let mut pw = RawLog::prewritten(&dirs[2].path().join("raw"));
+        let mut times: [Vec<Duration>; 3] = Default::default();
+        // Warm-up rounds, not recorded: first segment, first chunk, page cache.
+        for _ in 0..rounds / 10 {
+            wal_op(&mut w);
+            fa.append_sync(raw_buf);
+            pw.append_sync(raw_buf);
+        }
+        for round in 0..rounds {
+            for k in 0..3 {
+                let which = (round + k) % 3;
+                let t = Instant::now();
+                match which {
+                    0 => wal_op(&mut w),
+                    1 => fa.append_sync(raw_buf),
+                    _ => pw.append_sync(raw_buf),
+                }
+                times[which].push(t.elapsed());
+            }
+        }
+        let q = |v: &mut Vec<Duration>, p: f64| {
+            v.sort();
+            v[((v.len() - 1) as f64 * p).round() as usize]
+        };
+        let mut med = [Duration::ZERO; 3];
+        for (i, label) in ["wal", "raw_fallocated", "raw_prewritten"]
+            .iter()
+            .enumerate()
+        {
+            let v = &mut times[i];
+            med[i] = q(v, 0.5);
+            eprintln!(
+                "paired {name}/{label}: median {:.1?} p10 {:.1?} p90 {:.1?} over {rounds} rounds",
+                med[i],
+                q(v, 0.1),
+                q(v, 0.9)
+            );
+        }
+        let r = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+        eprintln!(
+            "paired {name}: wal/raw_fallocated time {:.2}x, wal/raw_prewritten time {:.2}x",
+            r(med[0], med[1]),
+            r(med[0], med[2])
+        );
+    };
+    run(
+        "batched_append_1000x256B",
+        300,
+        &|w| {
+            for _ in 0..BATCH_ENTRIES {
+                w.append(&data);
+            }
+            w.sync();
+        },
+        &batch,
+    );
+    run(
+        "append_sync_256B",
+        2000,
+        &|w| {
+            w.append(&data);
+            w.sync();
+        },
+        &data,
+    );
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -360,6 +481,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = batched_append, append_sync, read_range, recovery
+    targets = batched_append, append_sync, read_range, recovery, paired
 }
 criterion_main!(benches);
