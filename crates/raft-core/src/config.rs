@@ -28,8 +28,10 @@ pub struct Config {
     /// Leader steps down if it has not heard from a quorum within an election timeout,
     /// and followers ignore vote requests while they hear from a leader.
     pub check_quorum: bool,
-    /// Serve reads from the leader lease instead of a heartbeat round. Needs `check_quorum`
-    /// and bounded clock drift; off by default.
+    /// Serve reads from the leader lease (thesis 6.4.1) instead of waiting for a heartbeat
+    /// round: a read is answered at once if a quorum echoed a heartbeat sent less than
+    /// `election_timeout_ticks - 2` ticks ago. Sound only if every node's tick runs at
+    /// nearly the same rate (bounded clock drift). Needs `check_quorum`; off by default.
     pub lease_reads: bool,
     /// Index the state machine has applied (on restart).
     pub applied_index: u64,

@@ -27,6 +27,7 @@ impl<S: Storage> RawNode<S> {
         self.pending_conf_index = 0;
         self.broadcast_pending = false;
         self.read_only.reset();
+        self.lease_revoked = false;
     }
 
     /// Becomes a follower of `leader` in `term`.
@@ -91,6 +92,9 @@ impl<S: Storage> RawNode<S> {
 
     pub(crate) fn tick_election(&mut self) {
         self.election_elapsed_ticks += 1;
+        if self.election_elapsed_ticks >= self.cfg.election_timeout_ticks {
+            self.startup_lease_guard = false;
+        }
         if self.promotable()
             && self.election_elapsed_ticks >= self.randomized_election_timeout_ticks
         {

@@ -57,6 +57,13 @@ pub struct RawNode<S: Storage> {
     pub(crate) read_only: ReadOnly,
     pub(crate) read_states: Vec<ReadState>,
     pub(crate) next_progress_tag: u64,
+    /// Ticks since this node started (the leader lease is measured in them).
+    pub(crate) ticks: u64,
+    /// Leader only: a TimeoutNow went out this term, so the lease may no longer hold.
+    pub(crate) lease_revoked: bool,
+    /// With lease reads: refuse votes for an election timeout after a restart, since
+    /// this node may have acknowledged a leader's lease just before crashing.
+    pub(crate) startup_lease_guard: bool,
     /// Leader only: new entries or a new commit index must be sent at the next `ready()`.
     pub(crate) broadcast_pending: bool,
     prev_hard_state: HardState,
@@ -111,6 +118,9 @@ impl<S: Storage> RawNode<S> {
             read_only: ReadOnly::default(),
             read_states: Vec::new(),
             next_progress_tag: 1,
+            ticks: 0,
+            lease_revoked: false,
+            startup_lease_guard: false,
             broadcast_pending: false,
             prev_hard_state: hs,
             prev_role: RoleState {
@@ -120,6 +130,7 @@ impl<S: Storage> RawNode<S> {
             },
             in_progress: None,
         };
+        node.startup_lease_guard = node.cfg.lease_reads;
         node.reset_randomized_election_timeout();
         Ok(node)
     }
@@ -129,6 +140,7 @@ impl<S: Storage> RawNode<S> {
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
         self.debug_check_not_in_ready();
+        self.ticks += 1;
         if self.role == Role::Leader {
             self.tick_leader();
         } else {
@@ -208,7 +220,7 @@ impl<S: Storage> RawNode<S> {
             if std::mem::take(&mut self.broadcast_pending) {
                 self.bcast_append();
             }
-            if self.read_only.take_round_to_send() {
+            if self.read_only.round_wanted() {
                 self.bcast_heartbeat();
             }
         }

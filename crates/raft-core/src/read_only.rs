@@ -1,9 +1,17 @@
-//! ReadIndex bookkeeping (thesis 6.4): reads wait for a heartbeat round acknowledged by
-//! a quorum, which proves the leader was still leader when the read arrived.
+//! ReadIndex bookkeeping (thesis 6.4) and the leader lease (thesis 6.4.1).
+//!
+//! Every heartbeat broadcast is a numbered round. A read registered now waits for the
+//! next round; once a quorum has echoed that round, the leader was still leader when
+//! the read arrived and the read is released. The send time of the newest confirmed
+//! round also starts the leader lease: followers that echoed it refuse to vote for
+//! anyone else for an election timeout after receiving it.
 
 use std::collections::VecDeque;
 
 use crate::ready::ReadState;
+
+/// Rounds remembered for the lease; older unconfirmed rounds are forgotten.
+const MAX_TRACKED_ROUNDS: usize = 64;
 
 /// A read registered at `index`, confirmed once a quorum acknowledges `round`.
 #[derive(Clone, Debug)]
@@ -13,60 +21,74 @@ struct PendingRead {
     ctx: Vec<u8>,
 }
 
-/// The leader's pending linearizable reads.
+/// The leader's pending linearizable reads and heartbeat rounds.
 #[derive(Clone, Debug, Default)]
 pub struct ReadOnly {
-    /// Latest round number handed out (rounds only grow during a node's life).
-    round: u64,
-    /// True if reads were registered under `round` and no heartbeat carried it yet.
-    round_unsent: bool,
+    /// Last round sent (rounds only grow during a node's life).
+    sent_round: u64,
+    /// Reads wait for a round that has not been sent yet.
+    round_wanted: bool,
     pending: VecDeque<PendingRead>,
     /// Reads received before the leader committed an entry of its term.
-    waiting_for_commit: Vec<Vec<u8>>,
+    parked: Vec<Vec<u8>>,
+    /// `(round, tick it was sent at)`, oldest first, not yet confirmed.
+    sent_at_tick: VecDeque<(u64, u64)>,
+    /// Highest round a quorum confirmed, and the tick it was sent at.
+    confirmed: Option<(u64, u64)>,
 }
 
 impl ReadOnly {
-    /// Latest round; heartbeats carry it.
+    /// Last round sent; this node's own acknowledgement.
     pub fn round(&self) -> u64 {
-        self.round
+        self.sent_round
     }
 
-    /// Registers a read at commit index `index`. Returns its round.
-    pub fn register(&mut self, index: u64, ctx: Vec<u8>) -> u64 {
-        if !self.round_unsent {
-            self.round += 1;
-            self.round_unsent = true;
-        }
+    /// Registers a read at commit index `index`; it waits for the next round.
+    pub fn register(&mut self, index: u64, ctx: Vec<u8>) {
+        self.round_wanted = true;
         self.pending.push_back(PendingRead {
-            round: self.round,
+            round: self.sent_round + 1,
             index,
             ctx,
         });
-        self.round
     }
 
-    /// True if a heartbeat must go out to confirm new reads; clears the flag.
-    pub fn take_round_to_send(&mut self) -> bool {
-        std::mem::take(&mut self.round_unsent)
+    /// True if a heartbeat should go out now to confirm waiting reads.
+    pub fn round_wanted(&self) -> bool {
+        self.round_wanted
+    }
+
+    /// Starts a new round sent at `now_tick`; returns its number.
+    pub fn next_round(&mut self, now_tick: u64) -> u64 {
+        self.sent_round += 1;
+        self.round_wanted = false;
+        if self.sent_at_tick.len() == MAX_TRACKED_ROUNDS {
+            self.sent_at_tick.pop_front();
+        }
+        self.sent_at_tick.push_back((self.sent_round, now_tick));
+        self.sent_round
     }
 
     /// Parks a read until the leader commits an entry in its term.
     pub fn park(&mut self, ctx: Vec<u8>) {
-        self.waiting_for_commit.push(ctx);
+        self.parked.push(ctx);
     }
 
     /// Takes the parked reads.
     pub fn take_parked(&mut self) -> Vec<Vec<u8>> {
-        std::mem::take(&mut self.waiting_for_commit)
+        std::mem::take(&mut self.parked)
     }
 
-    /// Releases every read whose round a quorum has confirmed.
-    pub fn confirm(&mut self, confirmed_round: u64, out: &mut Vec<ReadState>) {
-        while self
-            .pending
-            .front()
-            .is_some_and(|r| r.round <= confirmed_round)
-        {
+    /// A quorum has echoed `round`: release the reads it covers and extend the lease.
+    pub fn confirm(&mut self, round: u64, out: &mut Vec<ReadState>) {
+        while let Some(&(r, tick)) = self.sent_at_tick.front() {
+            if r > round {
+                break;
+            }
+            self.sent_at_tick.pop_front();
+            self.confirmed = Some((r, tick));
+        }
+        while self.pending.front().is_some_and(|r| r.round <= round) {
             if let Some(r) = self.pending.pop_front() {
                 out.push(ReadState {
                     index: r.index,
@@ -76,18 +98,23 @@ impl ReadOnly {
         }
     }
 
-    /// Drops every pending read (leadership lost). Returns how many were dropped.
-    pub fn reset(&mut self) -> usize {
-        let dropped = self.pending.len() + self.waiting_for_commit.len();
+    /// Tick at which the newest quorum-confirmed round was sent.
+    pub fn lease_start_tick(&self) -> Option<u64> {
+        self.confirmed.map(|(_, tick)| tick)
+    }
+
+    /// Drops every pending read and the lease (leadership lost).
+    pub fn reset(&mut self) {
         self.pending.clear();
-        self.waiting_for_commit.clear();
-        self.round_unsent = false;
-        dropped
+        self.parked.clear();
+        self.sent_at_tick.clear();
+        self.confirmed = None;
+        self.round_wanted = false;
     }
 
     /// Number of reads not yet confirmed.
     pub fn pending_count(&self) -> usize {
-        self.pending.len() + self.waiting_for_commit.len()
+        self.pending.len() + self.parked.len()
     }
 }
 
@@ -96,19 +123,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_released_in_round_order() {
+    fn reads_wait_for_the_next_round() {
         let mut ro = ReadOnly::default();
-        let r1 = ro.register(5, b"a".to_vec());
-        let r1b = ro.register(5, b"b".to_vec());
-        assert_eq!(r1, r1b, "reads between two heartbeats share a round");
-        assert!(ro.take_round_to_send());
-        let r2 = ro.register(7, b"c".to_vec());
-        assert!(r2 > r1);
+        ro.register(5, b"a".to_vec());
+        ro.register(5, b"b".to_vec());
+        assert!(ro.round_wanted());
         let mut out = Vec::new();
+        ro.confirm(ro.round(), &mut out);
+        assert!(
+            out.is_empty(),
+            "the current round was sent before the reads arrived"
+        );
+        let r1 = ro.next_round(10);
+        ro.register(7, b"c".to_vec());
+        let r2 = ro.next_round(11);
         ro.confirm(r1, &mut out);
         assert_eq!(out.len(), 2);
-        ro.confirm(r1, &mut out);
-        assert_eq!(out.len(), 2);
+        assert_eq!(ro.lease_start_tick(), Some(10));
         ro.confirm(r2, &mut out);
         assert_eq!(
             out[2],
@@ -117,5 +148,8 @@ mod tests {
                 ctx: b"c".to_vec()
             }
         );
+        assert_eq!(ro.lease_start_tick(), Some(11));
+        ro.reset();
+        assert_eq!(ro.lease_start_tick(), None);
     }
 }

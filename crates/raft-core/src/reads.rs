@@ -1,10 +1,13 @@
-//! Linearizable reads through ReadIndex (thesis 6.4).
+//! Linearizable reads: ReadIndex (thesis 6.4) and, optionally, the leader lease (6.4.1).
 
 use crate::error::{Error, Result};
 use crate::quorum::joint;
 use crate::raw_node::RawNode;
 use crate::ready::{ReadState, Role};
 use crate::storage::Storage;
+
+/// Ticks of margin subtracted from the lease for the phase of tick clocks.
+const LEASE_MARGIN_TICKS: u64 = 2;
 
 impl<S: Storage> RawNode<S> {
     /// Requests a linearizable read. When confirmed, a [`ReadState`] with `ctx` appears in
@@ -28,14 +31,24 @@ impl<S: Storage> RawNode<S> {
 
     fn register_read(&mut self, ctx: Vec<u8>) {
         let index = self.log.committed;
-        if self.cfg.lease_reads {
-            // CheckQuorum keeps this node leader only while a quorum hears from it.
+        if self.lease_valid() {
             self.read_states.push(ReadState { index, ctx });
             return;
         }
         self.read_only.register(index, ctx);
-        // A single voter confirms its own rounds.
-        self.confirm_reads();
+    }
+
+    /// With `lease_reads`: a quorum echoed a heartbeat sent less than an election timeout
+    /// (minus a margin) ago, so no other leader can exist yet. Never during a transfer.
+    fn lease_valid(&self) -> bool {
+        if !self.cfg.lease_reads || self.lease_revoked || self.lead_transferee.is_some() {
+            return false;
+        }
+        let Some(start) = self.read_only.lease_start_tick() else {
+            return false;
+        };
+        let timeout = self.cfg.election_timeout_ticks as u64;
+        self.ticks + LEASE_MARGIN_TICKS < start + timeout
     }
 
     /// Called on the first commit of the leader's term.

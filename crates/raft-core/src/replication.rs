@@ -93,8 +93,7 @@ impl<S: Storage> RawNode<S> {
 
     /// Sends heartbeats carrying the current ReadIndex round.
     pub(crate) fn bcast_heartbeat(&mut self) {
-        self.read_only.take_round_to_send();
-        let read_round = self.read_only.round();
+        let read_round = self.read_only.next_round(self.ticks);
         let targets: Vec<(NodeId, u64, u64)> = self
             .progress
             .iter()
@@ -111,6 +110,8 @@ impl<S: Storage> RawNode<S> {
                 },
             );
         }
+        // A lone voter confirms its own rounds.
+        self.confirm_reads();
     }
 
     /// Commits the highest index a quorum holds, if it is of the current term.
@@ -173,6 +174,7 @@ impl<S: Storage> RawNode<S> {
                 }
                 while self.send_append(from, false) {}
                 if caught_up && self.lead_transferee == Some(from) {
+                    self.lease_revoked = true;
                     self.send(from, MessageBody::TimeoutNow);
                 }
             }

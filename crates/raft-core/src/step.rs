@@ -100,7 +100,7 @@ impl<S: Storage> RawNode<S> {
                 // Leader lease (thesis 4.2.3): while we hear from a leader, ignore
                 // candidates, unless leadership is being handed over on purpose.
                 let in_lease = self.cfg.check_quorum
-                    && self.leader_id.is_some()
+                    && (self.leader_id.is_some() || self.startup_lease_guard)
                     && self.election_elapsed_ticks < self.cfg.election_timeout_ticks;
                 if in_lease && !transfer {
                     return false;
@@ -146,11 +146,13 @@ impl<S: Storage> RawNode<S> {
                     },
                 );
             }
-            MessageBody::RequestVote { pre_vote: true, .. } => {
+            // A stale (pre-)candidate learns our term (§5.1) and catches up; otherwise a
+            // candidate that only talks to nodes of higher term could never win.
+            MessageBody::RequestVote { pre_vote, .. } => {
                 self.send(
                     m.from,
                     MessageBody::VoteResponse {
-                        pre_vote: true,
+                        pre_vote,
                         granted: false,
                         commit: self.commit_id(),
                     },

@@ -31,6 +31,7 @@ impl<S: Storage> RawNode<S> {
             .get(&to)
             .is_some_and(|p| p.match_index == self.log.last_index());
         if caught_up {
+            self.lease_revoked = true;
             self.send(to, MessageBody::TimeoutNow);
         } else {
             self.send_append(to, true);

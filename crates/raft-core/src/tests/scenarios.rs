@@ -312,11 +312,35 @@ fn read_index_waits_for_a_commit_in_the_leaders_term() {
 #[test]
 fn lease_reads_are_immediate_when_enabled() {
     let mut net = Network::with_config(&[1, 2, 3], |c| c.lease_reads = true);
-    net.elect(1);
-    net.node(1).read_index(b"r".to_vec()).unwrap();
-    let rd = net.node(1).ready();
-    assert_eq!(rd.read_states.len(), 1);
-    net.node(1).advance();
+    // Restarted nodes refuse votes for an election timeout (they may have granted a
+    // lease just before): an immediate campaign fails, a later one succeeds.
+    net.node(1).campaign();
+    net.settle();
+    assert_ne!(net.node(1).role(), Role::Leader);
+    net.tick_all(30);
+    let l = net.leaders()[0];
+    net.tick_all(1);
+    net.node(l).read_index(b"r".to_vec()).unwrap();
+    let rd = net.node(l).ready();
+    assert_eq!(
+        rd.read_states.len(),
+        1,
+        "a quorum echoed a recent heartbeat"
+    );
+    net.node(l).advance();
+    // Cut off, the lease runs out before anyone else could be elected.
+    net.isolate(l);
+    for _ in 0..8 {
+        net.node(l).tick();
+        net.settle();
+    }
+    net.node(l).read_index(b"s".to_vec()).unwrap();
+    let rd = net.node(l).ready();
+    assert!(
+        rd.read_states.is_empty(),
+        "lease expired: falls back to ReadIndex"
+    );
+    net.node(l).advance();
 }
 
 #[test]

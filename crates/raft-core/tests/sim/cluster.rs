@@ -72,6 +72,7 @@ pub struct Params {
     pub max_uncommitted_bytes: u64,
     pub pre_vote: bool,
     pub check_quorum: bool,
+    pub lease_reads: bool,
     pub fault_ms: u64,
     pub heal_deadline_ms: u64,
 }
@@ -79,7 +80,7 @@ pub struct Params {
 impl Params {
     pub fn from_seed(rng: &mut SimRng) -> Self {
         let mut p = Self::draw(rng);
-        if !p.pre_vote && !p.check_quorum {
+        if (!p.pre_vote && !p.check_quorum) || p.lease_reads {
             p.check_quorum = true;
         }
         p
@@ -99,6 +100,7 @@ impl Params {
             // node that never learned of its removal can disrupt forever (thesis 4.2.3).
             pre_vote: rng.chance(85),
             check_quorum: rng.chance(85),
+            lease_reads: rng.chance(25),
             fault_ms: rng.range(2000, 8000),
             heal_deadline_ms: 20_000,
         }
@@ -252,6 +254,7 @@ impl Sim {
         cfg.max_committed_bytes_per_ready = 4096;
         cfg.pre_vote = self.params.pre_vote;
         cfg.check_quorum = self.params.check_quorum;
+        cfg.lease_reads = self.params.lease_reads;
         cfg.applied_index = applied;
         cfg.seed = self
             .seed
