@@ -127,6 +127,7 @@ impl<S: Storage> RawNode<S> {
         let mut voters = self.conf.voters.clone();
         voters.extend(&self.conf.voters_outgoing);
         voters.remove(&self.id);
+        let commit = self.commit_id();
         for to in voters {
             self.send_with_term(
                 to,
@@ -135,6 +136,7 @@ impl<S: Storage> RawNode<S> {
                     pre_vote,
                     last,
                     transfer,
+                    commit,
                 },
             );
         }

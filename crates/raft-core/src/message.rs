@@ -92,6 +92,8 @@ pub enum MessageBody {
         last: EntryId,
         /// Campaign started by a leadership transfer: ignore the leader lease.
         transfer: bool,
+        /// The candidate's commit index and the term there (see `VoteResponse::commit`).
+        commit: EntryId,
     },
     /// Answer to `RequestVote`.
     VoteResponse {

@@ -15,8 +15,12 @@ impl<S: Storage> RawNode<S> {
         if m.to != self.id || m.from == self.id || m.from == 0 {
             return Ok(());
         }
-        if let MessageBody::VoteResponse { commit, .. } = &m.body {
-            self.learn_commit(*commit);
+        // Campaign traffic carries commit facts both ways (see `VoteResponse::commit`).
+        match &m.body {
+            MessageBody::VoteResponse { commit, .. } | MessageBody::RequestVote { commit, .. } => {
+                self.learn_commit(*commit)
+            }
+            _ => {}
         }
         if m.term > self.term {
             if !self.accept_higher_term(&m) {

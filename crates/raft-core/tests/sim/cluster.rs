@@ -73,6 +73,8 @@ pub struct Params {
     pub pre_vote: bool,
     pub check_quorum: bool,
     pub lease_reads: bool,
+    /// Upper bound of the gap between two workload/fault actions.
+    pub chaos_gap_max_ms: u64,
     pub fault_ms: u64,
     pub heal_deadline_ms: u64,
 }
@@ -101,6 +103,7 @@ impl Params {
             pre_vote: rng.chance(85),
             check_quorum: rng.chance(85),
             lease_reads: rng.chance(25),
+            chaos_gap_max_ms: if rng.chance(30) { 12 } else { 60 },
             fault_ms: rng.range(2000, 8000),
             heal_deadline_ms: 20_000,
         }
@@ -395,7 +398,7 @@ impl Sim {
             Event::Chaos => {
                 if !self.healed {
                     self.chaos()?;
-                    let gap = self.rng.range(5, 60);
+                    let gap = self.rng.range(2, self.params.chaos_gap_max_ms);
                     self.schedule(gap, Event::Chaos);
                 }
             }
@@ -663,7 +666,8 @@ impl Sim {
                 }
             }
             35..=49 => {
-                if let Some(id) = leader {
+                // Clients read from every node that believes it leads, stale ones included.
+                for id in self.believed_leaders() {
                     let read_id = self.next_read_id;
                     self.next_read_id += 1;
                     let acked = self.check.acked_max_index;
