@@ -17,6 +17,7 @@ import statistics
 import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "criterion")
+STALE_SECS = 10 * 60
 GROUPS = [
     "batched_append_1000x256B",
     "append_sync_256B",
@@ -41,10 +42,18 @@ def load_run():
             with open(os.path.join(new, "benchmark.json")) as f:
                 bench = json.load(f)
             run[f"{group}/{fn}"] = {
+                "mtime": os.path.getmtime(os.path.join(new, "estimates.json")),
                 "median_ns": est["median"]["point_estimate"],
                 "mean_ns": est["mean"]["point_estimate"],
                 "bytes": (bench.get("throughput") or {}).get("Bytes"),
             }
+    # Criterion keeps results of benchmarks that were not part of the last
+    # invocation (e.g. the gated recovery one); leave out anything much older.
+    if run:
+        newest = max(r["mtime"] for r in run.values())
+        for key in [k for k, r in run.items() if newest - r["mtime"] > STALE_SECS]:
+            print(f"note: leaving out {key}: its results predate this run", file=sys.stderr)
+            del run[key]
     return run
 
 
