@@ -2,10 +2,22 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
 
 use raft_wal::{HardState, Options, Wal};
 
 const LAST: u64 = 300;
+
+/// Serialises the tests. The WAL's directory lock is a `flock`; a child
+/// spawned by one test thread briefly holds copies of every open descriptor
+/// (between fork and exec), so it can keep another test's lock alive after
+/// that test dropped its `Wal`, and the other test's next open fails with
+/// `Locked`.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 const TRUNCATE_FROM: u64 = 291;
 
 fn raft_node(args: &[&str]) -> Output {
@@ -76,6 +88,7 @@ fn path_arg(p: &Path) -> &str {
 
 #[test]
 fn verify_clean_wal_prints_summary_and_exits_0() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     build_wal(dir.path());
     let segs = segments(dir.path());
@@ -130,6 +143,7 @@ fn parse_line(line: &str) -> (&str, u64, &str, &str) {
 
 #[test]
 fn dump_prints_every_record_in_order() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     build_wal(dir.path());
     let segs = segments(dir.path());
@@ -198,6 +212,7 @@ fn dump_prints_every_record_in_order() {
 
 #[test]
 fn corruption_in_a_sealed_segment_exits_1_naming_file_and_offset() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     build_wal(dir.path());
     let segs = segments(dir.path());
@@ -254,6 +269,7 @@ fn corruption_in_a_sealed_segment_exits_1_naming_file_and_offset() {
 
 #[test]
 fn torn_tail_is_reported_and_fails_only_under_strict() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     build_wal(dir.path());
     let segs = segments(dir.path());
@@ -296,6 +312,7 @@ fn torn_tail_is_reported_and_fails_only_under_strict() {
 
 #[test]
 fn missing_or_wrong_directory_is_a_clear_error() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope");
     let o = raft_node(&["wal", "verify", path_arg(&missing)]);
@@ -326,6 +343,7 @@ fn missing_or_wrong_directory_is_a_clear_error() {
 
 #[test]
 fn empty_wal_verifies() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     drop(Wal::open(dir.path(), Options::default()).unwrap());
     let o = raft_node(&["wal", "verify", path_arg(dir.path())]);
@@ -338,6 +356,7 @@ fn empty_wal_verifies() {
 
 #[test]
 fn refuses_while_a_writer_holds_the_wal() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     build_wal(dir.path());
     let wal = Wal::open(dir.path(), Options::default()).unwrap();
@@ -351,6 +370,7 @@ fn refuses_while_a_writer_holds_the_wal() {
 
 #[test]
 fn usage_errors_exit_2() {
+    let _serial = serial();
     for args in [
         &["wal"][..],
         &["wal", "verify"],
@@ -360,4 +380,33 @@ fn usage_errors_exit_2() {
         let o = raft_node(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
     }
+}
+
+#[test]
+fn damage_before_valid_records_in_the_last_segment_is_corruption_not_a_torn_tail() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    build_wal(dir.path());
+    let segs = segments(dir.path());
+    let tail = segs.last().unwrap();
+    let tail_name = tail.file_name().unwrap().to_str().unwrap();
+    let dump = stdout(&raft_node(&["wal", "dump", path_arg(dir.path())]));
+    // The first entry of the last segment has more records after it.
+    let (_, offset, _, _) = dump
+        .lines()
+        .map(parse_line)
+        .find(|r| r.0 == tail_name && r.2 == "entry")
+        .expect("an entry in the last segment");
+    let mut bytes = std::fs::read(tail).unwrap();
+    // Corrupt the stored CRC itself.
+    bytes[offset as usize] ^= 0x01;
+    std::fs::write(tail, &bytes).unwrap();
+
+    let o = raft_node(&["wal", "verify", path_arg(dir.path())]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let want = format!(
+        "error: WAL corruption in {} at offset {offset}: checksum mismatch",
+        tail.display()
+    );
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
 }
