@@ -234,10 +234,9 @@ fn batched_append(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(batch.len() as u64));
     g.sampling_mode(SamplingMode::Flat);
     g.sample_size(20);
-    // Each iteration writes ~256 KB. The VM disk has a burst budget (token
-    // bucket); once it is spent every write + fdatasync takes ~4 ms whatever
-    // its size, which would hide the difference being measured. Keep the
-    // volume per function at a few hundred MB (overrides the CLI times).
+    // Each iteration writes ~256 KB; criterion's default 3 s + 1 s per
+    // function would write over 1 GB per function to a disk other people
+    // share. A few hundred MB per function is plenty (overrides the CLI times).
     g.warm_up_time(Duration::from_millis(300));
     g.measurement_time(Duration::from_secs(1));
 
@@ -406,7 +405,8 @@ fn paired(_: &mut Criterion) {
         .cycle()
         .take(ENTRY_BYTES * BATCH_ENTRIES)
         .collect();
-    // Latency of a write + fdatasync once the disk's burst budget is spent.
+    // With both CPUs busy (PREEMPT_NONE, HZ=250), the task woken when its
+    // fdatasync completes waits for the next 4 ms tick; see benches/README.md.
     const STALL: Duration = Duration::from_micros(3_500);
     let root = bench_root();
     let run = |name: &str, rounds: usize, wal_op: &dyn Fn(&mut WalWriter), raw_buf: &[u8]| {
@@ -447,7 +447,7 @@ fn paired(_: &mut Criterion) {
             let stalled = v.iter().filter(|t| **t >= STALL).count();
             eprintln!(
                 "paired {name}/{label}: median {:.1?} p10 {:.1?} p90 {:.1?} over {rounds} rounds, \
-                 {stalled} at >= {STALL:?} (disk throttled)",
+                 {stalled} at >= {STALL:?} (wake-up stalls)",
                 med[i],
                 q(v, 0.1),
                 q(v, 0.9)
