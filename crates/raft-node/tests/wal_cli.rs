@@ -410,3 +410,27 @@ fn damage_before_valid_records_in_the_last_segment_is_corruption_not_a_torn_tail
     );
     assert!(stderr(&o).contains(&want), "{}", stderr(&o));
 }
+
+#[test]
+fn verify_reports_the_first_index_after_compaction() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    build_wal(dir.path());
+    let before = segments(dir.path()).len();
+    let mut wal = Wal::open(dir.path(), Options::default()).unwrap();
+    wal.compact_prefix(150).unwrap();
+    drop(wal);
+    let after = segments(dir.path()).len();
+    assert!(after < before, "compaction deleted no segment");
+
+    let o = raft_node(&["wal", "verify", path_arg(dir.path())]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(&o));
+    assert!(out.contains("first index: 151\n"), "{out}");
+    assert!(out.contains(&format!("last index:  {LAST}\n")), "{out}");
+    assert!(
+        out.contains(&format!("entries:     {} live\n", LAST - 150)),
+        "{out}"
+    );
+    assert!(out.contains(&format!("segments:    {after}\n")), "{out}");
+}
