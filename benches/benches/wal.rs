@@ -297,6 +297,20 @@ fn append_sync(c: &mut Criterion) {
         let r = raw.get(|d| RawLog::prewritten(&d.join("raw")));
         b.iter(|| r.append_sync(&data))
     });
+    drop(raw);
+
+    // Diagnostic, not a baseline: `raw_fallocated` plus the one extra syscall
+    // the WAL makes per batch (a `statx` of the segment in `begin_batch`). On
+    // this kernel a stat between writes makes every following fdatasync also
+    // write the inode (see benches/README.md), and this isolates that cost.
+    let mut raw = Lazy::new();
+    g.bench_function("raw_fallocated_statx", |b| {
+        let r = raw.get(|d| RawLog::fallocated(&d.join("raw")));
+        b.iter(|| {
+            black_box(r.file.metadata().expect("statx"));
+            r.append_sync(&data)
+        })
+    });
     g.finish();
 }
 
