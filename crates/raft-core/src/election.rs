@@ -1,5 +1,6 @@
 //! Leader election (§5.2) with PreVote (thesis 9.6) and the election restriction (§5.4.1).
 
+use crate::confchange::ConfState;
 use crate::entry::{EntryId, EntryKind, NodeId};
 use crate::message::MessageBody;
 use crate::progress::ProgressState;
@@ -71,9 +72,32 @@ impl<S: Storage> RawNode<S> {
         self.append_entry(EntryKind::Noop, Vec::new());
     }
 
-    /// True if this node may campaign: it votes in the configuration it has applied.
+    /// The configuration elections run under: the latest one in the log, applied or not
+    /// (thesis 4.1). Using the applied one instead lets a node that has not yet learned
+    /// that a change committed campaign in a configuration the cluster already left, and
+    /// win alongside a leader of the new configuration in the same term.
+    pub(crate) fn election_conf(&self) -> ConfState {
+        let mut conf = self.conf.clone();
+        let lo = self.log.applied.max(self.log.first_index() - 1) + 1;
+        let hi = self.log.last_index() + 1;
+        if lo < hi {
+            for e in self.log.entries(lo, hi, u64::MAX).unwrap_or_default() {
+                if let EntryKind::ConfChange(cc) = &e.kind {
+                    if let Ok(next) = conf.apply(cc) {
+                        conf = next;
+                    }
+                }
+            }
+        }
+        conf
+    }
+
+    /// True if this node may campaign: it votes in the applied configuration or in the
+    /// latest one in its log. A node that the latest (maybe uncommitted) configuration
+    /// leaves out still campaigns, as it may be needed until that entry commits
+    /// (thesis 4.2.2); it then counts only the votes of that configuration.
     pub(crate) fn promotable(&self) -> bool {
-        self.conf.is_voter(self.id)
+        self.conf.is_voter(self.id) || self.election_conf().is_voter(self.id)
     }
 
     fn has_unapplied_conf_changes(&self) -> bool {
@@ -95,8 +119,8 @@ impl<S: Storage> RawNode<S> {
         if self.election_elapsed_ticks >= self.cfg.election_timeout_ticks {
             self.startup_lease_guard = false;
         }
-        if self.promotable()
-            && self.election_elapsed_ticks >= self.randomized_election_timeout_ticks
+        if self.election_elapsed_ticks >= self.randomized_election_timeout_ticks
+            && self.promotable()
         {
             self.election_elapsed_ticks = 0;
             self.hup(false);
@@ -119,13 +143,14 @@ impl<S: Storage> RawNode<S> {
             self.become_candidate();
             self.term
         };
+        self.election_conf = self.election_conf();
         self.votes.insert(self.id, true);
         if self.tally_votes() != VoteResult::Pending {
             return;
         }
         let last = self.log.last_entry_id();
-        let mut voters = self.conf.voters.clone();
-        voters.extend(&self.conf.voters_outgoing);
+        let mut voters = self.election_conf.voters.clone();
+        voters.extend(&self.election_conf.voters_outgoing);
         voters.remove(&self.id);
         let commit = self.commit_id();
         for to in voters {
@@ -144,7 +169,7 @@ impl<S: Storage> RawNode<S> {
 
     /// Acts on the votes so far: win, lose or keep waiting.
     fn tally_votes(&mut self) -> VoteResult {
-        let result = joint::vote_result(&self.conf, |id| self.votes.get(&id).copied());
+        let result = joint::vote_result(&self.election_conf, |id| self.votes.get(&id).copied());
         match (result, self.role) {
             (VoteResult::Won, Role::PreCandidate) => self.campaign_round(false, false),
             (VoteResult::Won, Role::Candidate) => self.become_leader(),
@@ -202,7 +227,7 @@ impl<S: Storage> RawNode<S> {
             Role::Candidate if !pre_vote => msg_term == self.term,
             _ => false,
         };
-        if !expected || !self.conf.is_voter(from) {
+        if !expected || !self.election_conf.is_voter(from) {
             return;
         }
         self.votes.entry(from).or_insert(granted);

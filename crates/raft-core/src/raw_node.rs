@@ -43,6 +43,8 @@ pub struct RawNode<S: Storage> {
     pub(crate) progress: BTreeMap<NodeId, Progress>,
     /// Votes received in the current (pre-)campaign.
     pub(crate) votes: BTreeMap<NodeId, bool>,
+    /// Configuration the current (pre-)campaign counts votes in.
+    pub(crate) election_conf: ConfState,
     pub(crate) election_elapsed_ticks: u32,
     pub(crate) heartbeat_elapsed_ticks: u32,
     pub(crate) randomized_election_timeout_ticks: u32,
@@ -107,6 +109,7 @@ impl<S: Storage> RawNode<S> {
             conf,
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
+            election_conf: ConfState::default(),
             election_elapsed_ticks: 0,
             heartbeat_elapsed_ticks: 0,
             randomized_election_timeout_ticks: 0,
@@ -231,6 +234,10 @@ impl<S: Storage> RawNode<S> {
             self.prev_role = role;
         }
         let hs = self.hard_state();
+        // Term and vote changes must be durable before *any* message carrying the new
+        // term leaves, even a leader's (a node that won an election in this very batch).
+        let term_or_vote_changed =
+            (hs.term, hs.vote) != (self.prev_hard_state.term, self.prev_hard_state.vote);
         if hs != self.prev_hard_state {
             rd.hard_state = Some(hs);
             self.prev_hard_state = hs;
@@ -239,6 +246,11 @@ impl<S: Storage> RawNode<S> {
         rd.entries = self.log.unstable.entries.clone();
         rd.messages = std::mem::take(&mut self.msgs_now);
         rd.persisted_messages = std::mem::take(&mut self.msgs_after_persist);
+        if term_or_vote_changed && !rd.messages.is_empty() {
+            let mut all = std::mem::take(&mut rd.messages);
+            all.append(&mut rd.persisted_messages);
+            rd.persisted_messages = all;
+        }
         if rd.snapshot.is_none() {
             rd.committed_entries = self
                 .log

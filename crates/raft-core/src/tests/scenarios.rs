@@ -361,3 +361,47 @@ fn restart_recovers_configuration_and_hard_state() {
     assert_eq!(restarted.commit_index(), commit);
     assert!(restarted.conf_state().learners.contains(&9));
 }
+
+#[test]
+fn a_leader_elected_in_this_batch_speaks_only_after_persisting_its_vote() {
+    let mut n = RawNode::new(Config::new(1), MemStorage::new_bootstrap([1])).unwrap();
+    let cc = ConfChange {
+        changes: vec![ConfChangeSingle::AddLearner(2)],
+    };
+    n.campaign();
+    let rd = n.ready();
+    persist(&mut n, &rd);
+    n.advance();
+    n.propose_conf_change(cc, vec![]).unwrap();
+    for _ in 0..3 {
+        let rd = n.ready();
+        persist(&mut n, &rd);
+        n.advance();
+    }
+    assert!(n.conf_state().learners.contains(&2));
+    // Step down (higher term seen), then win again alone within one batch.
+    n.step(Message {
+        from: 2,
+        to: 1,
+        term: 50,
+        body: MessageBody::HeartbeatResponse {
+            read_round: 0,
+            tag: 0,
+        },
+    })
+    .unwrap();
+    n.campaign();
+    assert_eq!(n.role(), Role::Leader);
+    let rd = n.ready();
+    assert_eq!(rd.hard_state.map(|h| (h.term, h.vote)), Some((51, Some(1))));
+    assert!(
+        rd.messages.is_empty(),
+        "nothing may leave before the new vote is durable"
+    );
+    assert!(rd
+        .persisted_messages
+        .iter()
+        .any(|m| m.to == 2 && m.term == 51));
+    persist(&mut n, &rd);
+    n.advance();
+}

@@ -471,11 +471,15 @@ impl Sim {
                     role.role, role.term, role.leader_id
                 )
             });
-            if role.role == Role::Leader {
-                self.stats.elections += 1;
-                self.check.leader_elected(role.term, id)?;
-                self.check_leader_completeness(id, role.term)?;
-            }
+        }
+        let mut became_leader = rd.role.filter(|r| r.role == Role::Leader).map(|r| r.term);
+        // Leadership counts once its term and vote are durable, or once it speaks: a node
+        // that won and crashed before persisting, having sent nothing, never led.
+        if let (Some(term), false) = (became_leader, rd.messages.is_empty()) {
+            self.stats.elections += 1;
+            self.check.leader_elected(term, id)?;
+            self.check_leader_completeness(id, term)?;
+            became_leader = None;
         }
         // 1. Messages that may go before the persist.
         let nothing_to_persist = rd.nothing_to_persist();
@@ -539,6 +543,11 @@ impl Sim {
         }
         for (index, term, hash) in persisted {
             self.check.persisted_entry(id, index, term, hash)?;
+        }
+        if let Some(term) = became_leader {
+            self.stats.elections += 1;
+            self.check.leader_elected(term, id)?;
+            self.check_leader_completeness(id, term)?;
         }
         if crash_point == Some(1) {
             self.crash(id);
