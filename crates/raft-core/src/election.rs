@@ -57,7 +57,9 @@ impl<S: Storage> RawNode<S> {
         self.role = Role::Leader;
         self.leader_id = Some(self.id);
         let next = self.log.last_index() + 1;
-        for id in self.conf.members() {
+        // The campaign's configuration is the latest in the log.
+        self.latest_conf = std::mem::take(&mut self.election_conf);
+        for id in self.tracked_members() {
             let mut pr = self.new_progress(next);
             if id == self.id {
                 pr.become_replicate();

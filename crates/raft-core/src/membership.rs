@@ -42,16 +42,7 @@ impl<S: Storage> RawNode<S> {
         if self.role != Role::Leader {
             return;
         }
-        let members = self.conf.members();
-        self.progress.retain(|id, _| members.contains(id));
-        let next_index = self.log.last_index() + 1;
-        for id in members {
-            if !self.progress.contains_key(&id) {
-                // A fresh tag: answers meant for an earlier membership of `id` are ignored.
-                let pr = self.new_progress(next_index);
-                self.progress.insert(id, pr);
-            }
-        }
+        self.sync_progress_with_members();
         if self.lead_transferee.is_some_and(|t| !self.conf.is_voter(t)) {
             self.lead_transferee = None;
         }
@@ -64,6 +55,36 @@ impl<S: Storage> RawNode<S> {
             self.broadcast_pending = true;
         }
         self.broadcast_pending = true;
+    }
+
+    /// Leader: every member of the applied or the latest configuration, each once.
+    pub(crate) fn tracked_members(&self) -> std::collections::BTreeSet<u64> {
+        let mut all = self.conf.members();
+        all.extend(self.latest_conf.members());
+        all
+    }
+
+    /// Leader: progress for exactly the tracked members; newcomers start probing.
+    pub(crate) fn sync_progress_with_members(&mut self) {
+        let members = self.tracked_members();
+        self.progress.retain(|id, _| members.contains(id));
+        let next_index = self.log.last_index() + 1;
+        for id in members {
+            if !self.progress.contains_key(&id) {
+                // A fresh tag: answers meant for an earlier membership of `id` are ignored.
+                let pr = self.new_progress(next_index);
+                self.progress.insert(id, pr);
+            }
+        }
+    }
+
+    /// Highest index held by a quorum of both the applied and the latest configuration.
+    /// Counting only the applied one (as etcd-raft does) would let a leader whose log
+    /// already holds a newer, committed configuration commit with the old majority alone.
+    pub(crate) fn quorum_index(&self, acked: impl Fn(u64) -> Option<u64>) -> u64 {
+        let applied = crate::quorum::joint::committed_index(&self.conf, &acked);
+        let latest = crate::quorum::joint::committed_index(&self.latest_conf, &acked);
+        applied.min(latest)
     }
 
     /// Leader: once the joint configuration is applied, propose leaving it.

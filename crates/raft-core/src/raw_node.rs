@@ -45,6 +45,8 @@ pub struct RawNode<S: Storage> {
     pub(crate) votes: BTreeMap<NodeId, bool>,
     /// Configuration the current (pre-)campaign counts votes in.
     pub(crate) election_conf: ConfState,
+    /// Leader only: the latest configuration in the log (applied or not).
+    pub(crate) latest_conf: ConfState,
     pub(crate) election_elapsed_ticks: u32,
     pub(crate) heartbeat_elapsed_ticks: u32,
     pub(crate) randomized_election_timeout_ticks: u32,
@@ -110,6 +112,7 @@ impl<S: Storage> RawNode<S> {
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             election_conf: ConfState::default(),
+            latest_conf: ConfState::default(),
             election_elapsed_ticks: 0,
             heartbeat_elapsed_ticks: 0,
             randomized_election_timeout_ticks: 0,
@@ -460,7 +463,15 @@ impl<S: Storage> RawNode<S> {
             data,
         };
         self.uncommitted_bytes += entry.size_bytes();
+        let new_conf = match &entry.kind {
+            EntryKind::ConfChange(cc) => self.latest_conf.apply(cc).ok(),
+            _ => None,
+        };
         self.log.append(&[entry]);
+        if let Some(conf) = new_conf {
+            self.latest_conf = conf;
+            self.sync_progress_with_members();
+        }
         self.broadcast_pending = true;
         id
     }

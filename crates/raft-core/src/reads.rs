@@ -1,7 +1,6 @@
 //! Linearizable reads: ReadIndex (thesis 6.4) and, optionally, the leader lease (6.4.1).
 
 use crate::error::{Error, Result};
-use crate::quorum::joint;
 use crate::raw_node::RawNode;
 use crate::ready::{ReadState, Role};
 use crate::storage::Storage;
@@ -62,7 +61,7 @@ impl<S: Storage> RawNode<S> {
     pub(crate) fn confirm_reads(&mut self) {
         let me = self.id;
         let own_round = self.read_only.round();
-        let confirmed = joint::committed_index(&self.conf, |id| {
+        let confirmed = self.quorum_index(|id| {
             if id == me {
                 Some(own_round)
             } else {

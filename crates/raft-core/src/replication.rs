@@ -4,7 +4,6 @@
 use crate::entry::{Entry, EntryId, NodeId, SnapshotMeta};
 use crate::message::{AppendOutcome, MessageBody};
 use crate::progress::ProgressState;
-use crate::quorum::joint;
 use crate::raw_node::RawNode;
 use crate::ready::Role;
 use crate::storage::Storage;
@@ -116,9 +115,7 @@ impl<S: Storage> RawNode<S> {
 
     /// Commits the highest index a quorum holds, if it is of the current term.
     pub(crate) fn maybe_commit(&mut self) -> bool {
-        let index = joint::committed_index(&self.conf, |id| {
-            self.progress.get(&id).map(|p| p.match_index)
-        });
+        let index = self.quorum_index(|id| self.progress.get(&id).map(|p| p.match_index));
         if index <= self.log.committed || self.log.term(index) != Ok(self.term) {
             return false;
         }
@@ -247,7 +244,7 @@ impl<S: Storage> RawNode<S> {
         if lagging {
             self.send_append(from, true);
         }
-        if round_news && self.conf.is_voter(from) {
+        if round_news && (self.conf.is_voter(from) || self.latest_conf.is_voter(from)) {
             self.confirm_reads();
         }
     }
