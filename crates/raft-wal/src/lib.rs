@@ -50,6 +50,7 @@ mod format;
 pub mod fs;
 mod index;
 mod inspect;
+mod prealloc;
 mod recovery;
 mod segment;
 mod types;

@@ -254,6 +254,7 @@ fn replay_segment(
 ) -> Result<()> {
     let map = seg.file.map().map_err(io_err("map", &seg.path))?;
     let buf = map.bytes();
+    seg.file_len = buf.len() as u64;
     let mut off = 0usize;
     loop {
         match format::decode(buf, off, seg.seq) {

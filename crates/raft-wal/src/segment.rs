@@ -18,6 +18,9 @@ pub(crate) struct Segment {
     pub written: u64,
     /// A seal record ends the segment; nothing more is written to it.
     pub sealed: bool,
+    /// Length of the file, tracked here so the write path never needs a
+    /// `stat` (which would make the next fdatasync write the inode too).
+    pub file_len: u64,
     /// Cached read view and how many bytes of it are valid (everything for a
     /// live memory map; the write head at copy time for a copied view).
     view: Mutex<Option<(Mapping, u64)>>,
@@ -31,6 +34,7 @@ impl Segment {
             file,
             written: 0,
             sealed: false,
+            file_len: 0,
             view: Mutex::new(None),
         }
     }

@@ -9,6 +9,7 @@ use crate::error::{CorruptionKind, Error, Result};
 use crate::format::{self, Decoded, Record, ENTRY_PREFIX_BYTES, MAX_PAYLOAD_BYTES};
 use crate::fs::{Fs, OpenMode, StdFs};
 use crate::index::{Loc, LogIndex};
+use crate::prealloc::{self, Prealloc};
 use crate::recovery::{self, RecoveryReport, META_FILE, META_TMP_FILE, PREALLOC_FILE};
 use crate::segment::Segment;
 use crate::types::{Entry, HardState};
@@ -24,6 +25,10 @@ pub struct Options {
     pub flush_threshold_bytes: usize,
     /// Open without changing anything on disk; every write call fails.
     pub read_only: bool,
+    /// Prepare (zero-fill and fsync) the next segment on a background thread.
+    /// Turn off for fully deterministic I/O, e.g. under a fault-injecting
+    /// file system. Default true.
+    pub preallocate_in_background: bool,
 }
 
 impl Default for Options {
@@ -32,6 +37,7 @@ impl Default for Options {
             segment_size_bytes: 64 << 20,
             flush_threshold_bytes: 4 << 20,
             read_only: false,
+            preallocate_in_background: true,
         }
     }
 }
@@ -75,7 +81,7 @@ pub struct Wal {
     /// Encoded records not yet written to the active segment.
     pending: Vec<u8>,
     batch: Option<Batch>,
-    prealloc: Option<Box<dyn crate::fs::FsFile>>,
+    prealloc: Prealloc,
     poisoned: Option<String>,
     report: RecoveryReport,
 }
@@ -90,6 +96,14 @@ impl std::fmt::Debug for Wal {
             .field("segments", &self.segments.len())
             .field("poisoned", &self.poisoned)
             .finish()
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        // The preparation thread writes in our directory: finish it before the
+        // lock is released.
+        let _ = std::mem::replace(&mut self.prealloc, Prealloc::Idle).settle();
     }
 }
 
@@ -129,7 +143,7 @@ impl Wal {
             hard_state: rec.hard_state,
             pending: Vec::new(),
             batch: None,
-            prealloc: None,
+            prealloc: Prealloc::Idle,
             poisoned: None,
             report: rec.report,
         };
@@ -228,10 +242,7 @@ impl Wal {
             self.rotate()?;
         }
         let seg = self.active().expect("rotate leaves an active segment");
-        let start_file_len = seg
-            .file
-            .len()
-            .map_err(|e| Error::io("stat", seg.path.clone(), e))?;
+        let start_file_len = seg.file_len;
         self.batch = Some(Batch {
             base_hard_state: self.hard_state,
             low: self.index.last_index(),
@@ -361,7 +372,9 @@ impl Wal {
         let seg = self.active().expect("checked above");
         match seg.file.write_at(&self.pending, at) {
             Ok(()) => {
-                self.active_mut().expect("active").written = end;
+                let seg = self.active_mut().expect("active");
+                seg.written = end;
+                seg.file_len = seg.file_len.max(end);
                 self.pending.clear();
                 Ok(())
             }
@@ -429,6 +442,7 @@ impl Wal {
         }
         let seg = self.active_mut().expect("active");
         seg.written = batch.start_offset;
+        seg.file_len = batch.start_file_len;
         self.pending.clear();
         self.index.truncate_from(batch.low + 1);
         for loc in batch.stash {
@@ -439,39 +453,41 @@ impl Wal {
         err
     }
 
-    /// Makes sure a preallocated file for the next segment exists.
-    fn ensure_prealloc(&mut self) -> Result<()> {
-        if self.prealloc.is_some() {
+    /// Takes the prepared next segment file, preparing it now if needed.
+    /// On error nothing has changed (a failed fsync poisons).
+    fn take_prealloc(&mut self) -> Result<Box<dyn crate::fs::FsFile>> {
+        let state = std::mem::replace(&mut self.prealloc, Prealloc::Idle).settle();
+        if let Prealloc::Ready(file) = state {
+            return Ok(file);
+        }
+        match prealloc::prepare(self.fs.as_ref(), &self.dir, self.options.segment_size_bytes) {
+            Ok(file) => Ok(file),
+            Err(err @ Error::NoSpace { .. }) => Err(err),
+            Err(err) => Err(self.poison(err)),
+        }
+    }
+
+    /// Starts preparing the segment after the one just opened.
+    fn start_prealloc(&mut self) -> Result<()> {
+        let size = self.options.segment_size_bytes;
+        if self.options.preallocate_in_background {
+            self.prealloc = prealloc::spawn(self.fs.clone(), self.dir.clone(), size);
             return Ok(());
         }
-        let path = self.dir.join(PREALLOC_FILE);
-        let _ = self.fs.remove_file(&path);
-        let file = self
-            .fs
-            .open(&path, OpenMode::CreateNew)
-            .map_err(|e| Error::io("create", &path, e))?;
-        let res = file
-            .allocate(self.options.segment_size_bytes)
-            .map_err(|e| Error::io("fallocate", &path, e));
-        if let Err(err) = res {
-            drop(file);
-            let _ = self.fs.remove_file(&path);
-            return Err(err);
+        match prealloc::prepare(self.fs.as_ref(), &self.dir, size) {
+            Ok(file) => self.prealloc = Prealloc::Ready(file),
+            // Not an error yet: the next rotation retries and reports it.
+            Err(Error::NoSpace { .. }) => {
+                tracing::warn!(dir = %self.dir.display(), "no space to preallocate the next segment");
+            }
+            Err(err) => return Err(self.poison(err)),
         }
-        if let Err(e) = file.sync_data() {
-            return Err(self.poison(Error::io("fdatasync", &path, e)));
-        }
-        if let Err(e) = self.fs.sync_dir(&self.dir) {
-            let dir = self.dir.clone();
-            return Err(self.poison(Error::io("sync_dir", dir, e)));
-        }
-        self.prealloc = Some(file);
         Ok(())
     }
 
     /// Seals the active segment (if any) and starts the next one.
     fn rotate(&mut self) -> Result<()> {
-        self.ensure_prealloc()?;
+        let next_file = self.take_prealloc()?;
         if let Some(seg) = self.active() {
             let mut seal = Vec::new();
             format::encode_seal(&mut seal, seg.seq);
@@ -490,6 +506,7 @@ impl Wal {
             }
             let seg = self.active_mut().expect("active");
             seg.written = at + seal.len() as u64;
+            seg.file_len = seg.file_len.max(seg.written);
             seg.sealed = true;
         }
         let seq = self.segments.back().map_or(1, |s| s.seq + 1);
@@ -503,7 +520,7 @@ impl Wal {
             self.fs
                 .rename(&from, &path)
                 .map_err(|e| Error::io("rename", &path, e))?;
-            let file = self.prealloc.take().expect("ensured above");
+            let file = next_file;
             file.write_at(&head, 0)
                 .map_err(|e| Error::io("write", &path, e))?;
             file.sync_data()
@@ -519,18 +536,10 @@ impl Wal {
         };
         let mut seg = Segment::new(seq, path, file);
         seg.written = head.len() as u64;
+        seg.file_len = self.options.segment_size_bytes.max(seg.written);
         tracing::debug!(seq, first_index, "started WAL segment");
         self.segments.push_back(seg);
-        // Prepare the next one now, off the path of a later append. Running out
-        // of space here is not an error yet: the next rotation retries.
-        match self.ensure_prealloc() {
-            Ok(()) => Ok(()),
-            Err(Error::NoSpace { .. }) => {
-                tracing::warn!(dir = %self.dir.display(), "no space to preallocate the next segment");
-                Ok(())
-            }
-            Err(other) => Err(other),
-        }
+        self.start_prealloc()
     }
 
     /// Discards every entry at or below `upto` (after a snapshot covering them)

@@ -17,6 +17,9 @@ fn dir() -> PathBuf {
 fn opts() -> Options {
     Options {
         segment_size_bytes: 4096,
+        // Deterministic operation numbering for the crash sweep, and no
+        // background thread to consume an injected fault.
+        preallocate_in_background: false,
         ..Options::default()
     }
 }
@@ -380,8 +383,21 @@ fn enospc_on_write_discards_the_batch_and_the_handle_recovers() {
 
 #[test]
 fn disk_full_at_rotation_and_mid_write_leaves_the_log_unchanged() {
+    disk_full_leaves_the_log_unchanged(false);
+}
+
+#[test]
+fn disk_full_with_background_preallocation_leaves_the_log_unchanged() {
+    disk_full_leaves_the_log_unchanged(true);
+}
+
+fn disk_full_leaves_the_log_unchanged(background: bool) {
     let fs = filled(30);
-    let mut wal = open(&fs).unwrap();
+    let options = Options {
+        preallocate_in_background: background,
+        ..opts()
+    };
+    let mut wal = Wal::open_with_fs(Arc::new(fs.clone()), dir(), options).unwrap();
     let mut expected = Model::of(&wal);
     fs.set_space_limit(Some(fs.used_bytes()));
     // Keep appending batches: sooner or later a rotation or an oversized batch
