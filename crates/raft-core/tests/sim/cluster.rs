@@ -30,7 +30,7 @@ struct Envelope {
 
 #[derive(Debug)]
 enum Event {
-    Deliver(Envelope),
+    Deliver(Box<Envelope>),
     Tick(u64),
     Chaos,
     Heal,
@@ -75,6 +75,8 @@ pub struct Params {
     pub lease_reads: bool,
     /// Upper bound of the gap between two workload/fault actions.
     pub chaos_gap_max_ms: u64,
+    /// Membership changes several times more often than usual.
+    pub membership_heavy: bool,
     pub fault_ms: u64,
     pub heal_deadline_ms: u64,
 }
@@ -104,6 +106,7 @@ impl Params {
             check_quorum: rng.chance(85),
             lease_reads: rng.chance(25),
             chaos_gap_max_ms: if rng.chance(30) { 12 } else { 60 },
+            membership_heavy: rng.chance(30),
             fault_ms: rng.range(2000, 8000),
             heal_deadline_ms: 20_000,
         }
@@ -457,7 +460,7 @@ impl Sim {
                     msg: msg.clone(),
                     snapshot,
                 };
-                self.schedule(d, Event::Deliver(env));
+                self.schedule(d, Event::Deliver(Box::new(env)));
             }
         }
         Ok(())
@@ -653,6 +656,11 @@ impl Sim {
     // ----- the workload and the faults -----
 
     fn chaos(&mut self) -> Check {
+        if self.params.membership_heavy && self.rng.chance(20) {
+            if let Some(id) = self.leader() {
+                return self.change_membership(id);
+            }
+        }
         let roll = self.rng.range(0, 100);
         // Clients often reach whichever node believes it leads (possibly a stale leader).
         let leader = if self.rng.chance(30) {

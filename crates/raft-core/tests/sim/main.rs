@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use cluster::Sim;
 
-const DEFAULT_SEEDS: u64 = 4000;
+const DEFAULT_SEEDS: u64 = 8_000;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
