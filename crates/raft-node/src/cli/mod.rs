@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod demo;
 pub mod wal;
 
 /// A replicated key-value service built on Raft.
@@ -22,6 +23,9 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start a local 3-node cluster in this process, write through it, stop the
+    /// leader, and show the survivors and the restarted node converge.
+    Demo(demo::DemoArgs),
     /// Inspect a write-ahead log directory offline (read-only).
     #[command(subcommand)]
     Wal(wal::WalCommand),
@@ -46,6 +50,13 @@ pub fn init_tracing() {
 /// error to stderr, and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Demo(args) => match demo::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: demo failed: {err}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
         Command::Wal(cmd) => {
             let stdout = io::stdout();
             let mut out = io::BufWriter::new(stdout.lock());
