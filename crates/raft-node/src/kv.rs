@@ -19,6 +19,37 @@ pub enum Command {
         /// Key.
         key: String,
     },
+    /// Compare-and-swap: if the value of `key` equals `expected` (`None` =
+    /// absent), set it to `value` (`None` = delete it).
+    Cas {
+        /// Key.
+        key: String,
+        /// The value the key must hold now; `None` means "must be absent".
+        expected: Option<Vec<u8>>,
+        /// The new value; `None` deletes the key.
+        value: Option<Vec<u8>>,
+    },
+}
+
+/// What applying one command did; handed to the client that proposed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// A put took effect.
+    Put,
+    /// A delete ran; `deleted` says whether the key existed.
+    Delete {
+        /// Whether the key existed.
+        deleted: bool,
+    },
+    /// A compare-and-swap ran.
+    Cas {
+        /// Whether the comparison held (and the swap happened).
+        succeeded: bool,
+        /// The value after the operation.
+        current: Option<Vec<u8>>,
+    },
+    /// The entry held no command (no-op, membership change, undecodable data).
+    Nothing,
 }
 
 impl Command {
@@ -28,29 +59,129 @@ impl Command {
     }
 }
 
+/// Upper bound of one key/value record in a snapshot (keys and values are
+/// bounded far below this by the API).
+const MAX_SNAPSHOT_RECORD_BYTES: usize = 64 << 20;
+
 /// A key-value map built by applying committed commands in log order.
 #[derive(Debug, Default, Clone)]
 pub struct KvStore {
     map: BTreeMap<String, Vec<u8>>,
     applied_index: u64,
+    /// Wrapping sum of [`pair_hash`] over every pair, kept up to date.
+    digest: u32,
+}
+
+/// CRC32 of one key/value pair, length-delimited.
+fn pair_hash(k: &str, v: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&(k.len() as u64).to_le_bytes());
+    h.update(k.as_bytes());
+    h.update(&(v.len() as u64).to_le_bytes());
+    h.update(v);
+    h.finalize()
 }
 
 impl KvStore {
     /// Applies the data of the committed entry at `index`. Data that does not
     /// decode as a command is skipped (and logged): it was proposed by someone
     /// else's client, and must not stop the node.
-    pub fn apply(&mut self, index: u64, data: &[u8]) {
+    pub fn apply(&mut self, index: u64, data: &[u8]) -> Applied {
         debug_assert!(index > self.applied_index, "entries apply in order");
         self.applied_index = index;
         match postcard::from_bytes::<Command>(data) {
             Ok(Command::Put { key, value }) => {
-                self.map.insert(key, value);
+                self.set(key, Some(value));
+                Applied::Put
             }
-            Ok(Command::Delete { key }) => {
-                self.map.remove(&key);
+            Ok(Command::Delete { key }) => Applied::Delete {
+                deleted: self.set(key, None),
+            },
+            Ok(Command::Cas {
+                key,
+                expected,
+                value,
+            }) => {
+                let current = self.map.get(&key);
+                if current.map(Vec::as_slice) != expected.as_deref() {
+                    return Applied::Cas {
+                        succeeded: false,
+                        current: current.cloned(),
+                    };
+                }
+                self.set(key, value.clone());
+                Applied::Cas {
+                    succeeded: true,
+                    current: value,
+                }
             }
-            Err(e) => tracing::warn!(index, error = %e, "skipping undecodable entry"),
+            Err(e) => {
+                tracing::warn!(index, error = %e, "skipping undecodable entry");
+                Applied::Nothing
+            }
         }
+    }
+
+    /// Sets (`Some`) or removes (`None`) `key`, keeping the digest current;
+    /// returns whether the key existed before.
+    fn set(&mut self, key: String, value: Option<Vec<u8>>) -> bool {
+        if let Some(v) = &value {
+            self.digest = self.digest.wrapping_add(pair_hash(&key, v));
+        }
+        let old = match value {
+            Some(v) => self.map.insert(key.clone(), v),
+            None => self.map.remove(&key),
+        };
+        if let Some(old) = &old {
+            self.digest = self.digest.wrapping_sub(pair_hash(&key, old));
+        }
+        old.is_some()
+    }
+
+    /// Writes every key and value (postcard-framed) to `out`, for a snapshot.
+    pub fn write_snapshot(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let to_io = |e: postcard::Error| std::io::Error::other(e.to_string());
+        out.write_all(&(self.map.len() as u64).to_le_bytes())?;
+        for (k, v) in &self.map {
+            let rec = postcard::to_stdvec(&(k, v)).map_err(to_io)?;
+            out.write_all(&(rec.len() as u32).to_le_bytes())?;
+            out.write_all(&rec)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the map with one read from `input` (written by
+    /// [`KvStore::write_snapshot`]) and sets the applied index to `index`.
+    /// On error the store is unchanged.
+    pub fn restore_snapshot(
+        &mut self,
+        index: u64,
+        input: &mut impl std::io::Read,
+    ) -> std::io::Result<()> {
+        let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
+        let mut n = [0u8; 8];
+        input.read_exact(&mut n)?;
+        let mut map = BTreeMap::new();
+        let mut buf = Vec::new();
+        for _ in 0..u64::from_le_bytes(n) {
+            let mut len = [0u8; 4];
+            input.read_exact(&mut len)?;
+            let len = u32::from_le_bytes(len) as usize;
+            if len > MAX_SNAPSHOT_RECORD_BYTES {
+                return Err(bad("snapshot record too large"));
+            }
+            buf.resize(len, 0);
+            input.read_exact(&mut buf)?;
+            let (k, v): (String, Vec<u8>) =
+                postcard::from_bytes(&buf).map_err(|_| bad("undecodable snapshot record"))?;
+            map.insert(k, v);
+        }
+        self.digest = map
+            .iter()
+            .fold(0u32, |d, (k, v)| d.wrapping_add(pair_hash(k, v)));
+        self.map = map;
+        self.applied_index = index;
+        Ok(())
     }
 
     /// Marks `index` applied without a command (no-ops, membership changes).
@@ -78,17 +209,11 @@ impl KvStore {
         self.applied_index
     }
 
-    /// CRC32 over every key and value in order: equal on two nodes iff
-    /// (with overwhelming probability) their maps are equal.
+    /// Order-independent digest of every key and value: equal on two nodes
+    /// iff (with overwhelming probability) their maps are equal. Kept up to
+    /// date on every change, so reading it is free.
     pub fn digest(&self) -> u32 {
-        let mut h = crc32fast::Hasher::new();
-        for (k, v) in &self.map {
-            h.update(&(k.len() as u64).to_le_bytes());
-            h.update(k.as_bytes());
-            h.update(&(v.len() as u64).to_le_bytes());
-            h.update(v);
-        }
-        h.finalize()
+        self.digest
     }
 }
 
@@ -116,5 +241,60 @@ mod tests {
         let mut other = KvStore::default();
         other.apply(2, &put("b", "2"));
         assert_eq!(kv.digest(), other.digest());
+    }
+
+    #[test]
+    fn cas_compares_absent_and_present_values() {
+        let mut kv = KvStore::default();
+        let cas = |e: Option<&str>, v: Option<&str>| {
+            Command::Cas {
+                key: "k".into(),
+                expected: e.map(|s| s.as_bytes().to_vec()),
+                value: v.map(|s| s.as_bytes().to_vec()),
+            }
+            .encode()
+        };
+        let ok = |v: Option<&str>| Applied::Cas {
+            succeeded: true,
+            current: v.map(|s| s.as_bytes().to_vec()),
+        };
+        assert_eq!(kv.apply(1, &cas(None, Some("a"))), ok(Some("a")));
+        assert_eq!(
+            kv.apply(2, &cas(None, Some("b"))),
+            Applied::Cas {
+                succeeded: false,
+                current: Some(b"a".to_vec())
+            }
+        );
+        assert_eq!(kv.apply(3, &cas(Some("a"), None)), ok(None));
+        assert_eq!(kv.get("k"), None);
+        assert_eq!(
+            kv.apply(4, &Command::Delete { key: "k".into() }.encode()),
+            Applied::Delete { deleted: false }
+        );
+    }
+
+    #[test]
+    fn snapshot_round_trip_and_damage_leaves_store_unchanged() {
+        let mut kv = KvStore::default();
+        for i in 0..100u64 {
+            let cmd = Command::Put {
+                key: format!("k{i}"),
+                value: vec![i as u8; i as usize],
+            };
+            kv.apply(i + 1, &cmd.encode());
+        }
+        let mut bytes = Vec::new();
+        kv.write_snapshot(&mut bytes).unwrap();
+        let mut restored = KvStore::default();
+        restored
+            .restore_snapshot(100, &mut bytes.as_slice())
+            .unwrap();
+        assert_eq!(restored.digest(), kv.digest());
+        assert_eq!(restored.applied_index(), 100);
+        let before = restored.digest();
+        let cut = &bytes[..bytes.len() - 3];
+        assert!(restored.restore_snapshot(200, &mut &cut[..]).is_err());
+        assert_eq!((restored.digest(), restored.applied_index()), (before, 100));
     }
 }

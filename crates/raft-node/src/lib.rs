@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod driver;
 pub mod kv;
 pub mod local_cluster;
 pub mod storage;

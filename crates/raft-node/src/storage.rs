@@ -44,6 +44,18 @@ impl fmt::Display for StorageFailure {
 
 impl std::error::Error for StorageFailure {}
 
+impl StorageFailure {
+    /// True if the failure is a full disk (the WAL then holds exactly what it
+    /// held after its last successful sync).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StorageFailure::Wal(raft_wal::Error::NoSpace { .. }) => true,
+            StorageFailure::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+            _ => false,
+        }
+    }
+}
+
 impl From<raft_wal::Error> for StorageFailure {
     fn from(e: raft_wal::Error) -> Self {
         StorageFailure::Wal(e)

@@ -13,8 +13,9 @@ fn put(c: &LocalCluster, i: u32) -> u64 {
         key: format!("k{i}"),
         value: i.to_le_bytes().to_vec(),
     };
-    c.propose(cmd.encode(), T)
+    c.write(cmd, T)
         .unwrap_or_else(|e| panic!("write {i}: {e}"))
+        .index
 }
 
 fn all_have(c: &LocalCluster, keys: usize) -> bool {
@@ -60,4 +61,51 @@ fn survives_leader_loss_restart_and_full_restart() {
         c.wait_for(T, |c| c.leader().is_some() && all_have(c, 60)),
         "a full restart lost acknowledged writes"
     );
+}
+
+#[test]
+fn reads_see_acknowledged_writes_and_cas_and_delete_report_outcomes() {
+    use raft_node::kv::Applied;
+    let dir = tempfile::tempdir().unwrap();
+    let c = LocalCluster::start(dir.path(), 3).unwrap();
+    assert!(c.wait_for(T, |c| c.leader().is_some()), "no leader");
+    assert_eq!(c.read("k", T).unwrap(), None);
+    put(&c, 7);
+    let key = "k7";
+    assert_eq!(c.read(key, T).unwrap(), Some(7u32.to_le_bytes().to_vec()));
+    let cas = |expected: Option<&[u8]>, value: Option<&[u8]>| {
+        c.write(
+            Command::Cas {
+                key: key.into(),
+                expected: expected.map(<[u8]>::to_vec),
+                value: value.map(<[u8]>::to_vec),
+            },
+            T,
+        )
+        .unwrap()
+        .applied
+    };
+    assert_eq!(
+        cas(None, Some(b"x")),
+        Applied::Cas {
+            succeeded: false,
+            current: Some(7u32.to_le_bytes().to_vec())
+        }
+    );
+    assert_eq!(
+        cas(Some(&7u32.to_le_bytes()), Some(b"x")),
+        Applied::Cas {
+            succeeded: true,
+            current: Some(b"x".to_vec())
+        }
+    );
+    assert_eq!(c.read(key, T).unwrap(), Some(b"x".to_vec()));
+    let del = |c: &LocalCluster| {
+        c.write(Command::Delete { key: key.into() }, T)
+            .unwrap()
+            .applied
+    };
+    assert_eq!(del(&c), Applied::Delete { deleted: true });
+    assert_eq!(del(&c), Applied::Delete { deleted: false });
+    assert_eq!(c.read(key, T).unwrap(), None);
 }

@@ -48,8 +48,9 @@ fn write_batch(c: &LocalCluster, from: u64, to: u64) -> Result<(u64, Duration), 
             value: format!("value-{i}").into_bytes(),
         };
         last = c
-            .propose(cmd.encode(), Duration::from_secs(10))
-            .map_err(|e| format!("write {i} failed: {e}"))?;
+            .write(cmd, Duration::from_secs(10))
+            .map_err(|e| format!("write {i} failed: {e}"))?
+            .index;
     }
     Ok((last, start.elapsed()))
 }

@@ -1,0 +1,256 @@
+//! The driver: one thread owns a node's [`RawNode`] and its [`WalStorage`].
+//!
+//! Peer messages and client requests arrive on one channel. Each turn of the
+//! loop drains everything that arrived, feeds it to the core, and handles the
+//! resulting [`raft_core::Ready`] as one batch: appends go to followers
+//! *before* the leader's own fsync (replication overlaps the write), then
+//! one WAL write + `fdatasync` covers every proposal of the batch (group
+//! commit), then the messages that must follow persistence (votes, append
+//! acks) go out, then committed entries are applied and their clients
+//! answered. The WAL's blocking fsync runs on this dedicated thread, never on
+//! an async worker.
+
+mod requests;
+mod status;
+mod waiters;
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use raft_core::{Config, EntryKind, Message, RawNode};
+
+pub use requests::{ClientError, Pending, Reply, Request, WriteOutcome};
+pub use status::NodeStatus;
+
+use crate::kv::KvStore;
+use crate::storage::WalStorage;
+use waiters::Waiters;
+
+/// Where the driver sends peer messages. Sending must never block: a
+/// transport that cannot deliver drops the message (Raft retries).
+pub trait Transport: Send + 'static {
+    /// Queues `msg` for `msg.to`.
+    fn send(&self, msg: Message);
+}
+
+/// What goes into a driver.
+pub enum Input {
+    /// A message from a peer.
+    Peer(Message),
+    /// A client request.
+    Client(Request),
+    /// Finish the current batch (its fsync included) and stop.
+    Stop,
+}
+
+/// Timing and limits of a driver.
+#[derive(Debug, Clone)]
+pub struct DriverOptions {
+    /// This node's id.
+    pub id: u64,
+    /// Real time per core tick.
+    pub tick: Duration,
+    /// Election timeout in ticks (randomized in `[t, 2t)` by the core).
+    pub election_ticks: u32,
+    /// Heartbeat interval in ticks.
+    pub heartbeat_ticks: u32,
+    /// How long a client waits for its write to be applied or its read to be
+    /// confirmed before it gets [`ClientError::Timeout`].
+    pub request_timeout: Duration,
+    /// Seed of the core's election-timeout randomness.
+    pub seed: u64,
+}
+
+impl DriverOptions {
+    /// Defaults for node `id`: 20 ms ticks, elections after 10-20 ticks,
+    /// heartbeats every tick, 5 s request timeout, a time-derived seed.
+    pub fn new(id: u64) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        DriverOptions {
+            id,
+            tick: Duration::from_millis(20),
+            election_ticks: 10,
+            heartbeat_ticks: 1,
+            request_timeout: Duration::from_secs(5),
+            seed: id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ nanos,
+        }
+    }
+}
+
+/// Most inputs folded into one batch before the core is asked for a Ready.
+const MAX_BATCH_INPUTS: usize = 4096;
+
+/// A running driver thread.
+pub struct Driver {
+    inbox: Sender<Input>,
+    status: Arc<Mutex<NodeStatus>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Driver {
+    /// Starts the driver thread for `storage`.
+    pub fn spawn(
+        opts: DriverOptions,
+        storage: WalStorage,
+        transport: impl Transport,
+    ) -> std::io::Result<Driver> {
+        let (tx, rx) = mpsc::channel();
+        let status = Arc::new(Mutex::new(NodeStatus::default()));
+        let shared = status.clone();
+        let id = opts.id;
+        let thread = std::thread::Builder::new()
+            .name(format!("raft-driver-{id}"))
+            .spawn(move || {
+                if let Err(e) = run(opts, storage, transport, rx, &shared) {
+                    tracing::error!(node = id, error = %e, "node stopped on error");
+                    status::lock(&shared).failed = Some(e);
+                }
+            })?;
+        Ok(Driver {
+            inbox: tx,
+            status,
+            thread: Some(thread),
+        })
+    }
+
+    /// A cheap handle for feeding this driver from other threads or tasks.
+    pub fn handle(&self) -> DriverHandle {
+        DriverHandle {
+            inbox: self.inbox.clone(),
+            status: self.status.clone(),
+        }
+    }
+
+    /// Stops the driver after its current batch and waits for it.
+    pub fn stop(&mut self) {
+        let _ = self.inbox.send(Input::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sends inputs to a driver and reads its status.
+#[derive(Clone)]
+pub struct DriverHandle {
+    inbox: Sender<Input>,
+    status: Arc<Mutex<NodeStatus>>,
+}
+
+impl DriverHandle {
+    /// Delivers a peer message (dropped if the driver stopped).
+    pub fn deliver(&self, msg: Message) {
+        let _ = self.inbox.send(Input::Peer(msg));
+    }
+
+    /// Submits a client request. If the driver has stopped, the request's
+    /// reply is dropped, which its waiter sees as [`ClientError::Stopped`].
+    pub fn submit(&self, req: Request) {
+        let _ = self.inbox.send(Input::Client(req));
+    }
+
+    /// The status the driver last published.
+    pub fn status(&self) -> NodeStatus {
+        status::lock(&self.status).clone()
+    }
+}
+
+/// The loop. Returns on `Stop`, or with an error when storage fails (the
+/// node then stops: fail-stop is the only safe answer to a failed fsync).
+fn run(
+    opts: DriverOptions,
+    storage: WalStorage,
+    transport: impl Transport,
+    inbox: Receiver<Input>,
+    status: &Mutex<NodeStatus>,
+) -> Result<(), String> {
+    let id = opts.id;
+    let mut cfg = Config::new(id);
+    cfg.seed = opts.seed;
+    cfg.election_timeout_ticks = opts.election_ticks;
+    cfg.heartbeat_interval_ticks = opts.heartbeat_ticks;
+    let mut node = RawNode::new(cfg, storage).map_err(|e| e.to_string())?;
+    let mut kv = KvStore::default();
+    let mut waiters = Waiters::new(opts.request_timeout);
+    let mut next_tick = Instant::now() + opts.tick;
+    let mut stopping = false;
+    while !stopping {
+        let first = match inbox.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
+            Ok(input) => Some(input),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut batch = first
+            .into_iter()
+            .chain(inbox.try_iter())
+            .take(MAX_BATCH_INPUTS);
+        for input in &mut batch {
+            match input {
+                Input::Peer(m) => {
+                    if let Err(e) = node.step(m) {
+                        tracing::debug!(node = id, error = %e, "peer message rejected");
+                    }
+                }
+                Input::Client(req) => waiters.submit(&mut node, &kv, req),
+                Input::Stop => {
+                    stopping = true;
+                    break;
+                }
+            }
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            node.tick();
+            next_tick += opts.tick;
+            if next_tick < now {
+                // Fell behind (a long fsync): do not replay missed ticks in a burst.
+                next_tick = now + opts.tick;
+            }
+        }
+        waiters.expire(now);
+        while node.has_ready() {
+            let rd = node.ready();
+            for m in rd.messages.iter().cloned() {
+                transport.send(m);
+            }
+            if let Err(e) = node.storage_mut().persist(&rd) {
+                waiters.fail_all(ClientError::from_storage(&e));
+                return Err(e.to_string());
+            }
+            for m in rd.persisted_messages.iter().cloned() {
+                transport.send(m);
+            }
+            for e in &rd.committed_entries {
+                let applied = match e.kind {
+                    EntryKind::Normal => kv.apply(e.index, &e.data),
+                    _ => {
+                        kv.skip(e.index);
+                        crate::kv::Applied::Nothing
+                    }
+                };
+                waiters.applied(e, applied);
+            }
+            waiters.confirmed_reads(&rd.read_states);
+            node.advance();
+        }
+        waiters.serve_reads(&kv);
+        if let Some(f) = node.storage().take_failure() {
+            waiters.fail_all(ClientError::from_storage(&f));
+            return Err(f.to_string());
+        }
+        status::publish(status, &node, &kv);
+    }
+    waiters.fail_all(ClientError::Stopped("node is shutting down".into()));
+    status::publish(status, &node, &kv);
+    Ok(())
+}

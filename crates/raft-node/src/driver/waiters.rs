@@ -1,0 +1,214 @@
+//! Clients waiting on the driver: writes until their entry is applied, reads
+//! until their ReadIndex is confirmed and applied. Every waiter has a
+//! deadline; past it the client hears [`ClientError::Timeout`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use raft_core::{Entry, RawNode, ReadState};
+
+use super::requests::{ClientError, Reply, Request, WriteOutcome};
+use crate::kv::{Applied, KvStore};
+use crate::storage::WalStorage;
+
+enum WriteReply {
+    Kv(Reply<WriteOutcome>),
+    Members(Reply<u64>),
+}
+
+struct PendingWrite {
+    term: u64,
+    deadline: Instant,
+    reply: WriteReply,
+}
+
+struct PendingRead {
+    key: String,
+    deadline: Instant,
+    /// Set once the leader confirmed the read: serve when applied reaches it.
+    index: Option<u64>,
+    reply: Reply<Option<Vec<u8>>>,
+}
+
+pub(super) struct Waiters {
+    timeout: Duration,
+    /// Pending proposals by log index.
+    writes: BTreeMap<u64, PendingWrite>,
+    /// Pending linearizable reads by the id carried in their ReadIndex context.
+    reads: HashMap<u64, PendingRead>,
+    next_read_id: u64,
+}
+
+impl Waiters {
+    pub(super) fn new(timeout: Duration) -> Self {
+        Waiters {
+            timeout,
+            writes: BTreeMap::new(),
+            reads: HashMap::new(),
+            next_read_id: 1,
+        }
+    }
+
+    /// Hands `req` to the core, or answers it at once.
+    pub(super) fn submit(&mut self, node: &mut RawNode<WalStorage>, kv: &KvStore, req: Request) {
+        let deadline = Instant::now() + self.timeout;
+        match req {
+            Request::Write { cmd, reply } => match node.propose(cmd.encode()) {
+                Ok(at) => self.add_write(at.index, at.term, deadline, WriteReply::Kv(reply)),
+                Err(e) => {
+                    let _ = reply.send(Err(ClientError::from_core(e)));
+                }
+            },
+            Request::ChangeMembers {
+                change,
+                context,
+                reply,
+            } => match node.propose_conf_change(change, context) {
+                Ok(at) => self.add_write(at.index, at.term, deadline, WriteReply::Members(reply)),
+                Err(e) => {
+                    let _ = reply.send(Err(ClientError::from_core(e)));
+                }
+            },
+            Request::Read { key, stale, reply } => {
+                if stale {
+                    let _ = reply.send(Ok(kv.get(&key).map(<[u8]>::to_vec)));
+                    return;
+                }
+                let id = self.next_read_id;
+                self.next_read_id += 1;
+                match node.read_index(id.to_le_bytes().to_vec()) {
+                    Ok(()) => {
+                        self.reads.insert(
+                            id,
+                            PendingRead {
+                                key,
+                                deadline,
+                                index: None,
+                                reply,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ClientError::from_core(e)));
+                    }
+                }
+            }
+            Request::TransferLeader { to, reply } => {
+                let _ = reply.send(node.transfer_leader(to).map_err(ClientError::from_core));
+            }
+        }
+    }
+
+    fn add_write(&mut self, index: u64, term: u64, deadline: Instant, reply: WriteReply) {
+        // An older waiter at this index belongs to an entry that was replaced.
+        if let Some(old) = self.writes.insert(
+            index,
+            PendingWrite {
+                term,
+                deadline,
+                reply,
+            },
+        ) {
+            old.reply.fail(ClientError::Overwritten);
+        }
+    }
+
+    /// Entry `e` was applied with result `applied`: answer its proposer.
+    pub(super) fn applied(&mut self, e: &Entry, applied: Applied) {
+        let Some(w) = self.writes.remove(&e.index) else {
+            return;
+        };
+        if w.term != e.term {
+            w.reply.fail(ClientError::Overwritten);
+            return;
+        }
+        match w.reply {
+            WriteReply::Kv(reply) => {
+                let _ = reply.send(Ok(WriteOutcome {
+                    index: e.index,
+                    applied,
+                }));
+            }
+            WriteReply::Members(reply) => {
+                let _ = reply.send(Ok(e.index));
+            }
+        }
+    }
+
+    /// The leader confirmed these reads.
+    pub(super) fn confirmed_reads(&mut self, states: &[ReadState]) {
+        for rs in states {
+            let Ok(id) = <[u8; 8]>::try_from(rs.ctx.as_slice()) else {
+                continue;
+            };
+            if let Some(r) = self.reads.get_mut(&u64::from_le_bytes(id)) {
+                r.index = Some(rs.index);
+            }
+        }
+    }
+
+    /// Answers confirmed reads whose index the state machine has applied.
+    pub(super) fn serve_reads(&mut self, kv: &KvStore) {
+        let applied = kv.applied_index();
+        let ready: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.index.is_some_and(|i| i <= applied))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ready {
+            if let Some(r) = self.reads.remove(&id) {
+                let _ = r.reply.send(Ok(kv.get(&r.key).map(<[u8]>::to_vec)));
+            }
+        }
+    }
+
+    /// Times out every waiter whose deadline passed.
+    pub(super) fn expire(&mut self, now: Instant) {
+        let late: Vec<u64> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(&i, _)| i)
+            .collect();
+        for i in late {
+            if let Some(w) = self.writes.remove(&i) {
+                w.reply.fail(ClientError::Timeout);
+            }
+        }
+        let late: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in late {
+            if let Some(r) = self.reads.remove(&id) {
+                let _ = r.reply.send(Err(ClientError::Timeout));
+            }
+        }
+    }
+
+    /// Answers every waiter with `err` (the node is stopping).
+    pub(super) fn fail_all(&mut self, err: ClientError) {
+        for (_, w) in std::mem::take(&mut self.writes) {
+            w.reply.fail(err.clone());
+        }
+        for (_, r) in std::mem::take(&mut self.reads) {
+            let _ = r.reply.send(Err(err.clone()));
+        }
+    }
+}
+
+impl WriteReply {
+    fn fail(self, err: ClientError) {
+        match self {
+            WriteReply::Kv(r) => {
+                let _ = r.send(Err(err));
+            }
+            WriteReply::Members(r) => {
+                let _ = r.send(Err(err));
+            }
+        }
+    }
+}
