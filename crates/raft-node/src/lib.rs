@@ -12,7 +12,10 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod config;
 pub mod driver;
+pub mod http;
 pub mod kv;
 pub mod local_cluster;
+pub mod metrics;
 pub mod storage;

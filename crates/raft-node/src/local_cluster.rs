@@ -102,6 +102,11 @@ impl LocalCluster {
         }
     }
 
+    /// A handle to the driver of running node `id`.
+    pub fn handle(&self, id: u64) -> Option<DriverHandle> {
+        self.running.get(&id).map(Driver::handle)
+    }
+
     /// Ids of running nodes.
     pub fn running(&self) -> Vec<u64> {
         let mut ids: Vec<u64> = self.running.keys().copied().collect();

@@ -1,0 +1,266 @@
+//! The node's TOML configuration (`raft-node serve --config FILE`).
+//!
+//! ```toml
+//! id = 1
+//! data_dir = "data/node-1"
+//! peer_addr = "127.0.0.1:7001"
+//! client_addr = "127.0.0.1:8001"
+//! tls_dir = "certs"
+//!
+//! [[members]]
+//! id = 1
+//! peer_addr = "127.0.0.1:7001"
+//! client_addr = "127.0.0.1:8001"
+//! # ... one [[members]] table per founding member
+//! ```
+//!
+//! Optional keys and their defaults: `election_timeout_ms = 500`,
+//! `heartbeat_interval_ms = 50`, `snapshot_threshold_entries = 10000`,
+//! `snapshot_keep = 2`, `trailing_entries = 1000`, `max_value_bytes = 1048576`,
+//! `request_timeout_ms = 5000`. Unknown keys are an error that names them.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One member of the cluster as the configuration names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Node id (non-zero).
+    pub id: u64,
+    /// QUIC address peers reach it on.
+    pub peer_addr: SocketAddr,
+    /// HTTP address clients reach it on.
+    pub client_addr: SocketAddr,
+}
+
+/// A node's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id; must be one of `members`.
+    pub id: u64,
+    /// Where the WAL and snapshots live (created if missing).
+    pub data_dir: PathBuf,
+    /// QUIC address to bind for peers.
+    pub peer_addr: SocketAddr,
+    /// HTTP address to bind for clients.
+    pub client_addr: SocketAddr,
+    /// Directory with `ca.crt`, `node-<id>.crt` and `node-<id>.key`.
+    pub tls_dir: PathBuf,
+    /// The founding members (this node included).
+    pub members: Vec<Member>,
+    /// Base election timeout (randomized up to twice this).
+    #[serde(default = "defaults::election_timeout_ms")]
+    pub election_timeout_ms: u64,
+    /// Leader heartbeat period; also the core's tick.
+    #[serde(default = "defaults::heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// Take a snapshot after this many applied entries.
+    #[serde(default = "defaults::snapshot_threshold_entries")]
+    pub snapshot_threshold_entries: u64,
+    /// Snapshots kept on disk.
+    #[serde(default = "defaults::snapshot_keep")]
+    pub snapshot_keep: usize,
+    /// Entries kept in the WAL below a snapshot, for slightly slow followers.
+    #[serde(default = "defaults::trailing_entries")]
+    pub trailing_entries: u64,
+    /// Largest value a client may write.
+    #[serde(default = "defaults::max_value_bytes")]
+    pub max_value_bytes: usize,
+    /// How long a client request may wait for commit before 504.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+mod defaults {
+    pub fn election_timeout_ms() -> u64 {
+        500
+    }
+    pub fn heartbeat_interval_ms() -> u64 {
+        50
+    }
+    pub fn snapshot_threshold_entries() -> u64 {
+        10_000
+    }
+    pub fn snapshot_keep() -> usize {
+        2
+    }
+    pub fn trailing_entries() -> u64 {
+        1_000
+    }
+    pub fn max_value_bytes() -> usize {
+        1 << 20
+    }
+    pub fn request_timeout_ms() -> u64 {
+        5_000
+    }
+}
+
+/// Why a configuration was refused; `Display` is one line naming the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl NodeConfig {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| {
+            // toml's message spans several lines (with a source excerpt); keep the gist.
+            let msg = e.message().trim().to_string();
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    ConfigError(format!("line {line}: {msg}"))
+                }
+                None => ConfigError(msg),
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks the values against each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        if self.id == 0 {
+            return err("id must be non-zero".into());
+        }
+        if self.members.is_empty() {
+            return err("members is empty: list every founding member in [[members]]".into());
+        }
+        let mut seen = BTreeSet::new();
+        for m in &self.members {
+            if m.id == 0 {
+                return err("members: id 0 is not a valid node id".into());
+            }
+            if !seen.insert(m.id) {
+                return err(format!("members: duplicate member id {}", m.id));
+            }
+        }
+        let Some(me) = self.members.iter().find(|m| m.id == self.id) else {
+            return err(format!("id {} is not among members {seen:?}", self.id));
+        };
+        if me.peer_addr != self.peer_addr {
+            return err(format!(
+                "peer_addr {} differs from members entry for id {} ({})",
+                self.peer_addr, self.id, me.peer_addr
+            ));
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return err("heartbeat_interval_ms must be positive".into());
+        }
+        if self.election_timeout_ms < 2 * self.heartbeat_interval_ms {
+            return err(format!(
+                "election_timeout_ms ({}) must be at least twice heartbeat_interval_ms ({})",
+                self.election_timeout_ms, self.heartbeat_interval_ms
+            ));
+        }
+        if self.snapshot_keep == 0 {
+            return err("snapshot_keep must be at least 1".into());
+        }
+        if self.max_value_bytes == 0 || self.max_value_bytes > 64 << 20 {
+            return err("max_value_bytes must be between 1 and 67108864".into());
+        }
+        if self.request_timeout_ms == 0 {
+            return err("request_timeout_ms must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The core's tick: one heartbeat interval.
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// Election timeout in ticks.
+    pub fn election_ticks(&self) -> u32 {
+        (self.election_timeout_ms / self.heartbeat_interval_ms).clamp(2, u32::MAX as u64) as u32
+    }
+
+    /// Ids of the founding members.
+    pub fn member_ids(&self) -> Vec<u64> {
+        self.members.iter().map(|m| m.id).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+id = 2
+data_dir = "d"
+peer_addr = "127.0.0.2:7000"
+client_addr = "127.0.0.2:8000"
+tls_dir = "certs"
+election_timeout_ms = 300
+
+[[members]]
+id = 1
+peer_addr = "127.0.0.1:7000"
+client_addr = "127.0.0.1:8000"
+
+[[members]]
+id = 2
+peer_addr = "127.0.0.2:7000"
+client_addr = "127.0.0.2:8000"
+"#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = NodeConfig::parse(GOOD).unwrap();
+        assert_eq!(c.id, 2);
+        assert_eq!(c.member_ids(), vec![1, 2]);
+        assert_eq!((c.election_timeout_ms, c.heartbeat_interval_ms), (300, 50));
+        assert_eq!(c.election_ticks(), 6);
+        assert_eq!(c.max_value_bytes, 1 << 20);
+    }
+
+    fn refused(text: &str) -> String {
+        let e = NodeConfig::parse(text).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "one line: {e}");
+        e
+    }
+
+    #[test]
+    fn each_problem_is_one_clear_line() {
+        let e = refused(&GOOD.replace("tls_dir", "tls_dri"));
+        assert!(e.contains("tls_dri"), "{e}");
+        let e = refused(&GOOD.replace("tls_dir = \"certs\"\n", ""));
+        assert!(e.contains("missing field `tls_dir`"), "{e}");
+        let e = refused(&GOOD.replace("id = 1\n", "id = 2\n"));
+        assert!(e.contains("duplicate member id 2"), "{e}");
+        let e = refused(&GOOD.replace("id = 2\ndata_dir", "id = 3\ndata_dir"));
+        assert!(e.contains("id 3 is not among members"), "{e}");
+        let e = refused(&GOOD.replacen(
+            "\"127.0.0.2:7000\"\nclient",
+            "\"127.0.0.2:7009\"\nclient",
+            1,
+        ));
+        assert!(e.contains("peer_addr"), "{e}");
+        let e = refused(&GOOD.replace("peer_addr = \"127.0.0.1:7000\"", "peer_addr = \"nowhere\""));
+        assert!(e.contains("line"), "{e}");
+        let e = refused(&GOOD.replace("election_timeout_ms = 300", "election_timeout_ms = 60"));
+        assert!(e.contains("election_timeout_ms"), "{e}");
+    }
+}
