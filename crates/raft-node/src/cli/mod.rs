@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod client;
 pub mod demo;
 pub mod wal;
 
@@ -18,6 +19,9 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Endpoints for the client commands.
+    #[command(flatten)]
+    pub endpoints: client::Endpoints,
 }
 
 /// Top-level commands.
@@ -29,6 +33,9 @@ pub enum Command {
     /// Inspect a write-ahead log directory offline (read-only).
     #[command(subcommand)]
     Wal(wal::WalCommand),
+    /// Talk to a running cluster over its HTTP API.
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 /// Exit code for a command that ran and found a problem (corruption, I/O
@@ -54,6 +61,16 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("error: demo failed: {err}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
+        Command::Client(cmd) => match client::run(&cmd, &cli.endpoints.endpoints) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
                 ExitCode::from(EXIT_FAILURE)
             }
         },

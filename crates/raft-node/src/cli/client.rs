@@ -1,0 +1,163 @@
+//! Client commands (`put`, `get`, `del`, `cas`, `status`, `members`) that speak
+//! the HTTP API. Each tries the endpoints in order until one answers; the
+//! HTTP client follows the API's 307 redirects to the leader.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Client endpoints of `raft-node demo`, the default for `--endpoints`.
+pub const DEMO_ENDPOINTS: &str =
+    "http://127.0.0.1:47001,http://127.0.0.1:47002,http://127.0.0.1:47003";
+
+/// Where to send requests.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Endpoints {
+    /// Comma-separated base URLs of the nodes' client API.
+    #[arg(long, default_value = DEMO_ENDPOINTS, value_delimiter = ',', global = true)]
+    pub endpoints: Vec<String>,
+}
+
+/// A client command.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ClientCommand {
+    /// Set KEY to VALUE (linearizable; printed: the log index).
+    Put {
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// Print the value of KEY (linearizable unless --stale).
+    Get {
+        /// Key.
+        key: String,
+        /// Read the contacted node's local state without checking with the leader.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Delete KEY.
+    Del {
+        /// Key.
+        key: String,
+    },
+    /// Print each endpoint's status.
+    Status,
+    /// Print the membership as the first reachable node knows it.
+    Members,
+}
+
+/// The outcome of a command: text for stdout, or an error line.
+pub type Outcome = Result<String, String>;
+
+fn trim(s: &str) -> &str {
+    s.trim_end_matches('/')
+}
+
+/// Runs `cmd` against `endpoints`.
+pub fn run(cmd: &ClientCommand, endpoints: &[String]) -> Outcome {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the client runtime: {e}"))?;
+    rt.block_on(run_async(cmd, endpoints))
+}
+
+async fn run_async(cmd: &ClientCommand, endpoints: &[String]) -> Outcome {
+    if endpoints.is_empty() {
+        return Err("no endpoints given".into());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    match cmd {
+        ClientCommand::Status => {
+            let mut out = String::new();
+            for ep in endpoints {
+                let line = match client.get(format!("{}/v1/status", trim(ep))).send().await {
+                    Ok(r) => r.text().await.unwrap_or_else(|e| format!("error: {e}")),
+                    Err(e) => format!("unreachable: {e}"),
+                };
+                out.push_str(&format!("{ep}  {line}\n"));
+            }
+            Ok(out.trim_end().to_string())
+        }
+        _ => {
+            let mut last = String::new();
+            for ep in endpoints {
+                match one(&client, cmd, trim(ep)).await {
+                    Ok(out) => return out,
+                    Err(unreachable) => last = unreachable,
+                }
+            }
+            Err(format!("no endpoint answered (last: {last})"))
+        }
+    }
+}
+
+/// `Err` only when the endpoint could not be reached (try the next one).
+async fn one(client: &reqwest::Client, cmd: &ClientCommand, ep: &str) -> Result<Outcome, String> {
+    let key_url = |k: &str| format!("{ep}/v1/kv/{}", encode_key(k));
+    let req = match cmd {
+        ClientCommand::Put { key, value } => client.put(key_url(key)).body(value.clone()),
+        ClientCommand::Get { key, stale } => {
+            let q = if *stale { "?consistency=stale" } else { "" };
+            client.get(format!("{}{q}", key_url(key)))
+        }
+        ClientCommand::Del { key } => client.delete(key_url(key)),
+        ClientCommand::Members => client.get(format!("{ep}/v1/members")),
+        ClientCommand::Status => unreachable!("handled by the caller"),
+    };
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    if status.as_u16() == 503 && is_code(&body, "no_leader") {
+        // Another endpoint may know the leader.
+        return Err(format!("{ep}: no leader"));
+    }
+    if !status.is_success() {
+        if matches!(cmd, ClientCommand::Get { .. }) && status.as_u16() == 404 {
+            return Ok(Err("not found".into()));
+        }
+        let why = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        return Ok(Err(format!("{} from {ep}: {why}", status.as_u16())));
+    }
+    Ok(Ok(match cmd {
+        ClientCommand::Get { .. } => String::from_utf8_lossy(&body).into_owned(),
+        _ => String::from_utf8_lossy(&body).trim().to_string(),
+    }))
+}
+
+fn is_code(body: &[u8], code: &str) -> bool {
+    serde_json::from_slice::<Value>(body).is_ok_and(|v| v["code"] == code)
+}
+
+/// Percent-encodes everything but unreserved characters, so any key survives the URL.
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_percent_encoded() {
+        assert_eq!(encode_key("a b/c?d"), "a%20b%2Fc%3Fd");
+        assert_eq!(encode_key("plain-key_1.x~"), "plain-key_1.x~");
+        assert_eq!(encode_key("é"), "%C3%A9");
+    }
+}
