@@ -1,0 +1,1031 @@
+//! The peer transport: one QUIC endpoint per node, a sending task per peer, and an inbox.
+//!
+//! # Connection rule
+//!
+//! Each node dials every peer it sends to and uses that connection only for sending;
+//! connections that peers dial in are only read from. So between nodes A and B there are
+//! two connections, A→B carrying A's traffic and B→A carrying B's. Both sides dialing at
+//! once therefore needs no tie-break, and each direction has a single owner that
+//! reconnects it. On a connection the dialer opens two long-lived unidirectional streams:
+//! the message lane (priority over bulk) and the bulk lane (snapshot chunks). Order is
+//! kept per peer and per lane, as long as a connection lives; messages in flight when a
+//! connection breaks may be lost (Raft tolerates loss).
+//!
+//! # Identity
+//!
+//! The TLS handshake checks that a peer's certificate is signed by the cluster CA (a peer
+//! presenting none is refused). Each stream then starts with a header naming the sender's
+//! node id; the stream is accepted only if the certificate names that node
+//! (`node-<id>.raft`), otherwise the connection is closed. Every decoded message whose
+//! [`Envelope::claimed_sender`] differs from that verified id is dropped, counted and the
+//! connection closed. Inbound items carry the verified id, never a claimed one.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use quinn::VarInt;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rustls::pki_types::CertificateDer;
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, info, warn};
+
+use crate::certs::node_server_name;
+use crate::frame::{self, FrameReader, Lane, ReadError, HEADER_LEN};
+use crate::tls::{cert_names_node, peer_certificate, TlsConfig, TlsError};
+use crate::{NodeId, Wire};
+
+/// Application error codes with which the transport closes a QUIC connection.
+pub mod close_code {
+    /// Orderly shutdown or reconnect.
+    pub const SHUTDOWN: u32 = 0;
+    /// Bad stream header, truncated frame or unexpected stream.
+    pub const PROTOCOL: u32 = 1;
+    /// A frame's length prefix exceeded the configured limit.
+    pub const FRAME_TOO_LARGE: u32 = 2;
+    /// A frame did not decode as a message.
+    pub const MALFORMED: u32 = 3;
+    /// The certificate does not name the node the stream or a message claims to be from.
+    pub const IMPERSONATION: u32 = 4;
+    /// The peer presented no certificate.
+    pub const NO_CERTIFICATE: u32 = 5;
+}
+
+/// Settings of a [`Transport`]. Build with [`TransportConfig::new`] and adjust fields.
+///
+/// ```
+/// let mut cfg = raft_net::TransportConfig::new(1, "127.0.0.1:7001".parse().unwrap());
+/// cfg.peers.insert(2, "127.0.0.2:7001".parse().unwrap());
+/// cfg.max_frame_bytes = 1 << 20;
+/// assert_eq!(cfg.id, 1);
+/// ```
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// This node's id; must match the TLS identity.
+    pub id: NodeId,
+    /// Address the endpoint binds (the node's `peer_addr`); used for accepting and dialing.
+    pub listen: SocketAddr,
+    /// Peers to dial, by id. More can be added with [`Transport::add_peer`].
+    pub peers: HashMap<NodeId, SocketAddr>,
+    /// Largest accepted frame payload (both lanes), checked before allocating.
+    pub max_frame_bytes: usize,
+    /// Capacity of each peer's outbound message queue; beyond it messages are dropped.
+    pub queue_capacity: usize,
+    /// Capacity of each peer's outbound bulk queue.
+    pub bulk_queue_capacity: usize,
+    /// Capacity of each inbound channel (messages, bulk). A full channel pushes back on
+    /// the sending peer through QUIC flow control.
+    pub inbox_capacity: usize,
+    /// First reconnect delay; doubled after each failure up to `backoff_max`, with jitter.
+    pub backoff_min: Duration,
+    /// Largest reconnect delay.
+    pub backoff_max: Duration,
+    /// Time allowed for a QUIC + TLS handshake when dialing.
+    pub connect_timeout: Duration,
+    /// A connection with no traffic (keep-alives included) for this long is closed.
+    pub idle_timeout: Duration,
+    /// Interval of keep-alive packets on idle connections.
+    pub keep_alive: Duration,
+    /// Time an accepted stream may take to send its header.
+    pub header_timeout: Duration,
+}
+
+impl TransportConfig {
+    /// Defaults: 16 MiB frames, 4096 queued messages and 64 queued bulk items per peer,
+    /// 4096 inbound items per lane, backoff 50 ms..1 s, 2 s connect timeout, 5 s idle
+    /// timeout, 1 s keep-alive, 5 s header timeout.
+    ///
+    /// ```
+    /// let cfg = raft_net::TransportConfig::new(3, "127.0.0.3:0".parse().unwrap());
+    /// assert!(cfg.peers.is_empty());
+    /// ```
+    pub fn new(id: NodeId, listen: SocketAddr) -> Self {
+        TransportConfig {
+            id,
+            listen,
+            peers: HashMap::new(),
+            max_frame_bytes: 16 << 20,
+            queue_capacity: 4096,
+            bulk_queue_capacity: 64,
+            inbox_capacity: 4096,
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a [`Transport`] could not start.
+#[derive(Debug)]
+pub enum NetError {
+    /// The endpoint could not bind its address (or no Tokio runtime is running).
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The TLS material could not be turned into a QUIC configuration.
+    Tls(TlsError),
+    /// The TLS identity belongs to another node than the configuration's id.
+    IdMismatch {
+        /// Id in the configuration.
+        config: NodeId,
+        /// Id of the TLS identity.
+        tls: NodeId,
+    },
+    /// A configuration value is unusable.
+    Config(String),
+}
+
+impl std::fmt::Display for NetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetError::Bind { addr, source } => write!(f, "cannot bind {addr}: {source}"),
+            NetError::Tls(e) => write!(f, "{e}"),
+            NetError::IdMismatch { config, tls } => write!(
+                f,
+                "configured as node {config} but the TLS identity is node {tls}"
+            ),
+            NetError::Config(reason) => write!(f, "bad transport configuration: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for NetError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NetError::Bind { source, .. } => Some(source),
+            NetError::Tls(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why [`Transport::send`] did not queue a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// No peer with this id is configured.
+    UnknownPeer(NodeId),
+    /// The peer's queue is full; the message was dropped and counted.
+    QueueFull(NodeId),
+    /// The transport is shutting down.
+    Closed,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::UnknownPeer(id) => write!(f, "unknown peer {id}"),
+            SendError::QueueFull(id) => write!(f, "queue to peer {id} is full; message dropped"),
+            SendError::Closed => write!(f, "transport closed"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// What arrived from a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound<M, B = M> {
+    /// A message from the message lane.
+    Message(M),
+    /// An item from the bulk lane (e.g. a snapshot chunk).
+    Bulk(B),
+}
+
+/// Counters of one peer, as returned by [`Transport::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// The peer's id.
+    pub id: NodeId,
+    /// The address dialed, if the peer is configured (not for peers only heard from).
+    pub addr: Option<SocketAddr>,
+    /// Whether our outbound connection to the peer is up.
+    pub connected: bool,
+    /// Bytes written to the peer (frames, both lanes).
+    pub bytes_sent: u64,
+    /// Bytes of accepted frames received from the peer (both lanes).
+    pub bytes_received: u64,
+    /// Messages written on the message lane.
+    pub messages_sent: u64,
+    /// Messages received on the message lane and handed to the inbox.
+    pub messages_received: u64,
+    /// Items written on the bulk lane.
+    pub bulk_sent: u64,
+    /// Items received on the bulk lane and handed to the inbox.
+    pub bulk_received: u64,
+    /// Messages and bulk items dropped because the peer's queue was full.
+    pub dropped: u64,
+    /// Outbound messages dropped because they encode larger than `max_frame_bytes`.
+    pub oversized: u64,
+    /// Inbound connections from this peer closed for a protocol violation (oversized or
+    /// malformed frame, impersonation).
+    pub rejected: u64,
+    /// Outbound connections established after the first one.
+    pub reconnects: u64,
+    /// Failed outbound connection attempts.
+    pub connect_failures: u64,
+}
+
+/// Counters of the whole transport.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Per peer, sorted by id.
+    pub peers: Vec<PeerStats>,
+    /// Inbound handshakes that failed (no certificate, certificate from another CA, ...).
+    pub handshake_failures: u64,
+    /// Inbound connections closed before a peer id was verified (bad header, a
+    /// certificate not naming the claimed id).
+    pub refused_connections: u64,
+}
+
+#[derive(Default)]
+struct PeerCounters {
+    connected: AtomicBool,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    messages_sent: AtomicU64,
+    messages_received: AtomicU64,
+    bulk_sent: AtomicU64,
+    bulk_received: AtomicU64,
+    dropped: AtomicU64,
+    oversized: AtomicU64,
+    rejected: AtomicU64,
+    reconnects: AtomicU64,
+    connect_failures: AtomicU64,
+}
+
+fn inc(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+#[derive(Default)]
+struct Registry {
+    peers: Mutex<HashMap<NodeId, Arc<PeerCounters>>>,
+    handshake_failures: AtomicU64,
+    refused_connections: AtomicU64,
+}
+
+impl Registry {
+    fn peer(&self, id: NodeId) -> Arc<PeerCounters> {
+        let mut map = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        map.entry(id).or_default().clone()
+    }
+}
+
+/// Settings the tasks need, shared read-only.
+struct Settings {
+    id: NodeId,
+    max_frame: usize,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    connect_timeout: Duration,
+    header_timeout: Duration,
+}
+
+struct Peer<M, B> {
+    addr: SocketAddr,
+    msg_tx: mpsc::Sender<M>,
+    bulk_tx: mpsc::Sender<B>,
+    counters: Arc<PeerCounters>,
+    task: JoinHandle<()>,
+}
+
+struct Inner<M, B> {
+    settings: Arc<Settings>,
+    endpoint: quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+    queue_capacity: usize,
+    bulk_queue_capacity: usize,
+    peers: RwLock<HashMap<NodeId, Peer<M, B>>>,
+    registry: Arc<Registry>,
+    accept_task: JoinHandle<()>,
+}
+
+impl<M, B> Drop for Inner<M, B> {
+    fn drop(&mut self) {
+        self.endpoint
+            .close(VarInt::from_u32(close_code::SHUTDOWN), b"shutdown");
+        self.accept_task.abort();
+        let peers = self.peers.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for peer in peers.values() {
+            peer.task.abort();
+        }
+    }
+}
+
+/// Receiving side of a [`Transport`]: inbound messages and bulk items with the verified
+/// id of the peer that sent them. Messages are preferred over bulk items when both wait.
+pub struct Inbox<M, B = M> {
+    msgs: mpsc::Receiver<(NodeId, M)>,
+    bulk: mpsc::Receiver<(NodeId, B)>,
+}
+
+impl<M, B> Inbox<M, B> {
+    /// Waits for the next inbound item; `None` once the transport is gone.
+    ///
+    /// See the crate example for use.
+    pub async fn recv(&mut self) -> Option<(NodeId, Inbound<M, B>)> {
+        tokio::select! {
+            biased;
+            Some((from, m)) = self.msgs.recv() => Some((from, Inbound::Message(m))),
+            Some((from, b)) = self.bulk.recv() => Some((from, Inbound::Bulk(b))),
+            else => None,
+        }
+    }
+
+    /// Returns an inbound item if one is waiting, without blocking.
+    ///
+    /// See the crate example for use.
+    pub fn try_recv(&mut self) -> Option<(NodeId, Inbound<M, B>)> {
+        if let Ok((from, m)) = self.msgs.try_recv() {
+            return Some((from, Inbound::Message(m)));
+        }
+        self.bulk
+            .try_recv()
+            .ok()
+            .map(|(from, b)| (from, Inbound::Bulk(b)))
+    }
+}
+
+/// A node's peer transport. Cheap to clone; the endpoint closes when the last clone is
+/// dropped or on [`Transport::shutdown`].
+///
+/// `M` is the message type (message lane), `B` the bulk type (bulk lane, e.g. snapshot
+/// chunks). Must be created inside a Tokio runtime.
+///
+/// See the crate documentation for an example.
+pub struct Transport<M, B = M> {
+    inner: Arc<Inner<M, B>>,
+}
+
+impl<M, B> Clone for Transport<M, B> {
+    fn clone(&self) -> Self {
+        Transport {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+fn transport_config(cfg: &TransportConfig) -> Result<Arc<quinn::TransportConfig>, NetError> {
+    let mut t = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(cfg.idle_timeout)
+        .map_err(|e| NetError::Config(format!("idle_timeout: {e}")))?;
+    t.max_idle_timeout(Some(idle));
+    t.keep_alive_interval(Some(cfg.keep_alive));
+    // A dialer opens exactly two streams (message and bulk lanes); nothing else.
+    t.max_concurrent_uni_streams(VarInt::from_u32(2));
+    t.max_concurrent_bidi_streams(VarInt::from_u32(0));
+    Ok(Arc::new(t))
+}
+
+impl<M: Wire, B: Wire> Transport<M, B> {
+    /// Binds the endpoint at `config.listen`, starts accepting, and starts a sending task
+    /// for each configured peer. Returns the transport and its inbox.
+    ///
+    /// See the crate documentation for an example.
+    pub fn start(
+        config: TransportConfig,
+        tls: &TlsConfig,
+    ) -> Result<(Self, Inbox<M, B>), NetError> {
+        if tls.node_id() != config.id {
+            return Err(NetError::IdMismatch {
+                config: config.id,
+                tls: tls.node_id(),
+            });
+        }
+        if config.queue_capacity == 0
+            || config.bulk_queue_capacity == 0
+            || config.inbox_capacity == 0
+        {
+            return Err(NetError::Config(
+                "queue capacities must be at least 1".into(),
+            ));
+        }
+        if config.max_frame_bytes > u32::MAX as usize {
+            return Err(NetError::Config(
+                "max_frame_bytes must fit in 32 bits".into(),
+            ));
+        }
+        let tc = transport_config(&config)?;
+        let server_config = tls.server_config(tc.clone()).map_err(NetError::Tls)?;
+        let client_config = tls.client_config(tc).map_err(NetError::Tls)?;
+        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
+            NetError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        let settings = Arc::new(Settings {
+            id: config.id,
+            max_frame: config.max_frame_bytes,
+            backoff_min: config.backoff_min,
+            backoff_max: config.backoff_max.max(config.backoff_min),
+            connect_timeout: config.connect_timeout,
+            header_timeout: config.header_timeout,
+        });
+        let registry = Arc::new(Registry::default());
+        let (msg_tx, msgs) = mpsc::channel(config.inbox_capacity);
+        let (bulk_tx, bulk) = mpsc::channel(config.inbox_capacity);
+        let accept_ctx = Arc::new(AcceptCtx {
+            settings: settings.clone(),
+            registry: registry.clone(),
+            msg_tx,
+            bulk_tx,
+        });
+        let accept_task = tokio::spawn(accept_loop(endpoint.clone(), accept_ctx));
+        let inner = Inner {
+            settings,
+            endpoint,
+            client_config,
+            queue_capacity: config.queue_capacity,
+            bulk_queue_capacity: config.bulk_queue_capacity,
+            peers: RwLock::new(HashMap::new()),
+            registry,
+            accept_task,
+        };
+        let transport = Transport {
+            inner: Arc::new(inner),
+        };
+        for (&id, &addr) in &config.peers {
+            transport.add_peer(id, addr);
+        }
+        info!(node = config.id, addr = %transport.local_addr(), "peer transport started");
+        Ok((transport, Inbox { msgs, bulk }))
+    }
+
+    /// Adds (or re-addresses) a peer and starts dialing it. Re-adding a peer with a new
+    /// address drops what was queued for the old one. Adding this node's own id is ignored.
+    ///
+    /// See the crate documentation for an example.
+    pub fn add_peer(&self, id: NodeId, addr: SocketAddr) {
+        if id == self.inner.settings.id {
+            return;
+        }
+        let mut peers = self
+            .inner
+            .peers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = peers.get(&id) {
+            if old.addr == addr {
+                return;
+            }
+            old.task.abort();
+        }
+        let (msg_tx, msg_rx) = mpsc::channel(self.inner.queue_capacity);
+        let (bulk_tx, bulk_rx) = mpsc::channel(self.inner.bulk_queue_capacity);
+        let counters = self.inner.registry.peer(id);
+        let out = Outbound {
+            settings: self.inner.settings.clone(),
+            endpoint: self.inner.endpoint.clone(),
+            client_config: self.inner.client_config.clone(),
+            peer: id,
+            addr,
+            counters: counters.clone(),
+        };
+        let task = tokio::spawn(out.run(msg_rx, bulk_rx));
+        peers.insert(
+            id,
+            Peer {
+                addr,
+                msg_tx,
+                bulk_tx,
+                counters,
+                task,
+            },
+        );
+    }
+
+    /// Stops dialing a peer and drops what is queued for it. Its counters are kept.
+    ///
+    /// See the crate documentation for an example.
+    pub fn remove_peer(&self, id: NodeId) {
+        let mut peers = self
+            .inner
+            .peers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(peer) = peers.remove(&id) {
+            peer.task.abort();
+            peer.counters.connected.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues a message for `to` without waiting. When the peer's queue is full the
+    /// message is dropped, counted in [`PeerStats::dropped`] and `QueueFull` returned.
+    ///
+    /// See the crate documentation for an example.
+    pub fn send(&self, to: NodeId, msg: M) -> Result<(), SendError> {
+        let peers = self
+            .inner
+            .peers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let peer = peers.get(&to).ok_or(SendError::UnknownPeer(to))?;
+        match peer.msg_tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                inc(&peer.counters.dropped, 1);
+                Err(SendError::QueueFull(to))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+        }
+    }
+
+    /// Queues a bulk item (e.g. a snapshot chunk) for `to` without waiting; like
+    /// [`Transport::send`], a full queue drops and counts it.
+    ///
+    /// See the crate documentation for an example.
+    pub fn send_bulk(&self, to: NodeId, item: B) -> Result<(), SendError> {
+        let peers = self
+            .inner
+            .peers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let peer = peers.get(&to).ok_or(SendError::UnknownPeer(to))?;
+        match peer.bulk_tx.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                inc(&peer.counters.dropped, 1);
+                Err(SendError::QueueFull(to))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+        }
+    }
+
+    /// Queues a bulk item for `to`, waiting while the peer's bulk queue is full (for a
+    /// snapshot sender that wants back-pressure rather than loss). Never affects the
+    /// message lane.
+    ///
+    /// See the crate documentation for an example.
+    pub async fn send_bulk_wait(&self, to: NodeId, item: B) -> Result<(), SendError> {
+        let tx = {
+            let peers = self
+                .inner
+                .peers
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            peers
+                .get(&to)
+                .ok_or(SendError::UnknownPeer(to))?
+                .bulk_tx
+                .clone()
+        };
+        tx.send(item).await.map_err(|_| SendError::Closed)
+    }
+}
+
+impl<M, B> Transport<M, B> {
+    /// This node's id.
+    ///
+    /// See the crate documentation for an example.
+    pub fn id(&self) -> NodeId {
+        self.inner.settings.id
+    }
+
+    /// The address the endpoint is bound to (useful after binding port 0).
+    ///
+    /// See the crate documentation for an example.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner
+            .endpoint
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Whether the outbound connection to `peer` is currently up.
+    ///
+    /// See the crate documentation for an example.
+    pub fn is_connected(&self, peer: NodeId) -> bool {
+        let peers = self
+            .inner
+            .peers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        peers
+            .get(&peer)
+            .is_some_and(|p| p.counters.connected.load(Ordering::Relaxed))
+    }
+
+    /// Counters of one peer (configured or heard from).
+    ///
+    /// See the crate documentation for an example.
+    pub fn peer_stats(&self, peer: NodeId) -> Option<PeerStats> {
+        self.stats().peers.into_iter().find(|p| p.id == peer)
+    }
+
+    /// A snapshot of all counters.
+    ///
+    /// See the crate documentation for an example.
+    pub fn stats(&self) -> TransportStats {
+        let addrs: HashMap<NodeId, SocketAddr> = {
+            let peers = self
+                .inner
+                .peers
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            peers.iter().map(|(&id, p)| (id, p.addr)).collect()
+        };
+        let counters: Vec<(NodeId, Arc<PeerCounters>)> = {
+            let map = self
+                .inner
+                .registry
+                .peers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            map.iter().map(|(&id, c)| (id, c.clone())).collect()
+        };
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut peers: Vec<PeerStats> = counters
+            .into_iter()
+            .map(|(id, c)| PeerStats {
+                id,
+                addr: addrs.get(&id).copied(),
+                connected: addrs.contains_key(&id) && c.connected.load(Ordering::Relaxed),
+                bytes_sent: load(&c.bytes_sent),
+                bytes_received: load(&c.bytes_received),
+                messages_sent: load(&c.messages_sent),
+                messages_received: load(&c.messages_received),
+                bulk_sent: load(&c.bulk_sent),
+                bulk_received: load(&c.bulk_received),
+                dropped: load(&c.dropped),
+                oversized: load(&c.oversized),
+                rejected: load(&c.rejected),
+                reconnects: load(&c.reconnects),
+                connect_failures: load(&c.connect_failures),
+            })
+            .collect();
+        peers.sort_by_key(|p| p.id);
+        TransportStats {
+            peers,
+            handshake_failures: load(&self.inner.registry.handshake_failures),
+            refused_connections: load(&self.inner.registry.refused_connections),
+        }
+    }
+
+    /// Closes the endpoint (peers see an orderly close), stops all tasks and waits briefly
+    /// for the close to reach the peers. Other clones of the transport stop working.
+    ///
+    /// See the crate documentation for an example.
+    pub async fn shutdown(&self) {
+        self.inner
+            .endpoint
+            .close(VarInt::from_u32(close_code::SHUTDOWN), b"shutdown");
+        self.inner.accept_task.abort();
+        {
+            let peers = self
+                .inner
+                .peers
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            for peer in peers.values() {
+                peer.task.abort();
+                peer.counters.connected.store(false, Ordering::Relaxed);
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+        info!(node = self.inner.settings.id, "peer transport shut down");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Outbound
+
+struct Outbound {
+    settings: Arc<Settings>,
+    endpoint: quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+    peer: NodeId,
+    addr: SocketAddr,
+    counters: Arc<PeerCounters>,
+}
+
+/// Why a lane writer stopped.
+enum LaneEnd {
+    /// The queue's sender is gone (peer removed or transport dropped): stop for good.
+    QueueClosed,
+    /// The connection or stream failed: reconnect.
+    Failed(String),
+}
+
+/// Largest batch of frames gathered into one stream write.
+const BATCH_BYTES: usize = 64 * 1024;
+
+impl Outbound {
+    async fn run<M: Wire, B: Wire>(
+        self,
+        mut msg_rx: mpsc::Receiver<M>,
+        mut bulk_rx: mpsc::Receiver<B>,
+    ) {
+        let mut rng = SmallRng::from_entropy();
+        let mut backoff = self.settings.backoff_min;
+        let mut ever_connected = false;
+        let server_name = node_server_name(self.peer);
+        loop {
+            let conn = match self.connect(&server_name).await {
+                Ok(conn) => conn,
+                Err(reason) => {
+                    inc(&self.counters.connect_failures, 1);
+                    let delay = jitter(&mut rng, backoff);
+                    debug!(node = self.settings.id, peer = self.peer, addr = %self.addr, %reason, ?delay, "connect failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    backoff = (backoff * 2).min(self.settings.backoff_max);
+                    continue;
+                }
+            };
+            if ever_connected {
+                inc(&self.counters.reconnects, 1);
+            }
+            ever_connected = true;
+            self.counters.connected.store(true, Ordering::Relaxed);
+            info!(node = self.settings.id, peer = self.peer, addr = %self.addr, "connected to peer");
+            let since = Instant::now();
+            let end = tokio::select! {
+                end = self.lane(&conn, Lane::Message, &mut msg_rx) => end,
+                end = self.lane(&conn, Lane::Bulk, &mut bulk_rx) => end,
+                e = conn.closed() => LaneEnd::Failed(e.to_string()),
+            };
+            self.counters.connected.store(false, Ordering::Relaxed);
+            conn.close(VarInt::from_u32(close_code::SHUTDOWN), b"reconnect");
+            match end {
+                LaneEnd::QueueClosed => return,
+                LaneEnd::Failed(reason) => {
+                    info!(node = self.settings.id, peer = self.peer, %reason, "connection to peer lost; reconnecting");
+                }
+            }
+            if since.elapsed() >= self.settings.backoff_max {
+                backoff = self.settings.backoff_min;
+            }
+            tokio::time::sleep(jitter(&mut rng, backoff)).await;
+            backoff = (backoff * 2).min(self.settings.backoff_max);
+        }
+    }
+
+    async fn connect(&self, server_name: &str) -> Result<quinn::Connection, String> {
+        let connecting = self
+            .endpoint
+            .connect_with(self.client_config.clone(), self.addr, server_name)
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("handshake timed out".into()),
+        }
+    }
+
+    /// Opens a lane's stream and writes queued items to it in batches until the queue
+    /// closes or the stream fails.
+    async fn lane<T: Wire>(
+        &self,
+        conn: &quinn::Connection,
+        lane: Lane,
+        rx: &mut mpsc::Receiver<T>,
+    ) -> LaneEnd {
+        let failed = |e: &dyn std::fmt::Display| LaneEnd::Failed(format!("{lane:?} lane: {e}"));
+        let mut send = match conn.open_uni().await {
+            Ok(s) => s,
+            Err(e) => return failed(&e),
+        };
+        let _ = send.set_priority(if lane == Lane::Message { 1 } else { 0 });
+        if let Err(e) = send.write_all(&frame::header(lane, self.settings.id)).await {
+            return failed(&e);
+        }
+        let (sent_items, max_batch) = match lane {
+            Lane::Message => (&self.counters.messages_sent, BATCH_BYTES),
+            // Bulk items are large; write each on its own so the lane yields between them.
+            Lane::Bulk => (&self.counters.bulk_sent, 1),
+        };
+        let mut buf = Vec::with_capacity(BATCH_BYTES + 1024);
+        loop {
+            let Some(first) = rx.recv().await else {
+                let _ = send.finish();
+                return LaneEnd::QueueClosed;
+            };
+            buf.clear();
+            let mut count = 0u64;
+            let mut next = Some(first);
+            while let Some(item) = next.take() {
+                match frame::encode_into(&item, &mut buf, self.settings.max_frame) {
+                    Ok(_) => count += 1,
+                    Err(reason) => {
+                        inc(&self.counters.oversized, 1);
+                        warn!(node = self.settings.id, peer = self.peer, %reason, "outbound message dropped");
+                    }
+                }
+                if buf.len() < max_batch {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if buf.is_empty() {
+                continue;
+            }
+            if let Err(e) = send.write_all(&buf).await {
+                return failed(&e);
+            }
+            inc(sent_items, count);
+            inc(&self.counters.bytes_sent, buf.len() as u64);
+        }
+    }
+}
+
+/// A delay in `[d/2, d]`.
+fn jitter(rng: &mut SmallRng, d: Duration) -> Duration {
+    let half = d / 2;
+    let extra = rng.gen_range(0..=half.as_micros().max(1) as u64);
+    half + Duration::from_micros(extra)
+}
+
+// ---------------------------------------------------------------------------------------
+// Inbound
+
+struct AcceptCtx<M, B> {
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+    msg_tx: mpsc::Sender<(NodeId, M)>,
+    bulk_tx: mpsc::Sender<(NodeId, B)>,
+}
+
+async fn accept_loop<M: Wire, B: Wire>(endpoint: quinn::Endpoint, ctx: Arc<AcceptCtx<M, B>>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { return };
+                conns.spawn(serve_connection(incoming, ctx.clone()));
+            }
+            Some(_) = conns.join_next() => {}
+        }
+    }
+}
+
+/// Closes an inbound connection for a violation, with a logged reason.
+fn refuse(conn: &quinn::Connection, peer: Option<NodeId>, code: u32, reason: &str) {
+    warn!(remote = %conn.remote_address(), peer = ?peer, code, %reason, "closing inbound peer connection");
+    let mut bytes = reason.as_bytes();
+    // Keep the close reason within one packet.
+    bytes = &bytes[..bytes.len().min(256)];
+    conn.close(VarInt::from_u32(code), bytes);
+}
+
+async fn serve_connection<M: Wire, B: Wire>(incoming: quinn::Incoming, ctx: Arc<AcceptCtx<M, B>>) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            inc(&ctx.registry.handshake_failures, 1);
+            warn!(node = ctx.settings.id, %remote, error = %e, "refused peer: handshake failed");
+            return;
+        }
+    };
+    let Some(cert) = peer_certificate(&conn) else {
+        // The verifier requires a client certificate, so this should not happen.
+        inc(&ctx.registry.handshake_failures, 1);
+        refuse(
+            &conn,
+            None,
+            close_code::NO_CERTIFICATE,
+            "no client certificate",
+        );
+        return;
+    };
+    let mut streams = JoinSet::new();
+    loop {
+        tokio::select! {
+            stream = conn.accept_uni() => match stream {
+                Ok(recv) => {
+                    streams.spawn(read_stream(conn.clone(), recv, cert.clone(), ctx.clone()));
+                }
+                Err(e) => {
+                    debug!(node = ctx.settings.id, %remote, reason = %e, "inbound connection ended");
+                    return;
+                }
+            },
+            Some(_) = streams.join_next() => {}
+        }
+    }
+}
+
+async fn read_stream<M: Wire, B: Wire>(
+    conn: quinn::Connection,
+    mut recv: quinn::RecvStream,
+    cert: CertificateDer<'static>,
+    ctx: Arc<AcceptCtx<M, B>>,
+) {
+    let mut reader = FrameReader::new(ctx.settings.max_frame);
+    let mut header = [0u8; HEADER_LEN];
+    let refused = |code: u32, reason: &str| {
+        inc(&ctx.registry.refused_connections, 1);
+        refuse(&conn, None, code, reason);
+    };
+    match tokio::time::timeout(
+        ctx.settings.header_timeout,
+        reader.read_exact_into(&mut recv, &mut header),
+    )
+    .await
+    {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return,
+        Ok(Err(ReadError::Stream(e))) => {
+            debug!(node = ctx.settings.id, reason = %e, "inbound stream ended before its header");
+            return;
+        }
+        Ok(Err(_)) => return refused(close_code::PROTOCOL, "stream ended inside its header"),
+        Err(_) => return refused(close_code::PROTOCOL, "no stream header in time"),
+    }
+    let (lane, from) = match frame::parse_header(&header) {
+        Ok(h) => h,
+        Err(reason) => return refused(close_code::PROTOCOL, &reason),
+    };
+    if !cert_names_node(&cert, from) {
+        return refused(
+            close_code::IMPERSONATION,
+            &format!("stream claims node {from} but the certificate does not name it"),
+        );
+    }
+    let counters = ctx.registry.peer(from);
+    let result = match lane {
+        Lane::Message => {
+            read_frames(
+                &mut reader,
+                &mut recv,
+                from,
+                &counters,
+                &counters.messages_received,
+                &ctx.msg_tx,
+            )
+            .await
+        }
+        Lane::Bulk => {
+            read_frames(
+                &mut reader,
+                &mut recv,
+                from,
+                &counters,
+                &counters.bulk_received,
+                &ctx.bulk_tx,
+            )
+            .await
+        }
+    };
+    if let Err((code, reason)) = result {
+        inc(&counters.rejected, 1);
+        refuse(&conn, Some(from), code, &reason);
+    }
+}
+
+/// Reads frames until the stream ends; `Err((code, reason))` on a violation.
+async fn read_frames<T: Wire>(
+    reader: &mut FrameReader,
+    recv: &mut quinn::RecvStream,
+    from: NodeId,
+    counters: &PeerCounters,
+    received: &AtomicU64,
+    tx: &mpsc::Sender<(NodeId, T)>,
+) -> Result<(), (u32, String)> {
+    loop {
+        let payload = match reader.next_frame(recv).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(()),
+            Err(ReadError::TooLarge(len)) => {
+                return Err((
+                    close_code::FRAME_TOO_LARGE,
+                    format!("frame of {len} bytes exceeds the limit"),
+                ))
+            }
+            Err(ReadError::Truncated) => {
+                return Err((close_code::PROTOCOL, "stream ended inside a frame".into()))
+            }
+            Err(ReadError::Stream(e)) => {
+                debug!(peer = from, reason = %e, "inbound stream ended");
+                return Ok(());
+            }
+        };
+        let len = payload.len() + frame::PREFIX_LEN;
+        let msg: T = frame::decode(payload).map_err(|reason| (close_code::MALFORMED, reason))?;
+        if let Some(claimed) = msg.claimed_sender() {
+            if claimed != from {
+                return Err((
+                    close_code::IMPERSONATION,
+                    format!(
+                        "message claims sender {claimed} on a connection verified as node {from}"
+                    ),
+                ));
+            }
+        }
+        inc(&counters.bytes_received, len as u64);
+        inc(received, 1);
+        if tx.send((from, msg)).await.is_err() {
+            // The inbox is gone: the transport is shutting down.
+            return Ok(());
+        }
+    }
+}
