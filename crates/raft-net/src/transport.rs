@@ -833,6 +833,12 @@ impl Outbound {
             }
             inc(sent_items, count);
             inc(&self.counters.bytes_sent, buf.len() as u64);
+            if lane == Lane::Bulk {
+                // Both lanes run in this task; while bulk items are queued and the stream
+                // has room, every await above is ready at once, so give the message lane
+                // its turn after each item.
+                tokio::task::yield_now().await;
+            }
         }
     }
 }

@@ -43,7 +43,7 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "raft_net=info".into()),
+                .unwrap_or_else(|_| "info,quinn=warn,quinn_proto=warn,rustls=warn".into()),
         )
         .with_test_writer()
         .try_init();
