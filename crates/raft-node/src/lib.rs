@@ -18,4 +18,5 @@ pub mod http;
 pub mod kv;
 pub mod local_cluster;
 pub mod metrics;
+pub mod server;
 pub mod storage;

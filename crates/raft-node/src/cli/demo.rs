@@ -1,133 +1,229 @@
-//! `raft-node demo`: start a local 3-node cluster and show it working.
+//! `raft-node demo`: start a local 3-node cluster (QUIC + mutual TLS between
+//! the nodes, HTTP for clients), show it working, and keep it running until
+//! Ctrl-C.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::kv::Command;
-use crate::local_cluster::LocalCluster;
+use serde_json::Value;
+
+use super::serve::{runtime, stop_signal};
+use crate::config::{Member, NodeConfig};
+use crate::server::Server;
 
 /// Options of the demo.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// Where the nodes keep their data (created if missing; reused if present).
+    /// Where the nodes keep their data and certificates (created if missing;
+    /// reused if present, so a second run resumes the same cluster).
     #[arg(long, default_value = "raft-demo-data")]
     pub dir: PathBuf,
-    /// Writes before and after the leader is stopped.
-    #[arg(long, default_value_t = 200)]
-    pub writes: u64,
+    /// Client ports are BASE+1..BASE+3 and peer ports BASE+101..BASE+103, on 127.0.0.1.
+    #[arg(long, default_value_t = 47000)]
+    pub base_port: u16,
+    /// Exit after showing the cluster works instead of waiting for Ctrl-C.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
-fn table(c: &LocalCluster, ids: &[u64]) {
-    println!("    node  role          term  leader  commit  applied  keys  digest");
-    for &id in ids {
-        let s = c.status(id);
-        let running = c.running().contains(&id);
-        let role = if running {
-            s.role.map_or("-".to_string(), |r| format!("{r:?}"))
-        } else {
-            "stopped".to_string()
-        };
-        println!(
-            "    {id:<4}  {role:<12}  {:<4}  {:<6}  {:<6}  {:<7}  {:<4}  {:08x}",
-            s.term,
-            s.leader.map_or("-".into(), |l| l.to_string()),
-            s.commit,
-            s.applied,
-            s.keys,
-            s.digest
-        );
+const IDS: [u64; 3] = [1, 2, 3];
+
+fn configs(args: &DemoArgs) -> Result<Vec<NodeConfig>, String> {
+    let port = |off: u16| {
+        args.base_port
+            .checked_add(off)
+            .ok_or_else(|| format!("--base-port {} leaves no room for ports", args.base_port))
+    };
+    let mut members = Vec::new();
+    for id in IDS {
+        members.push(Member {
+            id,
+            peer_addr: ([127, 0, 0, 1], port(100 + id as u16)?).into(),
+            client_addr: ([127, 0, 0, 1], port(id as u16)?).into(),
+        });
     }
+    let dir = std::path::absolute(&args.dir)
+        .map_err(|e| format!("cannot resolve {}: {e}", args.dir.display()))?;
+    Ok(members
+        .iter()
+        .map(|m| NodeConfig {
+            id: m.id,
+            data_dir: dir.join(format!("node-{}", m.id)),
+            peer_addr: m.peer_addr,
+            client_addr: m.client_addr,
+            tls_dir: dir.join("certs"),
+            members: members.clone(),
+            election_timeout_ms: 500,
+            heartbeat_interval_ms: 50,
+            snapshot_threshold_entries: 10_000,
+            snapshot_keep: 2,
+            trailing_entries: 1_000,
+            max_value_bytes: 1 << 20,
+            request_timeout_ms: 5_000,
+        })
+        .collect())
 }
 
-fn write_batch(c: &LocalCluster, from: u64, to: u64) -> Result<(u64, Duration), String> {
-    let start = Instant::now();
-    let mut last = 0;
-    for i in from..to {
-        let cmd = Command::Put {
-            key: format!("key-{i:05}"),
-            value: format!("value-{i}").into_bytes(),
-        };
-        last = c
-            .write(cmd, Duration::from_secs(10))
-            .map_err(|e| format!("write {i} failed: {e}"))?
-            .index;
+/// Writes each node's config next to its data so it can be run by hand with `serve`.
+fn write_configs(dir: &Path, cfgs: &[NodeConfig]) -> Result<(), String> {
+    for c in cfgs {
+        let path = dir.join(format!("node-{}.toml", c.id));
+        let text = toml::to_string(c).map_err(|e| format!("cannot encode config: {e}"))?;
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    Ok((last, start.elapsed()))
+    Ok(())
 }
 
-fn converged(c: &LocalCluster, index: u64) -> bool {
-    let ids = c.running();
-    let first = c.status(ids[0]);
-    ids.iter().all(|&id| {
-        let s = c.status(id);
-        s.applied >= index && s.digest == first.digest && s.applied == first.applied
-    })
+async fn status(client: &reqwest::Client, url: &str) -> Option<Value> {
+    client
+        .get(format!("{url}/v1/status"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
 }
 
-/// Runs the scripted demo; returns an error message if any step fails.
-pub fn run(args: &DemoArgs) -> Result<(), String> {
-    let ids = [1, 2, 3];
-    println!(
-        "Starting a 3-node Raft cluster in this process; data under {}",
-        args.dir.display()
-    );
-    println!("(each node: raft-core state machine + its own fsync'd raft-wal; messages over in-process channels)");
-    let mut c = LocalCluster::start(&args.dir, 3).map_err(|e| e.to_string())?;
-    let timeout = Duration::from_secs(10);
+/// Waits until every node names the same leader and that leader says it leads.
+async fn wait_for_leader(client: &reqwest::Client, urls: &[String]) -> Result<u64, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let mut leaders = Vec::new();
+        for u in urls {
+            leaders.push(status(client, u).await.and_then(|s| s["leader"].as_u64()));
+        }
+        if let Some(Some(l)) = leaders.first() {
+            if leaders.iter().all(|x| *x == Some(*l)) {
+                return Ok(*l);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err("no leader was elected within 20 s".into())
+}
 
-    if !c.wait_for(timeout, |c| c.leader().is_some()) {
-        return Err("no leader was elected".into());
-    }
-    let leader = c.leader().expect("waited for it");
-    println!("\n1. Node {leader} won the election (PreVote + CheckQuorum).");
-
-    let (last, took) = write_batch(&c, 0, args.writes)?;
-    if !c.wait_for(timeout, |c| converged(c, last)) {
-        table(&c, &ids);
-        return Err("nodes did not converge after the first writes".into());
-    }
-    println!(
-        "\n2. Wrote {} keys through the leader, one at a time, each committed on a majority \
-         and fsync'd before it was acknowledged ({:.1} ms per write). All nodes applied them:",
-        args.writes,
-        took.as_secs_f64() * 1000.0 / args.writes.max(1) as f64
-    );
-    table(&c, &ids);
-
-    println!("\n3. Stopping the leader, node {leader}.");
-    c.stop_node(leader);
-    if !c.wait_for(timeout, |c| c.leader().is_some_and(|l| l != leader)) {
-        table(&c, &ids);
-        return Err("the survivors did not elect a new leader".into());
-    }
-    let new_leader = c.leader().expect("waited for it");
-    println!(
-        "   Node {new_leader} took over. Writing {} more keys:",
-        args.writes
-    );
-    let (last, _) = write_batch(&c, args.writes, 2 * args.writes)?;
-    if !c.wait_for(timeout, |c| converged(c, last)) {
-        table(&c, &ids);
-        return Err("the survivors did not converge".into());
-    }
-    table(&c, &ids);
-
-    println!("\n4. Restarting node {leader} from its WAL; it catches up from the new leader:");
-    c.start_node(leader).map_err(|e| e.to_string())?;
-    if !c.wait_for(timeout, |c| converged(c, last)) {
-        table(&c, &ids);
-        return Err(format!("node {leader} did not catch up"));
-    }
-    table(&c, &ids);
-    for id in ids {
-        if let Some(f) = c.status(id).failed {
-            return Err(format!("node {id} failed: {f}"));
+async fn show(client: &reqwest::Client, urls: &[String]) {
+    println!("    node  endpoint                role      term  leader  commit  applied");
+    for (i, u) in urls.iter().enumerate() {
+        match status(client, u).await {
+            Some(s) => {
+                let f = |k: &str| s[k].as_u64().map_or("-".to_string(), |v| v.to_string());
+                println!(
+                    "    {:<4}  {u:<22}  {:<8}  {:<4}  {:<6}  {:<6}  {}",
+                    i + 1,
+                    s["role"].as_str().unwrap_or("?"),
+                    f("term"),
+                    f("leader"),
+                    f("commit_index"),
+                    f("applied_index")
+                )
+            }
+            None => println!("    {:<4}  {u:<22}  unreachable", i + 1),
         }
     }
+}
+
+async fn exercise(urls: &[String]) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let leader = wait_for_leader(&client, urls).await?;
+    println!("Node {leader} was elected leader (PreVote + CheckQuorum).\n");
+
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let value = format!("world-{secs}");
+    let r = client
+        .put(format!("{}/v1/kv/hello", urls[0]))
+        .body(value.clone())
+        .send()
+        .await
+        .map_err(|e| format!("PUT failed: {e}"))?;
+    if !r.status().is_success() {
+        return Err(format!("PUT answered {}", r.status()));
+    }
+    let index = r.json::<Value>().await.map_err(|e| e.to_string())?["index"].clone();
     println!(
-        "\nAll three nodes hold the same {} keys (equal digests). Stopping the cluster.",
-        c.status(leader).keys
+        "PUT  {}/v1/kv/hello  -> committed on a majority, fsync'd, applied at index {index}",
+        urls[0]
     );
-    c.shutdown();
+    let r = client
+        .get(format!("{}/v1/kv/hello", urls[1]))
+        .send()
+        .await
+        .map_err(|e| format!("GET failed: {e}"))?;
+    let got = r.text().await.map_err(|e| e.to_string())?;
+    if got != value {
+        return Err(format!("read back {got:?}, wrote {value:?}"));
+    }
+    println!(
+        "GET  {}/v1/kv/hello  -> {got:?} (linearizable read via the leader)\n",
+        urls[1]
+    );
+    show(&client, urls).await;
     Ok(())
+}
+
+/// Runs the demo; returns an error message if any step fails.
+pub fn run(args: &DemoArgs) -> Result<(), String> {
+    std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+    let cfgs = configs(args)?;
+    let certs = &cfgs[0].tls_dir;
+    if !certs.join("ca.crt").exists() {
+        raft_net::certs::generate(certs, &IDS).map_err(|e| format!("certificates: {e}"))?;
+    }
+    write_configs(&args.dir, &cfgs)?;
+    println!(
+        "Starting a 3-node Raft cluster on 127.0.0.1 (QUIC + mutual TLS between nodes, HTTP for clients); data and certs under {}",
+        args.dir.display()
+    );
+    let urls: Vec<String> = cfgs
+        .iter()
+        .map(|c| format!("http://{}", c.client_addr))
+        .collect();
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut servers = Vec::new();
+        for c in &cfgs {
+            match Server::start(c).await {
+                Ok(s) => servers.push(s),
+                Err(e) => {
+                    for s in servers {
+                        s.shutdown().await;
+                    }
+                    return Err(format!(
+                        "node {}: {e} (is another demo running? try --base-port)",
+                        c.id
+                    ));
+                }
+            }
+        }
+        let outcome = exercise(&urls).await;
+        if outcome.is_ok() && !args.no_wait {
+            let eps = urls.join(",");
+            println!("\nThe cluster is running. Try:");
+            println!("    curl -X PUT -d bar {}/v1/kv/foo", urls[0]);
+            println!("    curl {}/v1/kv/foo", urls[1]);
+            println!("    curl {}/v1/status", urls[2]);
+            println!("    raft-node put foo bar --endpoints {eps}");
+            println!("    raft-node get foo --endpoints {eps}");
+            println!("    raft-node status --endpoints {eps}");
+            println!(
+                "Node configs: {}/node-{{1,2,3}}.toml. Press Ctrl-C to stop.",
+                args.dir.display()
+            );
+            stop_signal().await;
+            println!("\nStopping the nodes...");
+        }
+        for s in servers {
+            s.shutdown().await;
+        }
+        if outcome.is_ok() {
+            println!("All nodes stopped cleanly.");
+        }
+        outcome
+    })
 }

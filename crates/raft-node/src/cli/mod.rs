@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 pub mod client;
 pub mod demo;
+pub mod serve;
 pub mod wal;
 
 /// A replicated key-value service built on Raft.
@@ -27,9 +28,14 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start a local 3-node cluster in this process, write through it, stop the
-    /// leader, and show the survivors and the restarted node converge.
+    /// Start a local 3-node cluster (QUIC + mutual TLS between nodes, HTTP for
+    /// clients), write and read a key to show it works, run until Ctrl-C.
     Demo(demo::DemoArgs),
+    /// Run a node: QUIC to its peers, HTTP for clients. Stops cleanly on
+    /// SIGINT/SIGTERM.
+    Serve(serve::ServeArgs),
+    /// Create a cluster CA and a certificate per node id.
+    Certs(serve::CertsArgs),
     /// Inspect a write-ahead log directory offline (read-only).
     #[command(subcommand)]
     Wal(wal::WalCommand),
@@ -61,6 +67,23 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("error: demo failed: {err}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
+        Command::Serve(args) => match serve::serve(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
+        Command::Certs(args) => match serve::certs(&args) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
                 ExitCode::from(EXIT_FAILURE)
             }
         },

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use raft_core::{Config, EntryKind, Message, RawNode};
+use raft_core::{ConfChange, Config, EntryKind, Message, RawNode};
 
 pub use requests::{ClientError, Pending, Reply, Request, WriteOutcome};
 pub use status::NodeStatus;
@@ -33,6 +33,10 @@ use waiters::Waiters;
 pub trait Transport: Send + 'static {
     /// Queues `msg` for `msg.to`.
     fn send(&self, msg: Message);
+
+    /// A membership change was applied; `context` is what its proposer
+    /// attached (the HTTP API attaches the new member's addresses).
+    fn conf_change_applied(&self, _cc: &ConfChange, _context: &[u8]) {}
 }
 
 /// What goes into a driver.
@@ -231,9 +235,14 @@ fn run(
                 transport.send(m);
             }
             for e in &rd.committed_entries {
-                let applied = match e.kind {
+                let applied = match &e.kind {
                     EntryKind::Normal => kv.apply(e.index, &e.data),
-                    _ => {
+                    EntryKind::ConfChange(cc) => {
+                        transport.conf_change_applied(cc, &e.data);
+                        kv.skip(e.index);
+                        crate::kv::Applied::Nothing
+                    }
+                    EntryKind::Noop => {
                         kv.skip(e.index);
                         crate::kv::Applied::Nothing
                     }

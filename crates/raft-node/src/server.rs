@@ -1,0 +1,211 @@
+//! A networked node: the driver, the QUIC peer transport and the HTTP API,
+//! wired together (`raft-node serve`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use raft_core::{ConfChange, Message};
+use raft_net::{Inbound, TlsConfig, TransportConfig};
+use tokio::task::JoinHandle;
+
+use crate::config::{Member, NodeConfig};
+use crate::driver::{Driver, DriverHandle, DriverOptions, Transport};
+use crate::http::{router, AddressBook, ApiState};
+use crate::metrics::Metrics;
+use crate::storage::WalStorage;
+
+/// The peer transport as the node uses it.
+pub type PeerNet = raft_net::Transport<Message>;
+
+/// Why a node could not start; `Display` is one line.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Sends the driver's messages over QUIC and learns new members' addresses
+/// from applied membership changes.
+struct NetSender {
+    net: PeerNet,
+    book: AddressBook,
+    me: u64,
+}
+
+impl Transport for NetSender {
+    fn send(&self, msg: Message) {
+        // A full queue or unknown peer drops the message (counted by raft-net); Raft retries.
+        let _ = self.net.send(msg.to, msg);
+    }
+
+    fn conf_change_applied(&self, _cc: &ConfChange, context: &[u8]) {
+        let Ok(m) = postcard::from_bytes::<Member>(context) else {
+            return;
+        };
+        tracing::info!(node = self.me, member = m.id, peer_addr = %m.peer_addr, "learned member address");
+        if m.id != self.me {
+            self.net.add_peer(m.id, m.peer_addr);
+        }
+        self.book
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(m.id, m);
+    }
+}
+
+/// A running node.
+pub struct Server {
+    driver: Driver,
+    net: PeerNet,
+    http: JoinHandle<()>,
+    inbound: JoinHandle<()>,
+    shutdown_http: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Server {
+    /// Starts the node described by `cfg` inside the current Tokio runtime.
+    pub async fn start(cfg: &NodeConfig) -> Result<Server, StartError> {
+        let tls = TlsConfig::load(&cfg.tls_dir, cfg.id)
+            .map_err(|e| StartError(format!("TLS files in {}: {e}", cfg.tls_dir.display())))?;
+        let data_dir = cfg.data_dir.clone();
+        let voters = cfg.member_ids();
+        let storage =
+            tokio::task::spawn_blocking(move || WalStorage::open_or_bootstrap(&data_dir, &voters))
+                .await
+                .map_err(|e| StartError(format!("storage open task failed: {e}")))?
+                .map_err(|e| StartError(format!("data_dir {}: {e}", cfg.data_dir.display())))?;
+
+        let mut tcfg = TransportConfig::new(cfg.id, cfg.peer_addr);
+        for m in cfg.members.iter().filter(|m| m.id != cfg.id) {
+            tcfg.peers.insert(m.id, m.peer_addr);
+        }
+        tcfg.max_frame_bytes = (cfg.max_value_bytes * 2 + (1 << 20)).max(16 << 20);
+        let (net, inbox) = PeerNet::start(tcfg, &tls)
+            .map_err(|e| StartError(format!("peer_addr {}: {e}", cfg.peer_addr)))?;
+
+        let book: AddressBook = Arc::new(RwLock::new(
+            cfg.members
+                .iter()
+                .map(|m| (m.id, m.clone()))
+                .collect::<BTreeMap<_, _>>(),
+        ));
+        let mut opts = DriverOptions::new(cfg.id);
+        opts.tick = cfg.tick();
+        opts.election_ticks = cfg.election_ticks();
+        opts.heartbeat_ticks = 1;
+        opts.request_timeout = Duration::from_millis(cfg.request_timeout_ms);
+        let sender = NetSender {
+            net: net.clone(),
+            book: book.clone(),
+            me: cfg.id,
+        };
+        let driver = Driver::spawn(opts, storage, sender)
+            .map_err(|e| StartError(format!("cannot start the driver thread: {e}")))?;
+
+        let handle = driver.handle();
+        let inbound = tokio::spawn(pump_inbound(handle.clone(), inbox));
+
+        let listener = tokio::net::TcpListener::bind(cfg.client_addr)
+            .await
+            .map_err(|e| StartError(format!("client_addr {}: {e}", cfg.client_addr)))?;
+        let metrics_net = net.clone();
+        let state = Arc::new(ApiState {
+            driver: handle,
+            members: book,
+            max_value_bytes: cfg.max_value_bytes,
+            metrics: Arc::new(Metrics::with_extra(Arc::new(move |out: &mut String| {
+                render_net_metrics(&metrics_net, out)
+            }))),
+        });
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let app = router(state);
+        let http = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(node = cfg.id, peer_addr = %cfg.peer_addr, client_addr = %cfg.client_addr, "node started");
+        Ok(Server {
+            driver,
+            net,
+            http,
+            inbound,
+            shutdown_http: Some(stop_tx),
+        })
+    }
+
+    /// A handle to the node's driver.
+    pub fn handle(&self) -> DriverHandle {
+        self.driver.handle()
+    }
+
+    /// Stops accepting client requests, finishes the driver's current batch
+    /// (its fsync included), closes the WAL and the peer endpoint.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown_http.take() {
+            let _ = tx.send(());
+        }
+        // In-flight requests get their answers (or a stop error) from the driver.
+        let mut driver = self.driver;
+        let stopped = tokio::task::spawn_blocking(move || driver.stop()).await;
+        if stopped.is_err() {
+            tracing::error!("driver stop task failed");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.http).await;
+        self.inbound.abort();
+        self.net.shutdown().await;
+    }
+}
+
+/// Feeds peer messages to the driver. raft-net has already checked that each
+/// message's `from` is the peer's verified certificate id.
+async fn pump_inbound(handle: DriverHandle, mut inbox: raft_net::Inbox<Message>) {
+    while let Some((_from, inbound)) = inbox.recv().await {
+        match inbound {
+            Inbound::Message(m) => handle.deliver(m),
+            Inbound::Bulk(m) => handle.deliver(m),
+        }
+    }
+}
+
+fn render_net_metrics(net: &PeerNet, out: &mut String) {
+    use std::fmt::Write as _;
+    let stats = net.stats();
+    let _ = writeln!(out, "# TYPE raft_net_peer_connected gauge");
+    for p in &stats.peers {
+        let _ = writeln!(
+            out,
+            "raft_net_peer_connected{{peer=\"{}\"}} {}",
+            p.id,
+            u8::from(p.connected)
+        );
+    }
+    for (name, get) in [
+        (
+            "raft_net_bytes_sent_total",
+            (|p: &raft_net::PeerStats| p.bytes_sent) as fn(&raft_net::PeerStats) -> u64,
+        ),
+        ("raft_net_bytes_received_total", |p| p.bytes_received),
+        ("raft_net_messages_sent_total", |p| p.messages_sent),
+        ("raft_net_messages_received_total", |p| p.messages_received),
+        ("raft_net_dropped_total", |p| p.dropped),
+        ("raft_net_reconnects_total", |p| p.reconnects),
+    ] {
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for p in &stats.peers {
+            let _ = writeln!(out, "{name}{{peer=\"{}\"}} {}", p.id, get(p));
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! `raft-node certs`, `serve` and the client commands as separate processes:
+//! a 3-node cluster on 127.0.0.1 that survives SIGTERM and a restart of every
+//! node, and configuration errors that name the problem in one line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_raft-node"))
+}
+
+fn ok(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn write_configs(dir: &Path, base: u16) -> Vec<PathBuf> {
+    let members: String = (1..=3)
+        .map(|i| {
+            format!(
+                "[[members]]\nid = {i}\npeer_addr = \"127.0.0.1:{}\"\nclient_addr = \"127.0.0.1:{}\"\n\n",
+                base + 100 + i,
+                base + i
+            )
+        })
+        .collect();
+    (1..=3u16)
+        .map(|i| {
+            let path = dir.join(format!("node-{i}.toml"));
+            let text = format!(
+                "id = {i}\ndata_dir = \"{}\"\npeer_addr = \"127.0.0.1:{}\"\nclient_addr = \"127.0.0.1:{}\"\ntls_dir = \"{}\"\nelection_timeout_ms = 300\n\n{members}",
+                dir.join(format!("node-{i}")).display(),
+                base + 100 + i,
+                base + i,
+                dir.join("certs").display(),
+            );
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect()
+}
+
+fn endpoints(base: u16) -> String {
+    (1..=3)
+        .map(|i| format!("http://127.0.0.1:{}", base + i))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn start(configs: &[PathBuf]) -> Vec<Child> {
+    configs
+        .iter()
+        .map(|c| {
+            bin()
+                .args(["serve", "--config"])
+                .arg(c)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn sigterm_all(children: Vec<Child>) {
+    for c in &children {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    }
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "serve did not exit 0 on SIGTERM: {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Retries a client command until it succeeds (the cluster may still be electing).
+fn client_until_ok(args: &[&str], eps: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = bin()
+            .args(args)
+            .args(["--endpoints", eps])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{args:?} kept failing: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn three_processes_serve_survive_sigterm_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = 20_000 + (std::process::id() % 20_000) as u16;
+    let certs = dir.path().join("certs");
+    let out = ok(bin()
+        .args(["certs", "--ids", "1,2,3", "--out"])
+        .arg(&certs)
+        .output()
+        .unwrap());
+    assert!(out.contains("wrote"), "{out}");
+    let configs = write_configs(dir.path(), base);
+    let eps = endpoints(base);
+
+    let nodes = start(&configs);
+    let put = client_until_ok(&["put", "greeting", "hello"], &eps);
+    assert!(put.contains("index"), "{put}");
+    assert_eq!(client_until_ok(&["get", "greeting"], &eps).trim(), "hello");
+    let status = client_until_ok(&["status"], &eps);
+    assert_eq!(status.matches("\"voters\":[1,2,3]").count(), 3, "{status}");
+    sigterm_all(nodes);
+
+    // Every node restarts from its data dir; the acknowledged write is there.
+    let nodes = start(&configs);
+    assert_eq!(client_until_ok(&["get", "greeting"], &eps).trim(), "hello");
+    let del = client_until_ok(&["del", "greeting"], &eps);
+    assert!(del.contains("\"deleted\":true"), "{del}");
+    let out = bin()
+        .args(["get", "greeting", "--endpoints", &eps])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    sigterm_all(nodes);
+}
+
+fn serve_error(config_text: &str, dir: &Path) -> String {
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, config_text).unwrap();
+    let out = bin()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    err
+}
+
+#[test]
+fn bad_configs_exit_nonzero_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = write_configs(dir.path(), 20_000);
+    let good = std::fs::read_to_string(&configs[0]).unwrap();
+
+    let e = serve_error(
+        &good.replace("election_timeout_ms", "election_timeout_msx"),
+        dir.path(),
+    );
+    assert!(e.contains("election_timeout_msx"), "{e}");
+    let e = serve_error(&good.replace("tls_dir", "# tls_dir"), dir.path());
+    assert!(e.contains("tls_dir"), "{e}");
+    let e = serve_error(&good.replacen("id = 2", "id = 1", 1), dir.path());
+    assert!(e.contains("duplicate member id 1"), "{e}");
+    let e = serve_error(&good.replacen("id = 1", "id = 7", 1), dir.path());
+    assert!(e.contains("id 7 is not among members"), "{e}");
+    // Valid config, but the certificate files do not exist.
+    let e = serve_error(&good, dir.path());
+    assert!(e.contains("TLS") && e.contains("certs"), "{e}");
+    let missing = dir.path().join("nope.toml");
+    let out = bin()
+        .args(["serve", "--config"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.toml"));
+}
