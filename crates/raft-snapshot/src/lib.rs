@@ -46,6 +46,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod compaction;
 mod error;
 mod format;
 mod fsio;

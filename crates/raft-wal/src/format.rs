@@ -23,8 +23,14 @@ pub(crate) const ENTRY_PREFIX_BYTES: usize = 16;
 const SEGMENT_MAGIC: &[u8; 8] = b"RAFTWAL\x01";
 const FORMAT_VERSION: u32 = 1;
 const META_MAGIC: &[u8; 8] = b"RWALMETA";
-/// Size of the encoded meta file.
-pub(crate) const META_BYTES: usize = 8 + 4 + 8 + 4;
+/// Format of the meta file this version writes (2 added the snapshot marker;
+/// format 1 files are still read).
+const META_VERSION: u32 = 2;
+/// Size of a format-1 meta file: magic, version, first index, crc.
+const META_V1_BYTES: usize = 8 + 4 + 8 + 4;
+/// Size of the encoded meta file: magic, version, first index, marker index
+/// (0 = none), marker term, crc.
+pub(crate) const META_BYTES: usize = 8 + 4 + 8 + 8 + 8 + 4;
 
 /// Kind tags of records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +41,7 @@ pub(crate) enum Kind {
     HardState = 3,
     Truncate = 4,
     Seal = 5,
+    SnapshotMarker = 6,
 }
 
 impl Kind {
@@ -45,6 +52,7 @@ impl Kind {
             3 => Kind::HardState,
             4 => Kind::Truncate,
             5 => Kind::Seal,
+            6 => Kind::SnapshotMarker,
             _ => return None,
         })
     }
@@ -89,7 +97,17 @@ pub(crate) enum Decoded<'a> {
     End,
     /// Something is wrong at this offset.
     Invalid(crate::error::CorruptionKind),
+    /// A snapshot marker `(index, term)` and the offset just past it. Kept
+    /// out of the public [`Record`] so that adding it did not break code that
+    /// matches on every record kind.
+    Marker(SnapshotMarker, usize),
 }
+
+/// The `(index, term)` of the newest durable snapshot, as recorded in the WAL.
+pub(crate) type SnapshotMarker = (u64, u64);
+
+/// Highest record kind this version knows.
+pub(crate) const MAX_KIND: u32 = Kind::SnapshotMarker as u32;
 
 fn crc(seq: u64, len_kind: u32, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
@@ -156,6 +174,13 @@ pub(crate) fn encode_hard_state(out: &mut Vec<u8>, seq: u64, hs: &HardState) {
 
 pub(crate) fn encode_truncate(out: &mut Vec<u8>, seq: u64, from: u64) {
     encode(out, seq, Kind::Truncate, &[&from.to_le_bytes()]);
+}
+
+pub(crate) fn encode_snapshot_marker(out: &mut Vec<u8>, seq: u64, marker: SnapshotMarker) {
+    let mut p = [0u8; 16];
+    p[0..8].copy_from_slice(&marker.0.to_le_bytes());
+    p[8..16].copy_from_slice(&marker.1.to_le_bytes());
+    encode(out, seq, Kind::SnapshotMarker, &[&p]);
 }
 
 pub(crate) fn encode_seal(out: &mut Vec<u8>, seq: u64) {
@@ -241,6 +266,12 @@ pub(crate) fn decode(buf: &[u8], off: usize, seq: u64) -> Decoded<'_> {
             }
             Record::Seal
         }
+        Kind::SnapshotMarker => {
+            if len != 16 {
+                return Decoded::Invalid(C::BadPayload);
+            }
+            return Decoded::Marker((u64_at(payload, 0), u64_at(payload, 8)), body_start + len);
+        }
     };
     Decoded::Record(record, body_start + len)
 }
@@ -263,27 +294,43 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
     ))
 }
 
-/// Encodes the meta file holding the log's first index.
-pub(crate) fn encode_meta(first_index: u64) -> [u8; META_BYTES] {
+/// Encodes the meta file: the log's first index and the snapshot marker
+/// (meta format 2; format 1 had only the first index).
+pub(crate) fn encode_meta(first_index: u64, marker: Option<SnapshotMarker>) -> [u8; META_BYTES] {
     let mut m = [0u8; META_BYTES];
     m[0..8].copy_from_slice(META_MAGIC);
-    m[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    m[8..12].copy_from_slice(&META_VERSION.to_le_bytes());
     m[12..20].copy_from_slice(&first_index.to_le_bytes());
-    let c = crc32fast::hash(&m[..20]);
-    m[20..24].copy_from_slice(&c.to_le_bytes());
+    if let Some((index, term)) = marker {
+        m[20..28].copy_from_slice(&index.to_le_bytes());
+        m[28..36].copy_from_slice(&term.to_le_bytes());
+    }
+    let c = crc32fast::hash(&m[..META_BYTES - 4]);
+    m[META_BYTES - 4..].copy_from_slice(&c.to_le_bytes());
     m
 }
 
-/// Decodes the meta file; `None` if it is damaged.
-pub(crate) fn decode_meta(m: &[u8]) -> Option<u64> {
-    if m.len() != META_BYTES
-        || &m[0..8] != META_MAGIC
-        || u32_at(m, 8) != FORMAT_VERSION
-        || crc32fast::hash(&m[..20]) != u32_at(m, 20)
-    {
+/// Decodes a meta file of format 1 or 2 into the first index and the
+/// snapshot marker; `None` if it is damaged.
+pub(crate) fn decode_meta(m: &[u8]) -> Option<(u64, Option<SnapshotMarker>)> {
+    if m.len() < 12 || &m[0..8] != META_MAGIC {
         return None;
     }
-    Some(u64_at(m, 12))
+    let version = u32_at(m, 8);
+    let len = match version {
+        1 => META_V1_BYTES,
+        META_VERSION => META_BYTES,
+        _ => return None,
+    };
+    if m.len() != len || crc32fast::hash(&m[..len - 4]) != u32_at(m, len - 4) {
+        return None;
+    }
+    let marker = if version == 1 || u64_at(m, 20) == 0 {
+        None
+    } else {
+        Some((u64_at(m, 20), u64_at(m, 28)))
+    };
+    Some((u64_at(m, 12), marker))
 }
 
 #[cfg(test)]
@@ -346,10 +393,43 @@ mod tests {
         let n = segment_name(3, 1001);
         assert_eq!(parse_segment_name(&n), Some((3, 1001)));
         assert_eq!(parse_segment_name("x.wal"), None);
-        let m = encode_meta(77);
-        assert_eq!(decode_meta(&m), Some(77));
-        let mut bad = m;
-        bad[13] ^= 4;
-        assert_eq!(decode_meta(&bad), None);
+        let m = encode_meta(77, None);
+        assert_eq!(decode_meta(&m), Some((77, None)));
+        let m = encode_meta(77, Some((70, 3)));
+        assert_eq!(decode_meta(&m), Some((77, Some((70, 3)))));
+        for byte in 0..m.len() {
+            let mut bad = m;
+            bad[byte] ^= 4;
+            assert_eq!(decode_meta(&bad), None, "byte {byte}");
+        }
+    }
+
+    #[test]
+    fn format_1_meta_is_still_read() {
+        let mut m = Vec::new();
+        m.extend_from_slice(META_MAGIC);
+        m.extend_from_slice(&1u32.to_le_bytes());
+        m.extend_from_slice(&55u64.to_le_bytes());
+        let c = crc32fast::hash(&m);
+        m.extend_from_slice(&c.to_le_bytes());
+        assert_eq!(decode_meta(&m), Some((55, None)));
+    }
+
+    #[test]
+    fn snapshot_marker_round_trips_and_every_bit_flip_is_detected() {
+        let mut buf = Vec::new();
+        encode_snapshot_marker(&mut buf, 4, (100, 7));
+        match decode(&buf, 0, 4) {
+            Decoded::Marker((100, 7), end) => assert_eq!(end, buf.len()),
+            other => panic!("unexpected {other:?}"),
+        }
+        for bit in 0..buf.len() * 8 {
+            let mut b = buf.clone();
+            b[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                !matches!(decode(&b, 0, 4), Decoded::Marker(..) | Decoded::Record(..)),
+                "flip of bit {bit} went unnoticed"
+            );
+        }
     }
 }

@@ -15,6 +15,9 @@
 //!   [`Error::Corruption`] naming the file and offset, and the open fails.
 //! - **Crash safety**: truncation is a single durable record; compaction
 //!   durably records the new first index before deleting whole segments.
+//! - **Snapshots**: [`Wal::mark_snapshot`] durably records the newest snapshot
+//!   the log relies on; it survives compaction and answers [`Wal::term`] for
+//!   its index.
 //! - **Fail-stop**: a failed write or fsync poisons the handle; `ENOSPC`
 //!   discards the unsynced batch and leaves the handle usable.
 //! - **Testability**: all I/O goes through [`fs::Fs`]; [`fault::FaultFs`]

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use crate::error::{CorruptionKind, Error, Result};
-use crate::format::{self, Decoded, Record, RECORD_HEADER_BYTES};
+use crate::format::{self, Decoded, Record, SnapshotMarker, MAX_KIND, RECORD_HEADER_BYTES};
 use crate::fs::{Fs, OpenMode};
 use crate::index::{Loc, LogIndex};
 use crate::segment::Segment;
@@ -48,6 +48,9 @@ pub struct RecoveryReport {
     pub hard_state: HardState,
     /// A torn record at the end of the last segment, if one was cut off.
     pub torn_tail: Option<TornTail>,
+    /// The newest snapshot marker `(index, term)` found, if any (see
+    /// [`Wal::mark_snapshot`](crate::Wal::mark_snapshot)).
+    pub snapshot_marker: Option<(u64, u64)>,
     /// Leftover files removed (an unused preallocated segment, a half-written
     /// meta file, an empty segment from an interrupted rotation).
     pub removed_files: Vec<PathBuf>,
@@ -60,6 +63,7 @@ pub(crate) struct Recovered {
     pub segments: VecDeque<Segment>,
     pub index: LogIndex,
     pub hard_state: HardState,
+    pub snapshot_marker: Option<SnapshotMarker>,
     pub report: RecoveryReport,
 }
 
@@ -108,7 +112,7 @@ pub(crate) fn recover(
         }
     }
 
-    let first_index = if has_meta {
+    let (first_index, meta_marker) = if has_meta {
         let path = dir.join(META_FILE);
         let f = fs
             .open(&path, OpenMode::Read)
@@ -119,7 +123,7 @@ pub(crate) fn recover(
         format::decode_meta(&buf)
             .ok_or_else(|| Error::corruption(&path, 0, CorruptionKind::BadMeta))?
     } else {
-        1
+        (1, None)
     };
 
     let mut replay = Replay {
@@ -127,6 +131,7 @@ pub(crate) fn recover(
         index: LogIndex::new(first_index),
         hard_state: HardState::default(),
         hole_at: None,
+        marker: meta_marker,
     };
     let mut segments = VecDeque::new();
     let count = seg_names.len();
@@ -179,10 +184,12 @@ pub(crate) fn recover(
     report.first_index = replay.index.first_index();
     report.last_index = replay.index.last_index();
     report.hard_state = replay.hard_state;
+    report.snapshot_marker = replay.marker;
     Ok(Recovered {
         segments,
         index: replay.index,
         hard_state: replay.hard_state,
+        snapshot_marker: replay.marker,
         report,
     })
 }
@@ -197,6 +204,8 @@ struct Replay {
     hard_state: HardState,
     /// Where the current hole was first seen (segment seq and offset).
     hole_at: Option<(u64, u64)>,
+    /// Newest snapshot marker (highest index) from the meta file or records.
+    marker: Option<SnapshotMarker>,
 }
 
 impl Replay {
@@ -275,6 +284,19 @@ fn replay_segment(
                     break;
                 }
             }
+            Decoded::Marker(marker, next) => {
+                if off == 0 {
+                    return Err(Error::corruption(
+                        &seg.path,
+                        0,
+                        CorruptionKind::BadSegmentHeader,
+                    ));
+                }
+                if replay.marker.is_none_or(|m| marker.0 >= m.0) {
+                    replay.marker = Some(marker);
+                }
+                off = next;
+            }
             Decoded::End => {
                 if off == 0 && !is_last {
                     return Err(Error::corruption(
@@ -346,12 +368,12 @@ fn valid_record_after(buf: &[u8], from: usize, seq: u64) -> bool {
         let len_kind = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
         let len = (len_kind & ((1 << 28) - 1)) as u64;
         let kind = len_kind >> 28;
-        if (1..=5).contains(&kind) && len <= (buf.len() - p - RECORD_HEADER_BYTES) as u64 {
+        if (1..=MAX_KIND).contains(&kind) && len <= (buf.len() - p - RECORD_HEADER_BYTES) as u64 {
             if len > budget {
                 return true;
             }
             budget -= len;
-            if let Decoded::Record(..) = format::decode(buf, p, seq) {
+            if let Decoded::Record(..) | Decoded::Marker(..) = format::decode(buf, p, seq) {
                 return true;
             }
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{CorruptionKind, Error, Result};
-use crate::format::{self, Decoded, Record, ENTRY_PREFIX_BYTES, MAX_PAYLOAD_BYTES};
+use crate::format::{self, Decoded, Record, SnapshotMarker, ENTRY_PREFIX_BYTES, MAX_PAYLOAD_BYTES};
 use crate::fs::{Fs, OpenMode, StdFs};
 use crate::index::{Loc, LogIndex};
 use crate::prealloc::{self, Prealloc};
@@ -53,6 +53,8 @@ struct View {
 struct Batch {
     /// Hard state before the batch.
     base_hard_state: HardState,
+    /// Snapshot marker before the batch.
+    base_marker: Option<SnapshotMarker>,
     /// The index entries `(low, base_last]` of the log before the batch were
     /// truncated by this batch and are kept here, ascending, to put back.
     low: u64,
@@ -78,6 +80,7 @@ pub struct Wal {
     segments: VecDeque<Segment>,
     index: LogIndex,
     hard_state: HardState,
+    snapshot_marker: Option<SnapshotMarker>,
     /// Encoded records not yet written to the active segment.
     pending: Vec<u8>,
     batch: Option<Batch>,
@@ -141,6 +144,7 @@ impl Wal {
             segments: rec.segments,
             index: rec.index,
             hard_state: rec.hard_state,
+            snapshot_marker: rec.snapshot_marker,
             pending: Vec::new(),
             batch: None,
             prealloc: Prealloc::Idle,
@@ -245,6 +249,7 @@ impl Wal {
         let start_file_len = seg.file_len;
         self.batch = Some(Batch {
             base_hard_state: self.hard_state,
+            base_marker: self.snapshot_marker,
             low: self.index.last_index(),
             stash: Vec::new(),
             start_offset: seg.written,
@@ -449,6 +454,7 @@ impl Wal {
             self.index.push(loc);
         }
         self.hard_state = batch.base_hard_state;
+        self.snapshot_marker = batch.base_marker;
         tracing::warn!(dir = %self.dir.display(), "disk full: discarded the unsynced batch");
         err
     }
@@ -516,6 +522,10 @@ impl Wal {
         let mut head = Vec::new();
         format::encode_header(&mut head, seq, first_index);
         format::encode_hard_state(&mut head, seq, &self.hard_state);
+        if let Some(marker) = self.snapshot_marker {
+            // Like the hard state, so deleting older segments never loses it.
+            format::encode_snapshot_marker(&mut head, seq, marker);
+        }
         let res = (|| -> Result<Box<dyn crate::fs::FsFile>> {
             self.fs
                 .rename(&from, &path)
@@ -580,7 +590,8 @@ impl Wal {
             .fs
             .open(&tmp, OpenMode::CreateNew)
             .map_err(|e| Error::io("create", &tmp, e))?;
-        if let Err(e) = file.write_at(&format::encode_meta(first_index), 0) {
+        let meta = format::encode_meta(first_index, self.snapshot_marker);
+        if let Err(e) = file.write_at(&meta, 0) {
             drop(file);
             let _ = self.fs.remove_file(&tmp);
             return Err(Error::io("write", &tmp, e));
@@ -625,9 +636,73 @@ impl Wal {
     }
 
     /// Term of entry `index`, or `None` outside `[first_index, last_index]`.
+    /// The index of the [snapshot marker](Wal::snapshot_marker) also answers
+    /// after compaction removed its entry, so `term(first_index - 1)` is known
+    /// when the log was compacted exactly up to the snapshot.
     pub fn term(&self, index: u64) -> Result<Option<u64>> {
         self.check_usable()?;
-        Ok(self.index.get(index).map(|l| l.term))
+        Ok(match self.index.get(index) {
+            Some(l) => Some(l.term),
+            None => self.snapshot_marker.filter(|m| m.0 == index).map(|m| m.1),
+        })
+    }
+
+    /// The `(index, term)` of the newest snapshot recorded by
+    /// [`mark_snapshot`](Wal::mark_snapshot), if any.
+    pub fn snapshot_marker(&self) -> Option<(u64, u64)> {
+        self.snapshot_marker
+    }
+
+    /// Durably records that a snapshot covering every entry up to `index`
+    /// (whose term is `term`) exists, syncing any buffered changes with it.
+    /// Durable when it returns.
+    ///
+    /// This is the middle step of the snapshot contract: make the snapshot
+    /// file durable, then mark it here, then
+    /// [`compact_prefix`](Wal::compact_prefix) entries it covers. The marker
+    /// survives compaction (it is copied into every new segment and into the
+    /// meta file), so after a crash the log says which snapshot it relies on,
+    /// and [`term(index)`](Wal::term) still answers. Markers only move forward:
+    /// an `index` below the current marker is refused; the same marker again
+    /// does nothing.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let mut wal = raft_wal::Wal::open(dir.path(), Default::default()).unwrap();
+    /// for i in 1..=10 { wal.append(i, 2, b"x").unwrap(); }
+    /// // ... a snapshot through index 8 is now durable elsewhere ...
+    /// wal.mark_snapshot(8, 2).unwrap();
+    /// wal.compact_prefix(8).unwrap();
+    /// assert_eq!(wal.snapshot_marker(), Some((8, 2)));
+    /// assert_eq!((wal.first_index(), wal.term(8).unwrap()), (9, Some(2)));
+    /// # drop(wal);
+    /// let wal = raft_wal::Wal::open(dir.path(), Default::default()).unwrap();
+    /// assert_eq!(wal.snapshot_marker(), Some((8, 2)));
+    /// ```
+    pub fn mark_snapshot(&mut self, index: u64, term: u64) -> Result<()> {
+        self.check_writable()?;
+        if index == 0 {
+            return Err(Error::InvalidArgument(
+                "a snapshot marker needs an index of at least 1".into(),
+            ));
+        }
+        match self.snapshot_marker {
+            Some(m) if m == (index, term) => return self.sync(),
+            Some(m) if index <= m.0 => {
+                return Err(Error::InvalidArgument(format!(
+                    "snapshot marker ({index}, {term}) is not newer than ({}, {})",
+                    m.0, m.1
+                )))
+            }
+            _ => {}
+        }
+        self.begin_batch()?;
+        let (seq, _) = self.active_seq_and_head();
+        format::encode_snapshot_marker(&mut self.pending, seq, (index, term));
+        self.snapshot_marker = Some((index, term));
+        self.sync()?;
+        tracing::debug!(index, term, "recorded snapshot marker");
+        Ok(())
     }
 
     /// Entry `index`.
