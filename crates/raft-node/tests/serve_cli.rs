@@ -125,6 +125,29 @@ fn three_processes_serve_survive_sigterm_and_resume() {
     assert_eq!(client_until_ok(&["get", "greeting"], &eps).trim(), "hello");
     let status = client_until_ok(&["status"], &eps);
     assert_eq!(status.matches("\"voters\":[1,2,3]").count(), 3, "{status}");
+    let bench = client_until_ok(
+        &[
+            "bench",
+            "--quiet",
+            "--json",
+            "--clients",
+            "4",
+            "--requests",
+            "200",
+            "--keys",
+            "10",
+            "--read-ratio",
+            "0.5",
+        ],
+        &eps,
+    );
+    let report: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    assert_eq!(report["ok"], 200, "{report}");
+    let (w, r) = (
+        report["writes"]["count"].as_u64().unwrap(),
+        report["reads"]["count"].as_u64().unwrap(),
+    );
+    assert!(w > 50 && r > 50 && w + r == 200, "{report}");
     sigterm_all(nodes);
 
     // Every node restarts from its data dir; the acknowledged write is there.

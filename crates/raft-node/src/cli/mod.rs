@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod serve;
@@ -39,6 +40,8 @@ pub enum Command {
     /// Inspect a write-ahead log directory offline (read-only).
     #[command(subcommand)]
     Wal(wal::WalCommand),
+    /// Load-test a running cluster (throughput, latency percentiles, errors).
+    Bench(bench::BenchArgs),
     /// Talk to a running cluster over its HTTP API.
     #[command(flatten)]
     Client(client::ClientCommand),
@@ -78,6 +81,16 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Certs(args) => match serve::certs(&args) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
+        Command::Bench(args) => match bench::run(&args, &cli.endpoints) {
             Ok(out) => {
                 println!("{out}");
                 ExitCode::SUCCESS
