@@ -65,7 +65,7 @@ pub(crate) fn encode_into<T: Serialize>(
 ) -> Result<usize, String> {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; PREFIX_LEN]);
-    if let Err(e) = postcard::to_io(msg, &mut *buf) {
+    if let Err(e) = postcard::serialize_with_flavor(msg, AppendTo(&mut *buf)) {
         buf.truncate(start);
         return Err(format!("encode failed: {e}"));
     }
@@ -78,6 +78,28 @@ pub(crate) fn encode_into<T: Serialize>(
     }
     buf[start..start + PREFIX_LEN].copy_from_slice(&(len as u32).to_le_bytes());
     Ok(len + PREFIX_LEN)
+}
+
+/// Postcard output flavor appending straight to a `Vec` (the stock `to_io` flavor goes
+/// through `io::Write` for every byte, which dominated encoding of byte vectors).
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendTo<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// Decodes a frame's payload, rejecting trailing bytes.

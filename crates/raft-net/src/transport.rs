@@ -332,7 +332,23 @@ pub struct Inbox<M, B = M> {
 impl<M, B> Inbox<M, B> {
     /// Waits for the next inbound item; `None` once the transport is gone.
     ///
-    /// See the crate example for use.
+    /// ```
+    /// # use raft_net::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # certs::generate(dir.path(), &[1, 2])?;
+    /// # let (a, mut a_inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(1, "127.0.0.1:0".parse()?), &TlsConfig::load(dir.path(), 1)?)?;
+    /// # let (b, mut inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(2, "127.0.0.2:0".parse()?), &TlsConfig::load(dir.path(), 2)?)?;
+    /// # a.add_peer(2, b.local_addr());
+    /// # b.add_peer(1, a.local_addr());
+    /// let sent = a.send(2, vec![1]);
+    /// assert!(sent.is_ok());
+    /// let (from, item) = inbox.recv().await.unwrap();
+    /// assert_eq!((from, item), (1, Inbound::Message(vec![1])));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn recv(&mut self) -> Option<(NodeId, Inbound<M, B>)> {
         tokio::select! {
             biased;
@@ -342,9 +358,73 @@ impl<M, B> Inbox<M, B> {
         }
     }
 
+    /// Waits for at least one inbound item, then moves up to `limit` waiting items into
+    /// `out` (messages first, then bulk items) and returns how many; 0 once the transport
+    /// is gone. Draining in batches is what a driver's event loop wants: one wake-up per
+    /// batch instead of one per message.
+    ///
+    /// ```
+    /// # use raft_net::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # certs::generate(dir.path(), &[1, 2])?;
+    /// # let (a, mut a_inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(1, "127.0.0.1:0".parse()?), &TlsConfig::load(dir.path(), 1)?)?;
+    /// # let (b, mut inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(2, "127.0.0.2:0".parse()?), &TlsConfig::load(dir.path(), 2)?)?;
+    /// # a.add_peer(2, b.local_addr());
+    /// # b.add_peer(1, a.local_addr());
+    /// a.send(2, vec![1])?;
+    /// a.send(2, vec![2])?;
+    /// let mut batch = Vec::new();
+    /// let mut n = 0;
+    /// while n < 2 {
+    ///     n += inbox.recv_many(&mut batch, 64).await;
+    /// }
+    /// assert_eq!(batch[1], (1, Inbound::Message(vec![2])));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn recv_many(
+        &mut self,
+        out: &mut Vec<(NodeId, Inbound<M, B>)>,
+        limit: usize,
+    ) -> usize {
+        let Some(first) = self.recv().await else {
+            return 0;
+        };
+        out.push(first);
+        let mut n = 1;
+        while n < limit {
+            match self.try_recv() {
+                Some(item) => {
+                    out.push(item);
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        n
+    }
+
     /// Returns an inbound item if one is waiting, without blocking.
     ///
-    /// See the crate example for use.
+    /// ```
+    /// # use raft_net::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # certs::generate(dir.path(), &[1, 2])?;
+    /// # let (a, mut a_inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(1, "127.0.0.1:0".parse()?), &TlsConfig::load(dir.path(), 1)?)?;
+    /// # let (b, mut inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(2, "127.0.0.2:0".parse()?), &TlsConfig::load(dir.path(), 2)?)?;
+    /// # a.add_peer(2, b.local_addr());
+    /// # b.add_peer(1, a.local_addr());
+    /// assert!(inbox.try_recv().is_none());
+    /// a.send(2, vec![1])?;
+    /// let _ = inbox.recv().await;
+    /// assert!(inbox.try_recv().is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn try_recv(&mut self) -> Option<(NodeId, Inbound<M, B>)> {
         if let Ok((from, m)) = self.msgs.try_recv() {
             return Some((from, Inbound::Message(m)));
@@ -362,7 +442,7 @@ impl<M, B> Inbox<M, B> {
 /// `M` is the message type (message lane), `B` the bulk type (bulk lane, e.g. snapshot
 /// chunks). Must be created inside a Tokio runtime.
 ///
-/// See the crate documentation for an example.
+/// See the [crate documentation](crate) for an example; each method has its own.
 pub struct Transport<M, B = M> {
     inner: Arc<Inner<M, B>>,
 }
@@ -391,7 +471,21 @@ impl<M: Wire, B: Wire> Transport<M, B> {
     /// Binds the endpoint at `config.listen`, starts accepting, and starts a sending task
     /// for each configured peer. Returns the transport and its inbox.
     ///
-    /// See the crate documentation for an example.
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// raft_net::certs::generate(dir.path(), &[1])?;
+    /// let tls = raft_net::TlsConfig::load(dir.path(), 1)?;
+    /// let cfg = raft_net::TransportConfig::new(1, "127.0.0.1:0".parse()?);
+    /// let (net, _inbox) = raft_net::Transport::<raft_core::Message>::start(cfg, &tls)?;
+    /// assert_eq!(net.id(), 1);
+    /// // The identity must match the configured id.
+    /// let other = raft_net::TransportConfig::new(2, "127.0.0.1:0".parse()?);
+    /// assert!(raft_net::Transport::<raft_core::Message>::start(other, &tls).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn start(
         config: TransportConfig,
         tls: &TlsConfig,
@@ -465,7 +559,22 @@ impl<M: Wire, B: Wire> Transport<M, B> {
     /// Adds (or re-addresses) a peer and starts dialing it. Re-adding a peer with a new
     /// address drops what was queued for the old one. Adding this node's own id is ignored.
     ///
-    /// See the crate documentation for an example.
+    /// ```
+    /// # use raft_net::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # certs::generate(dir.path(), &[1, 2])?;
+    /// # let (a, mut a_inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(1, "127.0.0.1:0".parse()?), &TlsConfig::load(dir.path(), 1)?)?;
+    /// # let (b, mut inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(2, "127.0.0.2:0".parse()?), &TlsConfig::load(dir.path(), 2)?)?;
+    /// # a.add_peer(2, b.local_addr());
+    /// # b.add_peer(1, a.local_addr());
+    /// // (done above for both nodes) a node joining later is added the same way:
+    /// a.add_peer(3, "127.0.0.3:9".parse()?);
+    /// assert!(!a.is_connected(3));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn add_peer(&self, id: NodeId, addr: SocketAddr) {
         if id == self.inner.settings.id {
             return;
@@ -507,7 +616,21 @@ impl<M: Wire, B: Wire> Transport<M, B> {
 
     /// Stops dialing a peer and drops what is queued for it. Its counters are kept.
     ///
-    /// See the crate documentation for an example.
+    /// ```
+    /// # use raft_net::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # certs::generate(dir.path(), &[1, 2])?;
+    /// # let (a, mut a_inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(1, "127.0.0.1:0".parse()?), &TlsConfig::load(dir.path(), 1)?)?;
+    /// # let (b, mut inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(2, "127.0.0.2:0".parse()?), &TlsConfig::load(dir.path(), 2)?)?;
+    /// # a.add_peer(2, b.local_addr());
+    /// # b.add_peer(1, a.local_addr());
+    /// a.remove_peer(2);
+    /// assert_eq!(a.send(2, vec![1]), Err(SendError::UnknownPeer(2)));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn remove_peer(&self, id: NodeId) {
         let mut peers = self
             .inner
@@ -523,7 +646,22 @@ impl<M: Wire, B: Wire> Transport<M, B> {
     /// Queues a message for `to` without waiting. When the peer's queue is full the
     /// message is dropped, counted in [`PeerStats::dropped`] and `QueueFull` returned.
     ///
-    /// See the crate documentation for an example.
+    /// ```
+    /// # use raft_net::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # certs::generate(dir.path(), &[1, 2])?;
+    /// # let (a, mut a_inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(1, "127.0.0.1:0".parse()?), &TlsConfig::load(dir.path(), 1)?)?;
+    /// # let (b, mut inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(2, "127.0.0.2:0".parse()?), &TlsConfig::load(dir.path(), 2)?)?;
+    /// # a.add_peer(2, b.local_addr());
+    /// # b.add_peer(1, a.local_addr());
+    /// a.send(2, b"append".to_vec())?;
+    /// assert_eq!(a.send(9, vec![]), Err(SendError::UnknownPeer(9)));
+    /// assert_eq!(inbox.recv().await.unwrap(), (1, Inbound::Message(b"append".to_vec())));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn send(&self, to: NodeId, msg: M) -> Result<(), SendError> {
         let peers = self
             .inner
@@ -541,10 +679,61 @@ impl<M: Wire, B: Wire> Transport<M, B> {
         }
     }
 
+    /// Queues a message for `to`, waiting while the peer's queue is full instead of
+    /// dropping. For senders that want back-pressure (bulk loaders, benchmarks); a Raft
+    /// driver should use [`Transport::send`], which never waits.
+    ///
+    /// ```
+    /// # use raft_net::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # certs::generate(dir.path(), &[1, 2])?;
+    /// # let (a, mut a_inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(1, "127.0.0.1:0".parse()?), &TlsConfig::load(dir.path(), 1)?)?;
+    /// # let (b, mut inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(2, "127.0.0.2:0".parse()?), &TlsConfig::load(dir.path(), 2)?)?;
+    /// # a.add_peer(2, b.local_addr());
+    /// # b.add_peer(1, a.local_addr());
+    /// for i in 0..10u8 {
+    ///     a.send_wait(2, vec![i]).await?;
+    /// }
+    /// assert_eq!(inbox.recv().await.unwrap(), (1, Inbound::Message(vec![0])));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn send_wait(&self, to: NodeId, msg: M) -> Result<(), SendError> {
+        let tx = {
+            let peers = self
+                .inner
+                .peers
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            peers
+                .get(&to)
+                .ok_or(SendError::UnknownPeer(to))?
+                .msg_tx
+                .clone()
+        };
+        tx.send(msg).await.map_err(|_| SendError::Closed)
+    }
+
     /// Queues a bulk item (e.g. a snapshot chunk) for `to` without waiting; like
     /// [`Transport::send`], a full queue drops and counts it.
     ///
-    /// See the crate documentation for an example.
+    /// ```
+    /// # use raft_net::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # certs::generate(dir.path(), &[1, 2])?;
+    /// # let (a, mut a_inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(1, "127.0.0.1:0".parse()?), &TlsConfig::load(dir.path(), 1)?)?;
+    /// # let (b, mut inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(2, "127.0.0.2:0".parse()?), &TlsConfig::load(dir.path(), 2)?)?;
+    /// # a.add_peer(2, b.local_addr());
+    /// # b.add_peer(1, a.local_addr());
+    /// a.send_bulk(2, vec![7; 1000])?;
+    /// assert_eq!(inbox.recv().await.unwrap(), (1, Inbound::Bulk(vec![7; 1000])));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn send_bulk(&self, to: NodeId, item: B) -> Result<(), SendError> {
         let peers = self
             .inner
@@ -566,7 +755,23 @@ impl<M: Wire, B: Wire> Transport<M, B> {
     /// snapshot sender that wants back-pressure rather than loss). Never affects the
     /// message lane.
     ///
-    /// See the crate documentation for an example.
+    /// ```
+    /// # use raft_net::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # certs::generate(dir.path(), &[1, 2])?;
+    /// # let (a, mut a_inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(1, "127.0.0.1:0".parse()?), &TlsConfig::load(dir.path(), 1)?)?;
+    /// # let (b, mut inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(2, "127.0.0.2:0".parse()?), &TlsConfig::load(dir.path(), 2)?)?;
+    /// # a.add_peer(2, b.local_addr());
+    /// # b.add_peer(1, a.local_addr());
+    /// for chunk in 0..4u8 {
+    ///     a.send_bulk_wait(2, vec![chunk; 64 * 1024]).await?;
+    /// }
+    /// assert_eq!(inbox.recv().await.unwrap(), (1, Inbound::Bulk(vec![0; 64 * 1024])));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn send_bulk_wait(&self, to: NodeId, item: B) -> Result<(), SendError> {
         let tx = {
             let peers = self
@@ -587,14 +792,41 @@ impl<M: Wire, B: Wire> Transport<M, B> {
 impl<M, B> Transport<M, B> {
     /// This node's id.
     ///
-    /// See the crate documentation for an example.
+    /// ```
+    /// # use raft_net::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # certs::generate(dir.path(), &[1, 2])?;
+    /// # let (a, mut a_inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(1, "127.0.0.1:0".parse()?), &TlsConfig::load(dir.path(), 1)?)?;
+    /// # let (b, mut inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(2, "127.0.0.2:0".parse()?), &TlsConfig::load(dir.path(), 2)?)?;
+    /// # a.add_peer(2, b.local_addr());
+    /// # b.add_peer(1, a.local_addr());
+    /// assert_eq!(a.id(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn id(&self) -> NodeId {
         self.inner.settings.id
     }
 
     /// The address the endpoint is bound to (useful after binding port 0).
     ///
-    /// See the crate documentation for an example.
+    /// ```
+    /// # use raft_net::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # certs::generate(dir.path(), &[1, 2])?;
+    /// # let (a, mut a_inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(1, "127.0.0.1:0".parse()?), &TlsConfig::load(dir.path(), 1)?)?;
+    /// # let (b, mut inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(2, "127.0.0.2:0".parse()?), &TlsConfig::load(dir.path(), 2)?)?;
+    /// # a.add_peer(2, b.local_addr());
+    /// # b.add_peer(1, a.local_addr());
+    /// assert_eq!(b.local_addr().ip().to_string(), "127.0.0.2");
+    /// assert_ne!(b.local_addr().port(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn local_addr(&self) -> SocketAddr {
         self.inner
             .endpoint
@@ -604,7 +836,23 @@ impl<M, B> Transport<M, B> {
 
     /// Whether the outbound connection to `peer` is currently up.
     ///
-    /// See the crate documentation for an example.
+    /// ```
+    /// # use raft_net::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # certs::generate(dir.path(), &[1, 2])?;
+    /// # let (a, mut a_inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(1, "127.0.0.1:0".parse()?), &TlsConfig::load(dir.path(), 1)?)?;
+    /// # let (b, mut inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(2, "127.0.0.2:0".parse()?), &TlsConfig::load(dir.path(), 2)?)?;
+    /// # a.add_peer(2, b.local_addr());
+    /// # b.add_peer(1, a.local_addr());
+    /// while !a.is_connected(2) {
+    ///     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    /// }
+    /// assert!(!a.is_connected(7));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_connected(&self, peer: NodeId) -> bool {
         let peers = self
             .inner
@@ -618,14 +866,47 @@ impl<M, B> Transport<M, B> {
 
     /// Counters of one peer (configured or heard from).
     ///
-    /// See the crate documentation for an example.
+    /// ```
+    /// # use raft_net::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # certs::generate(dir.path(), &[1, 2])?;
+    /// # let (a, mut a_inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(1, "127.0.0.1:0".parse()?), &TlsConfig::load(dir.path(), 1)?)?;
+    /// # let (b, mut inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(2, "127.0.0.2:0".parse()?), &TlsConfig::load(dir.path(), 2)?)?;
+    /// # a.add_peer(2, b.local_addr());
+    /// # b.add_peer(1, a.local_addr());
+    /// a.send(2, vec![1, 2, 3])?;
+    /// let _ = inbox.recv().await;
+    /// let s = b.peer_stats(1).unwrap();
+    /// assert_eq!(s.messages_received, 1);
+    /// assert!(s.bytes_received > 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn peer_stats(&self, peer: NodeId) -> Option<PeerStats> {
         self.stats().peers.into_iter().find(|p| p.id == peer)
     }
 
     /// A snapshot of all counters.
     ///
-    /// See the crate documentation for an example.
+    /// ```
+    /// # use raft_net::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # certs::generate(dir.path(), &[1, 2])?;
+    /// # let (a, mut a_inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(1, "127.0.0.1:0".parse()?), &TlsConfig::load(dir.path(), 1)?)?;
+    /// # let (b, mut inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(2, "127.0.0.2:0".parse()?), &TlsConfig::load(dir.path(), 2)?)?;
+    /// # a.add_peer(2, b.local_addr());
+    /// # b.add_peer(1, a.local_addr());
+    /// let stats = a.stats();
+    /// assert_eq!(stats.peers.len(), 1);
+    /// assert_eq!(stats.peers[0].id, 2);
+    /// assert_eq!(stats.handshake_failures, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stats(&self) -> TransportStats {
         let addrs: HashMap<NodeId, SocketAddr> = {
             let peers = self
@@ -675,7 +956,23 @@ impl<M, B> Transport<M, B> {
     /// Closes the endpoint (peers see an orderly close), stops all tasks and waits briefly
     /// for the close to reach the peers. Other clones of the transport stop working.
     ///
-    /// See the crate documentation for an example.
+    /// ```
+    /// # use raft_net::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # certs::generate(dir.path(), &[1, 2])?;
+    /// # let (a, mut a_inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(1, "127.0.0.1:0".parse()?), &TlsConfig::load(dir.path(), 1)?)?;
+    /// # let (b, mut inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(2, "127.0.0.2:0".parse()?), &TlsConfig::load(dir.path(), 2)?)?;
+    /// # a.add_peer(2, b.local_addr());
+    /// # b.add_peer(1, a.local_addr());
+    /// a.shutdown().await;
+    /// b.shutdown().await;
+    /// // Once the transport is gone, its inbox ends.
+    /// assert!(inbox.recv().await.is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn shutdown(&self) {
         self.inner
             .endpoint
