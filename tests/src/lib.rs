@@ -1,1 +1,7 @@
-//! Integration tests across crates and processes live in `tests/tests/`.
+//! Support code for the process-level fault suite, and integration tests
+//! across crates and processes (in `tests/tests/`).
+//!
+//! [`linearizability`] records concurrent key-value histories and checks them
+//! for linearizability.
+
+pub mod linearizability;
