@@ -139,7 +139,7 @@ impl KvStore {
     }
 
     /// Writes every key and value (postcard-framed) to `out`, for a snapshot.
-    pub fn write_snapshot(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    pub fn write_snapshot<W: std::io::Write + ?Sized>(&self, out: &mut W) -> std::io::Result<()> {
         let to_io = |e: postcard::Error| std::io::Error::other(e.to_string());
         out.write_all(&(self.map.len() as u64).to_le_bytes())?;
         for (k, v) in &self.map {
@@ -153,10 +153,10 @@ impl KvStore {
     /// Replaces the map with one read from `input` (written by
     /// [`KvStore::write_snapshot`]) and sets the applied index to `index`.
     /// On error the store is unchanged.
-    pub fn restore_snapshot(
+    pub fn restore_snapshot<R: std::io::Read + ?Sized>(
         &mut self,
         index: u64,
-        input: &mut impl std::io::Read,
+        input: &mut R,
     ) -> std::io::Result<()> {
         let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
         let mut n = [0u8; 8];

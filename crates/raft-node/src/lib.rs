@@ -19,4 +19,5 @@ pub mod kv;
 pub mod local_cluster;
 pub mod metrics;
 pub mod server;
+pub mod snapshot_transfer;
 pub mod storage;

@@ -14,28 +14,70 @@ use crate::driver::{
     ClientError, Driver, DriverHandle, DriverOptions, NodeStatus, Request, Transport, WriteOutcome,
 };
 use crate::kv::Command;
-use crate::storage::{StorageFailure, WalStorage};
+use crate::snapshot_transfer::{snapshot_of, CHUNK_BYTES};
+use crate::storage::{SnapshotPolicy, StorageFailure, WalStorage};
+use raft_snapshot::{Received, SnapshotId, SnapshotStore};
 
 /// Real time per core tick.
 pub const TICK: Duration = Duration::from_millis(20);
 
-type Router = Arc<Mutex<HashMap<u64, DriverHandle>>>;
+type Router = Arc<Mutex<HashMap<u64, (DriverHandle, SnapshotStore)>>>;
 
 /// Delivers messages to the drivers of the other nodes in this process; a
-/// stopped node is like a lost packet.
-struct ChannelTransport(Router);
+/// stopped node is like a lost packet. A snapshot is copied chunk by chunk
+/// into the receiver's store (verified there) before its `InstallSnapshot`
+/// message is delivered, as the networked node does over QUIC.
+struct ChannelTransport {
+    router: Router,
+    me: u64,
+}
+
+impl ChannelTransport {
+    fn copy_snapshot(from: &SnapshotStore, to: &SnapshotStore, id: SnapshotId) -> bool {
+        let copy = || -> Result<bool, raft_snapshot::Error> {
+            let mut source = from.chunks(id, CHUNK_BYTES)?;
+            let mut rx = to.receiver().expecting(id);
+            while let Some(chunk) = source.next_chunk()? {
+                if let Received::Installed(_) = rx.accept(&chunk)? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        copy().unwrap_or_else(|e| {
+            tracing::warn!(index = id.index, error = %e, "local snapshot copy failed");
+            false
+        })
+    }
+}
 
 impl Transport for ChannelTransport {
     fn send(&self, msg: Message) {
-        let to = self
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&msg.to)
-            .cloned();
-        if let Some(h) = to {
-            h.deliver(msg);
+        let (to, mine) = {
+            let r = self.router.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                r.get(&msg.to).cloned(),
+                r.get(&self.me).map(|x| x.1.clone()),
+            )
+        };
+        let Some((handle, their_store)) = to else {
+            return;
+        };
+        if let Some(id) = snapshot_of(&msg) {
+            let copied = mine.is_some_and(|s| Self::copy_snapshot(&s, &their_store, id));
+            if !copied {
+                if let Some((me, _)) = self
+                    .router
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&self.me)
+                {
+                    me.report_snapshot(msg.to, false);
+                }
+                return;
+            }
         }
+        handle.deliver(msg);
     }
 }
 
@@ -44,6 +86,8 @@ pub struct LocalCluster {
     dir: PathBuf,
     voters: Vec<u64>,
     router: Router,
+    /// Snapshot after this many applied entries (0: never).
+    snapshot_threshold: u64,
     /// Last status of every node ever started (kept after a stop).
     last_status: HashMap<u64, NodeStatus>,
     running: HashMap<u64, Driver>,
@@ -52,8 +96,19 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts (or restarts, if `dir` holds data) nodes `1..=n`.
     pub fn start(dir: &Path, n: u64) -> Result<LocalCluster, StorageFailure> {
+        Self::start_with(dir, n, 0)
+    }
+
+    /// Like [`start`](Self::start), with automatic snapshots every
+    /// `snapshot_threshold` applied entries (0: never).
+    pub fn start_with(
+        dir: &Path,
+        n: u64,
+        snapshot_threshold: u64,
+    ) -> Result<LocalCluster, StorageFailure> {
         let mut c = LocalCluster {
             dir: dir.to_path_buf(),
+            snapshot_threshold,
             voters: (1..=n).collect(),
             router: Arc::default(),
             last_status: HashMap::new(),
@@ -72,19 +127,28 @@ impl LocalCluster {
 
     /// Starts node `id` from whatever its directory holds.
     pub fn start_node(&mut self, id: u64) -> Result<(), StorageFailure> {
-        let storage = WalStorage::open_or_bootstrap(&self.node_dir(id), &self.voters)?;
+        let policy = SnapshotPolicy {
+            keep: 2,
+            trailing_entries: 10,
+        };
+        let storage = WalStorage::open_with(&self.node_dir(id), &self.voters, policy)?;
+        let store = storage.store().clone();
         let mut opts = DriverOptions::new(id);
         opts.tick = TICK;
-        let driver = Driver::spawn(opts, storage, ChannelTransport(self.router.clone())).map_err(
-            |source| StorageFailure::Io {
+        opts.snapshot_threshold_entries = self.snapshot_threshold;
+        let transport = ChannelTransport {
+            router: self.router.clone(),
+            me: id,
+        };
+        let driver =
+            Driver::spawn(opts, storage, transport).map_err(|source| StorageFailure::Io {
                 path: self.node_dir(id),
                 source,
-            },
-        )?;
+            })?;
         self.router
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, driver.handle());
+            .insert(id, (driver.handle(), store));
         self.running.insert(id, driver);
         Ok(())
     }

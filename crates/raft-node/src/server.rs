@@ -14,10 +14,10 @@ use crate::config::{Member, NodeConfig};
 use crate::driver::{Driver, DriverHandle, DriverOptions, Transport};
 use crate::http::{router, AddressBook, ApiState};
 use crate::metrics::Metrics;
-use crate::storage::WalStorage;
+use crate::snapshot_transfer::{snapshot_of, Intake, Shipper, SnapshotPiece};
+use crate::storage::{SnapshotPolicy, WalStorage};
 
-/// The peer transport as the node uses it.
-pub type PeerNet = raft_net::Transport<Message>;
+pub use crate::snapshot_transfer::PeerNet;
 
 /// Why a node could not start; `Display` is one line.
 #[derive(Debug)]
@@ -37,10 +37,22 @@ struct NetSender {
     net: PeerNet,
     book: AddressBook,
     me: u64,
+    shipper: Shipper,
+    /// Set right after the driver starts; used to report snapshot transfers.
+    driver: Arc<std::sync::OnceLock<DriverHandle>>,
 }
 
 impl Transport for NetSender {
     fn send(&self, msg: Message) {
+        if let Some(id) = snapshot_of(&msg) {
+            let driver = self.driver.clone();
+            self.shipper.ship(msg, id, move |to, delivered| {
+                if let Some(d) = driver.get() {
+                    d.report_snapshot(to, delivered);
+                }
+            });
+            return;
+        }
         // A full queue or unknown peer drops the message (counted by raft-net); Raft retries.
         let _ = self.net.send(msg.to, msg);
     }
@@ -76,8 +88,12 @@ impl Server {
             .map_err(|e| StartError(format!("TLS files in {}: {e}", cfg.tls_dir.display())))?;
         let data_dir = cfg.data_dir.clone();
         let voters = cfg.member_ids();
+        let policy = SnapshotPolicy {
+            keep: cfg.snapshot_keep,
+            trailing_entries: cfg.trailing_entries,
+        };
         let storage =
-            tokio::task::spawn_blocking(move || WalStorage::open_or_bootstrap(&data_dir, &voters))
+            tokio::task::spawn_blocking(move || WalStorage::open_with(&data_dir, &voters, policy))
                 .await
                 .map_err(|e| StartError(format!("storage open task failed: {e}")))?
                 .map_err(|e| StartError(format!("data_dir {}: {e}", cfg.data_dir.display())))?;
@@ -101,16 +117,25 @@ impl Server {
         opts.election_ticks = cfg.election_ticks();
         opts.heartbeat_ticks = 1;
         opts.request_timeout = Duration::from_millis(cfg.request_timeout_ms);
+        opts.snapshot_threshold_entries = cfg.snapshot_threshold_entries;
+        let store = storage.store().clone();
+        let driver_cell = Arc::new(std::sync::OnceLock::new());
         let sender = NetSender {
             net: net.clone(),
             book: book.clone(),
             me: cfg.id,
+            shipper: Shipper::new(
+                net.clone(),
+                store.clone(),
+                tokio::runtime::Handle::current(),
+            ),
+            driver: driver_cell.clone(),
         };
         let driver = Driver::spawn(opts, storage, sender)
             .map_err(|e| StartError(format!("cannot start the driver thread: {e}")))?;
-
         let handle = driver.handle();
-        let inbound = tokio::spawn(pump_inbound(handle.clone(), inbox));
+        let _ = driver_cell.set(handle.clone());
+        let inbound = tokio::spawn(pump_inbound(handle.clone(), inbox, Intake::new(store)));
 
         let listener = tokio::net::TcpListener::bind(cfg.client_addr)
             .await
@@ -169,13 +194,23 @@ impl Server {
     }
 }
 
-/// Feeds peer messages to the driver. raft-net has already checked that each
-/// message's `from` is the peer's verified certificate id.
-async fn pump_inbound(handle: DriverHandle, mut inbox: raft_net::Inbox<Message>) {
-    while let Some((_from, inbound)) = inbox.recv().await {
+/// Feeds peer messages to the driver, and snapshot pieces to the intake
+/// (the `InstallSnapshot` message goes to the driver once the snapshot is
+/// verified and durable). raft-net has already checked that every `from` is
+/// the peer's verified certificate id.
+async fn pump_inbound(
+    handle: DriverHandle,
+    mut inbox: raft_net::Inbox<Message, SnapshotPiece>,
+    mut intake: Intake,
+) {
+    while let Some((from, inbound)) = inbox.recv().await {
         match inbound {
             Inbound::Message(m) => handle.deliver(m),
-            Inbound::Bulk(m) => handle.deliver(m),
+            Inbound::Bulk(piece) => {
+                if let Some(install) = intake.accept(from, piece) {
+                    handle.deliver(install);
+                }
+            }
         }
     }
 }

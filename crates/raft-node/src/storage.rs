@@ -1,5 +1,7 @@
-//! Durable Raft storage for a node: the log and hard state in a [`raft_wal::Wal`],
-//! plus the latest snapshot's metadata in a small checksummed file.
+//! Durable Raft storage for a node: the log and hard state in a [`raft_wal::Wal`]
+//! (`DIR/wal`), snapshots of the state machine in a [`SnapshotStore`]
+//! (`DIR/snapshots`), kept consistent by `raft-snapshot`'s compaction contract
+//! (snapshot durable, then its marker in the WAL, then WAL compaction).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -8,16 +10,18 @@ use std::path::{Path, PathBuf};
 use raft_core::{
     ConfState, Entry, EntryKind, HardState, Ready, SnapshotMeta, Storage, StorageError,
 };
+use raft_snapshot::{compaction, Membership, SnapshotId, SnapshotStore, StoreOptions};
 use raft_wal::{Options, Wal};
 
-/// File holding the postcard-encoded [`SnapshotMeta`] and a CRC32 of it.
-const SNAPSHOT_META_FILE: &str = "snapshot.meta";
+use crate::kv::KvStore;
 
 /// Why the storage could not do what was asked.
 #[derive(Debug)]
 pub enum StorageFailure {
     /// The WAL failed (I/O, corruption, poisoned, full disk).
     Wal(raft_wal::Error),
+    /// The snapshot store failed (I/O, damage, missing snapshot).
+    Snapshot(raft_snapshot::Error),
     /// Reading or writing the snapshot metadata file failed.
     Io {
         /// The file.
@@ -27,17 +31,15 @@ pub enum StorageFailure {
     },
     /// A stored record does not decode.
     Corrupt(String),
-    /// The core asked for something this storage does not support yet.
-    Unsupported(&'static str),
 }
 
 impl fmt::Display for StorageFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StorageFailure::Wal(e) => write!(f, "{e}"),
+            StorageFailure::Snapshot(e) => write!(f, "snapshot: {e}"),
             StorageFailure::Io { path, source } => write!(f, "{}: {source}", path.display()),
             StorageFailure::Corrupt(why) => write!(f, "corrupt node storage: {why}"),
-            StorageFailure::Unsupported(what) => write!(f, "not supported yet: {what}"),
         }
     }
 }
@@ -50,8 +52,18 @@ impl StorageFailure {
     pub fn is_disk_full(&self) -> bool {
         match self {
             StorageFailure::Wal(raft_wal::Error::NoSpace { .. }) => true,
+            StorageFailure::Snapshot(raft_snapshot::Error::NoSpace { .. }) => true,
             StorageFailure::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
             _ => false,
+        }
+    }
+}
+
+impl From<raft_snapshot::Error> for StorageFailure {
+    fn from(e: raft_snapshot::Error) -> Self {
+        match e {
+            raft_snapshot::Error::Wal(w) => StorageFailure::Wal(w),
+            other => StorageFailure::Snapshot(other),
         }
     }
 }
@@ -62,9 +74,31 @@ impl From<raft_wal::Error> for StorageFailure {
     }
 }
 
-/// A node's durable state: WAL in `DIR/wal`, snapshot metadata in `DIR/snapshot.meta`.
+/// Snapshot settings of a node's storage.
+#[derive(Debug, Clone)]
+pub struct SnapshotPolicy {
+    /// Snapshots kept on disk (at least 1).
+    pub keep: usize,
+    /// Entries kept in the WAL below a snapshot (a recovery fallback if the
+    /// newest snapshot is found damaged).
+    pub trailing_entries: u64,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy {
+            keep: 2,
+            trailing_entries: 1_000,
+        }
+    }
+}
+
+/// A node's durable state: the WAL in `DIR/wal`, snapshots in `DIR/snapshots`.
 pub struct WalStorage {
     wal: Wal,
+    store: SnapshotStore,
+    policy: SnapshotPolicy,
+    /// The snapshot the log continues from (index 0: none yet, a joining node).
     snapshot: SnapshotMeta,
     /// The first read failure; reads through the [`Storage`] trait cannot return
     /// it, so the driver checks [`WalStorage::take_failure`] after each step.
@@ -94,92 +128,184 @@ fn to_wal_hs(hs: HardState) -> raft_wal::HardState {
     }
 }
 
-fn write_snapshot_meta(dir: &Path, meta: &SnapshotMeta) -> Result<(), StorageFailure> {
-    let body = postcard::to_stdvec(meta).expect("encoding into a Vec cannot fail");
-    let mut bytes = crc32fast::hash(&body).to_le_bytes().to_vec();
-    bytes.extend_from_slice(&body);
-    let tmp = dir.join(format!("{SNAPSHOT_META_FILE}.tmp"));
-    let path = dir.join(SNAPSHOT_META_FILE);
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| StorageFailure::Io { path, source }
-    };
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
+fn to_membership(c: &ConfState) -> Membership {
+    Membership {
+        voters: c.voters.clone(),
+        voters_outgoing: c.voters_outgoing.clone(),
+        learners: c.learners.clone(),
+        learners_next: c.learners_next.clone(),
     }
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
 }
 
-fn read_snapshot_meta(dir: &Path) -> Result<Option<SnapshotMeta>, StorageFailure> {
-    let path = dir.join(SNAPSHOT_META_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(StorageFailure::Io { path, source }),
-    };
-    let bad = || StorageFailure::Corrupt(format!("{} is damaged", path.display()));
-    if bytes.len() < 4 {
-        return Err(bad());
+fn to_conf(m: &Membership) -> ConfState {
+    ConfState {
+        voters: m.voters.clone(),
+        voters_outgoing: m.voters_outgoing.clone(),
+        learners: m.learners.clone(),
+        learners_next: m.learners_next.clone(),
     }
-    let (crc, body) = bytes.split_at(4);
-    if crc32fast::hash(body).to_le_bytes() != crc {
-        return Err(bad());
+}
+
+fn to_core_meta(m: &raft_snapshot::SnapshotMeta) -> SnapshotMeta {
+    SnapshotMeta {
+        index: m.index,
+        term: m.term,
+        conf: to_conf(&m.membership),
     }
-    postcard::from_bytes(body).map(Some).map_err(|_| bad())
+}
+
+fn to_file_meta(m: &SnapshotMeta) -> raft_snapshot::SnapshotMeta {
+    raft_snapshot::SnapshotMeta {
+        index: m.index,
+        term: m.term,
+        membership: to_membership(&m.conf),
+    }
 }
 
 impl WalStorage {
-    /// Opens the storage in `dir`. A directory that has never been used is
-    /// bootstrapped as a founding member of a cluster of `voters`: the initial
-    /// configuration becomes a snapshot at index 1, term 1 (the same for every
-    /// founding member, so it never conflicts).
+    /// Opens the storage in `dir` and reconciles the WAL with the snapshot
+    /// store (finishing a compaction a crash interrupted). A directory that has
+    /// never been used is bootstrapped as a founding member of a cluster of
+    /// `voters`: the initial configuration becomes a snapshot at index 1, term 1
+    /// (the same on every founding member, so it never conflicts). With no
+    /// `voters` the node starts empty and waits for a snapshot from a leader.
     pub fn open_or_bootstrap(dir: &Path, voters: &[u64]) -> Result<WalStorage, StorageFailure> {
+        Self::open_with(dir, voters, SnapshotPolicy::default())
+    }
+
+    /// [`open_or_bootstrap`](Self::open_or_bootstrap) with a snapshot policy.
+    pub fn open_with(
+        dir: &Path,
+        voters: &[u64],
+        policy: SnapshotPolicy,
+    ) -> Result<WalStorage, StorageFailure> {
         std::fs::create_dir_all(dir).map_err(|source| StorageFailure::Io {
             path: dir.to_path_buf(),
             source,
         })?;
         let mut wal = Wal::open(dir.join("wal"), Options::default())?;
-        let snapshot = match read_snapshot_meta(dir)? {
-            Some(meta) => meta,
-            None => {
+        let store = SnapshotStore::open(
+            dir.join("snapshots"),
+            StoreOptions {
+                keep: policy.keep.max(1),
+                ..StoreOptions::default()
+            },
+        )?;
+        let recovered = compaction::recover(&store, &mut wal, policy.trailing_entries)?;
+        for d in &recovered.damaged {
+            tracing::error!(index = d.id.index, term = d.id.term, path = %d.path.display(), error = %d.error, "damaged snapshot set aside");
+        }
+        let fresh = recovered.snapshot.is_none()
+            && wal.last_index() == 0
+            && wal.hard_state() == raft_wal::HardState::default();
+        let snapshot = match recovered.snapshot {
+            Some(h) => to_core_meta(&h.meta),
+            None if fresh && !voters.is_empty() => {
                 let meta = SnapshotMeta {
                     index: 1,
                     term: 1,
                     conf: ConfState::with_voters(voters.iter().copied()),
                 };
+                compaction::take_snapshot(&store, &mut wal, to_file_meta(&meta), 0, |w| {
+                    KvStore::default().write_snapshot(w)
+                })?;
                 wal.set_hard_state(raft_wal::HardState {
                     term: 1,
                     vote: None,
                     commit: 1,
                 })?;
-                wal.compact_prefix(1)?;
-                write_snapshot_meta(dir, &meta)?;
+                wal.sync()?;
+                tracing::info!(?voters, "bootstrapped a new cluster member");
                 meta
             }
+            None if wal.first_index() == 1 => SnapshotMeta::default(),
+            None => {
+                return Err(StorageFailure::Corrupt(format!(
+                    "the WAL starts at index {} but there is no snapshot to cover the entries before it",
+                    wal.first_index()
+                )))
+            }
         };
-        if wal.first_index() != snapshot.index + 1 {
-            wal.compact_prefix(snapshot.index)?;
-        }
         Ok(WalStorage {
             wal,
+            store,
+            policy,
             snapshot,
             failure: RefCell::new(None),
         })
     }
 
+    /// The snapshot the log continues from.
+    pub fn snapshot(&self) -> &SnapshotMeta {
+        &self.snapshot
+    }
+
+    /// The snapshot store (to stream a snapshot to a follower, or receive one).
+    pub fn store(&self) -> &SnapshotStore {
+        &self.store
+    }
+
+    /// True if the store holds snapshot `id`.
+    pub fn has_snapshot(&self, id: SnapshotId) -> bool {
+        self.store.list().is_ok_and(|ids| ids.contains(&id))
+    }
+
+    /// Replaces `kv` with the state of the current snapshot (start-up, and
+    /// after installing a snapshot from the leader).
+    pub fn load_state(&self, kv: &mut KvStore) -> Result<(), StorageFailure> {
+        if self.snapshot.index == 0 {
+            *kv = KvStore::default();
+            return Ok(());
+        }
+        let id = SnapshotId {
+            index: self.snapshot.index,
+            term: self.snapshot.term,
+        };
+        let mut reader = self.store.open_snapshot(id)?;
+        kv.restore_snapshot(self.snapshot.index, &mut reader)
+            .map_err(|e| StorageFailure::Snapshot(raft_snapshot::Error::from_io(e)))?;
+        // Reading to the end verified the body checksum; make sure it was all read.
+        if !reader.is_verified() {
+            let mut rest = std::io::sink();
+            std::io::copy(&mut reader, &mut rest)
+                .map_err(|e| StorageFailure::Snapshot(raft_snapshot::Error::from_io(e)))?;
+        }
+        Ok(())
+    }
+
+    /// Takes a snapshot at `meta` (the state machine's applied index) with
+    /// `write_state`, then compacts the WAL per the contract.
+    pub fn take_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        write_state: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<(), StorageFailure> {
+        if meta.index <= self.snapshot.index {
+            return Ok(());
+        }
+        self.wal.sync()?;
+        let header = compaction::take_snapshot(
+            &self.store,
+            &mut self.wal,
+            to_file_meta(&meta),
+            self.policy.trailing_entries,
+            |w| write_state(w),
+        )?;
+        tracing::info!(
+            index = meta.index,
+            term = meta.term,
+            bytes = header.file_bytes(),
+            "took a snapshot and compacted the WAL"
+        );
+        self.snapshot = meta;
+        Ok(())
+    }
+
     /// Makes the persistent parts of `rd` durable (entries, then hard state, one
     /// fsync). Must complete before `rd.persisted_messages` are sent.
     pub fn persist(&mut self, rd: &Ready) -> Result<(), StorageFailure> {
-        if rd.snapshot.is_some() {
-            return Err(StorageFailure::Unsupported(
-                "installing a snapshot (lands with raft-snapshot)",
-            ));
+        if let Some(meta) = &rd.snapshot {
+            self.install_snapshot(meta)?;
         }
         let entries: Vec<&Entry> = rd
             .entries
@@ -198,6 +324,28 @@ impl WalStorage {
             self.wal.set_hard_state(to_wal_hs(hs))?;
         }
         self.wal.sync()?;
+        Ok(())
+    }
+
+    /// Installs a snapshot received from the leader (already durable in the
+    /// store): the core discards its whole log for it, and so does the WAL.
+    fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageFailure> {
+        let id = SnapshotId {
+            index: meta.index,
+            term: meta.term,
+        };
+        self.store.verify(id)?;
+        let (first, last) = (self.wal.first_index(), self.wal.last_index());
+        if first <= last && last > meta.index {
+            self.wal.truncate_suffix((meta.index + 1).max(first))?;
+        }
+        compaction::compact_wal(&mut self.wal, id, 0)?;
+        tracing::info!(
+            index = meta.index,
+            term = meta.term,
+            "installed a snapshot from the leader"
+        );
+        self.snapshot = meta.clone();
         Ok(())
     }
 

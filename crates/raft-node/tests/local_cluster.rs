@@ -109,3 +109,41 @@ fn reads_see_acknowledged_writes_and_cas_and_delete_report_outcomes() {
     assert_eq!(del(&c), Applied::Delete { deleted: false });
     assert_eq!(c.read(key, T).unwrap(), None);
 }
+
+#[test]
+fn snapshots_compact_the_log_and_catch_up_a_lagging_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = LocalCluster::start_with(dir.path(), 3, 25).unwrap();
+    assert!(c.wait_for(T, |c| c.leader().is_some()), "no leader");
+    let leader = c.leader().unwrap();
+    let lagging = (1..=3).find(|&i| i != leader).unwrap();
+    c.stop_node(lagging);
+    for i in 0..120 {
+        put(&c, i);
+    }
+    let running = c.running();
+    assert!(c.wait_for(T, |c| running
+        .iter()
+        .all(|&id| c.status(id).snapshot_index >= 100)));
+
+    // The stopped node is behind the leader's snapshot: it gets the snapshot.
+    c.start_node(lagging).unwrap();
+    assert!(
+        c.wait_for(T, |c| c.running().len() == 3 && all_have(c, 120)),
+        "lagging node did not catch up: {:?}",
+        c.status(lagging)
+    );
+    assert!(c.status(lagging).snapshot_index >= 100);
+
+    // A full restart restores every node from its snapshot plus its WAL.
+    c.shutdown();
+    let wal_dir = c.node_dir(leader).join("wal");
+    drop(c);
+    let report = raft_wal::inspect(&raft_wal::fs::StdFs, &wal_dir, &mut |_, _, _| {}).unwrap();
+    assert!(
+        report.first_index > 50 && report.snapshot_marker.is_some_and(|(i, _)| i >= 100),
+        "the leader's WAL was compacted after its snapshot: {report:?}"
+    );
+    let c = LocalCluster::start_with(dir.path(), 3, 25).unwrap();
+    assert!(c.wait_for(T, |c| c.leader().is_some() && all_have(c, 120)));
+}

@@ -21,6 +21,10 @@ fn ok(out: Output) -> String {
 }
 
 fn write_configs(dir: &Path, base: u16) -> Vec<PathBuf> {
+    write_configs_with(dir, base, "")
+}
+
+fn write_configs_with(dir: &Path, base: u16, extra: &str) -> Vec<PathBuf> {
     let members: String = (1..=3)
         .map(|i| {
             format!(
@@ -34,7 +38,7 @@ fn write_configs(dir: &Path, base: u16) -> Vec<PathBuf> {
         .map(|i| {
             let path = dir.join(format!("node-{i}.toml"));
             let text = format!(
-                "id = {i}\ndata_dir = \"{}\"\npeer_addr = \"127.0.0.1:{}\"\nclient_addr = \"127.0.0.1:{}\"\ntls_dir = \"{}\"\nelection_timeout_ms = 300\n\n{members}",
+                "id = {i}\ndata_dir = \"{}\"\npeer_addr = \"127.0.0.1:{}\"\nclient_addr = \"127.0.0.1:{}\"\ntls_dir = \"{}\"\nelection_timeout_ms = 300\n{extra}\n{members}",
                 dir.join(format!("node-{i}")).display(),
                 base + 100 + i,
                 base + i,
@@ -206,4 +210,77 @@ fn bad_configs_exit_nonzero_naming_the_problem() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope.toml"));
+}
+
+fn status_of(url: &str) -> Option<serde_json::Value> {
+    let out = bin().args(["status", "--endpoints", url]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let json = text.split_once("  ")?.1.trim();
+    serde_json::from_str(json).ok()
+}
+
+#[test]
+fn a_lagging_node_catches_up_by_snapshot_over_quic() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = 20_000 + ((std::process::id() + 7_777) % 20_000) as u16;
+    ok(bin()
+        .args(["certs", "--ids", "1,2,3", "--out"])
+        .arg(dir.path().join("certs"))
+        .output()
+        .unwrap());
+    let configs = write_configs_with(
+        dir.path(),
+        base,
+        "snapshot_threshold_entries = 50\ntrailing_entries = 5\n",
+    );
+    let eps = endpoints(base);
+    let mut nodes = start(&configs);
+    client_until_ok(&["put", "first", "1"], &eps);
+    // Stop node 3; the others write far past several snapshots.
+    let third = nodes.pop().unwrap();
+    sigterm_all(vec![third]);
+    let two = endpoints(base).rsplit_once(',').unwrap().0.to_string();
+    let bench = client_until_ok(
+        &[
+            "bench",
+            "--quiet",
+            "--json",
+            "--clients",
+            "8",
+            "--requests",
+            "400",
+            "--keys",
+            "100",
+        ],
+        &two,
+    );
+    assert!(bench.contains("\"ok\":400"), "{bench}");
+    // Node 3 restarts behind the leader's snapshot and must receive it.
+    nodes.extend(start(&configs[2..]));
+    let url3 = format!("http://127.0.0.1:{}", base + 3);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let converged = loop {
+        let s: Vec<_> = (1..=3)
+            .map(|i| status_of(&format!("http://127.0.0.1:{}", base + i)))
+            .collect();
+        let done = s.iter().all(|x| x.is_some()) && {
+            let s: Vec<_> = s.into_iter().flatten().collect();
+            s.iter().all(|x| {
+                x["applied_index"] == s[0]["applied_index"] && x["digest"] == s[0]["digest"]
+            }) && s[2]["snapshot_index"].as_u64().unwrap_or(0) > 50
+        };
+        if done {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(converged, "node 3 did not catch up: {:?}", status_of(&url3));
+    assert_eq!(
+        client_until_ok(&["get", "first", "--stale"], &url3).trim(),
+        "1"
+    );
+    sigterm_all(nodes);
 }

@@ -11,6 +11,7 @@
 //! an async worker.
 
 mod requests;
+mod snapshot;
 mod status;
 mod waiters;
 
@@ -45,6 +46,13 @@ pub enum Input {
     Peer(Message),
     /// A client request.
     Client(Request),
+    /// The transport finished sending a snapshot to a follower.
+    SnapshotReport {
+        /// The follower.
+        to: u64,
+        /// Whether it was delivered (false: the leader probes and retries).
+        delivered: bool,
+    },
     /// Finish the current batch (its fsync included) and stop.
     Stop,
 }
@@ -65,6 +73,9 @@ pub struct DriverOptions {
     pub request_timeout: Duration,
     /// Seed of the core's election-timeout randomness.
     pub seed: u64,
+    /// Take a snapshot once this many entries were applied since the last
+    /// one (0: only on request).
+    pub snapshot_threshold_entries: u64,
 }
 
 impl DriverOptions {
@@ -81,6 +92,7 @@ impl DriverOptions {
             heartbeat_ticks: 1,
             request_timeout: Duration::from_secs(5),
             seed: id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ nanos,
+            snapshot_threshold_entries: 10_000,
         }
     }
 }
@@ -163,6 +175,11 @@ impl DriverHandle {
         let _ = self.inbox.send(Input::Client(req));
     }
 
+    /// Reports the end of a snapshot transfer to `to`.
+    pub fn report_snapshot(&self, to: u64, delivered: bool) {
+        let _ = self.inbox.send(Input::SnapshotReport { to, delivered });
+    }
+
     /// The status the driver last published.
     pub fn status(&self) -> NodeStatus {
         status::lock(&self.status).clone()
@@ -183,8 +200,10 @@ fn run(
     cfg.seed = opts.seed;
     cfg.election_timeout_ticks = opts.election_ticks;
     cfg.heartbeat_interval_ticks = opts.heartbeat_ticks;
-    let mut node = RawNode::new(cfg, storage).map_err(|e| e.to_string())?;
     let mut kv = KvStore::default();
+    storage.load_state(&mut kv).map_err(|e| e.to_string())?;
+    cfg.applied_index = kv.applied_index();
+    let mut node = RawNode::new(cfg, storage).map_err(|e| e.to_string())?;
     let mut waiters = Waiters::new(opts.request_timeout);
     let mut next_tick = Instant::now() + opts.tick;
     let mut stopping = false;
@@ -201,11 +220,32 @@ fn run(
         for input in &mut batch {
             match input {
                 Input::Peer(m) => {
+                    if let Some(snap) = crate::snapshot_transfer::snapshot_of(&m) {
+                        // Only a snapshot already verified and durable here may be installed.
+                        if !node.storage().has_snapshot(snap) {
+                            tracing::warn!(
+                                node = id,
+                                from = m.from,
+                                index = snap.index,
+                                "InstallSnapshot without its snapshot file; dropped"
+                            );
+                            continue;
+                        }
+                    }
                     if let Err(e) = node.step(m) {
                         tracing::debug!(node = id, error = %e, "peer message rejected");
                     }
                 }
+                Input::Client(Request::Snapshot { reply }) => {
+                    let taken = snapshot::take(&mut node, &kv).map_err(|e| {
+                        let err = ClientError::from_storage(&e);
+                        tracing::error!(node = id, error = %e, "snapshot failed");
+                        err
+                    });
+                    let _ = reply.send(taken);
+                }
                 Input::Client(req) => waiters.submit(&mut node, &kv, req),
+                Input::SnapshotReport { to, delivered } => node.report_snapshot(to, delivered),
                 Input::Stop => {
                     stopping = true;
                     break;
@@ -227,7 +267,13 @@ fn run(
             for m in rd.messages.iter().cloned() {
                 transport.send(m);
             }
-            if let Err(e) = node.storage_mut().persist(&rd) {
+            let persisted = node.storage_mut().persist(&rd).and_then(|()| {
+                if rd.snapshot.is_some() {
+                    node.storage().load_state(&mut kv)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = persisted {
                 waiters.fail_all(ClientError::from_storage(&e));
                 return Err(e.to_string());
             }
@@ -253,6 +299,15 @@ fn run(
             node.advance();
         }
         waiters.serve_reads(&kv);
+        if opts.snapshot_threshold_entries > 0
+            && kv.applied_index()
+                >= node.storage().snapshot().index + opts.snapshot_threshold_entries
+        {
+            if let Err(e) = snapshot::take(&mut node, &kv) {
+                waiters.fail_all(ClientError::from_storage(&e));
+                return Err(e.to_string());
+            }
+        }
         if let Some(f) = node.storage().take_failure() {
             waiters.fail_all(ClientError::from_storage(&f));
             return Err(f.to_string());

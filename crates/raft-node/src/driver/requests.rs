@@ -41,6 +41,11 @@ pub enum Request {
         /// Gets the log index of the change.
         reply: Reply<u64>,
     },
+    /// Take a snapshot of the applied state now; answered with its index.
+    Snapshot {
+        /// Gets the snapshot's index.
+        reply: Reply<u64>,
+    },
     /// Hand leadership to `to`; answered when the transfer has started.
     TransferLeader {
         /// Target voter.

@@ -93,6 +93,12 @@ impl Waiters {
                     }
                 }
             }
+            Request::Snapshot { reply } => {
+                // Handled by the driver loop itself; never routed here.
+                let _ = reply.send(Err(ClientError::Invalid(
+                    "misrouted snapshot request".into(),
+                )));
+            }
             Request::TransferLeader { to, reply } => {
                 let _ = reply.send(node.transfer_leader(to).map_err(ClientError::from_core));
             }

@@ -38,6 +38,8 @@ pub(super) async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_jso
         "voters": s.voters,
         "voters_outgoing": s.voters_outgoing,
         "learners": s.learners,
+        "keys": s.keys,
+        "digest": s.digest,
         "failed": s.failed,
     }))
 }

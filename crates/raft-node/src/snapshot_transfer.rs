@@ -1,0 +1,231 @@
+//! Shipping snapshots to followers over the transport's bulk lane.
+//!
+//! The leader's core asks for a snapshot to be sent with an `InstallSnapshot`
+//! message. The node streams the snapshot file as checksummed chunks
+//! ([`raft_snapshot::Chunk`]) on the bulk lane, so heartbeats and appends on
+//! the message lane are never delayed; the `InstallSnapshot` message rides on
+//! the last chunk. The follower feeds the chunks to a
+//! [`raft_snapshot::SnapshotReceiver`], which verifies the header, every chunk
+//! and the body checksum before the file becomes visible in its store; only
+//! then is the `InstallSnapshot` message stepped into its core. A transfer
+//! that breaks or is refused is reported to the leader's core, which probes
+//! and sends again.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use raft_core::{Message, MessageBody};
+use raft_snapshot::{Chunk, Received, SnapshotId, SnapshotReceiver, SnapshotStore};
+use serde::{Deserialize, Serialize};
+
+/// Bytes per chunk.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// How long to wait for queue space for one chunk before giving up.
+const CHUNK_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After the last chunk is queued, how long the follower has to install the
+/// snapshot and answer before the leader treats the transfer as failed (a
+/// no-op if the follower already answered).
+const ACK_GRACE: Duration = Duration::from_secs(10);
+
+/// One chunk of a snapshot on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotPiece {
+    /// Sending node (checked against its certificate by the transport).
+    pub from: u64,
+    /// Last included index of the snapshot.
+    pub index: u64,
+    /// Term of that entry.
+    pub term: u64,
+    /// Byte offset of `data` in the snapshot file.
+    pub offset: u64,
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// True on the last chunk.
+    pub done: bool,
+    /// Checksum of `offset`, `done` and `data`.
+    pub crc: u32,
+    /// The leader's `InstallSnapshot` message, on the last chunk.
+    pub install: Option<Message>,
+}
+
+impl raft_net::Envelope for SnapshotPiece {
+    fn claimed_sender(&self) -> Option<u64> {
+        Some(self.from)
+    }
+}
+
+/// The transport the node uses: raft messages, snapshot pieces in bulk.
+pub type PeerNet = raft_net::Transport<Message, SnapshotPiece>;
+
+/// The snapshot an `InstallSnapshot` message asks to ship, if it is one.
+pub fn snapshot_of(msg: &Message) -> Option<SnapshotId> {
+    match &msg.body {
+        MessageBody::InstallSnapshot { snapshot, .. } => Some(SnapshotId {
+            index: snapshot.index,
+            term: snapshot.term,
+        }),
+        _ => None,
+    }
+}
+
+/// Streams snapshot `id` to `msg.to`; returns whether every chunk was queued.
+pub async fn send(net: &PeerNet, store: &SnapshotStore, msg: Message, id: SnapshotId) -> bool {
+    let to = msg.to;
+    let mut source = match tokio::task::block_in_place(|| store.chunks(id, CHUNK_BYTES)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(to, index = id.index, error = %e, "cannot open snapshot to send");
+            return false;
+        }
+    };
+    let mut install = Some(msg);
+    loop {
+        let chunk = match tokio::task::block_in_place(|| source.next_chunk()) {
+            Ok(Some(c)) => c,
+            Ok(None) => return true,
+            Err(e) => {
+                tracing::warn!(to, index = id.index, error = %e, "cannot read snapshot to send");
+                return false;
+            }
+        };
+        let piece = SnapshotPiece {
+            from: net.id(),
+            index: id.index,
+            term: id.term,
+            offset: chunk.offset,
+            done: chunk.done,
+            crc: chunk.crc,
+            install: if chunk.done { install.take() } else { None },
+            data: chunk.data,
+        };
+        match tokio::time::timeout(CHUNK_SEND_TIMEOUT, net.send_bulk_wait(to, piece)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(to, index = id.index, error = %e, "snapshot transfer failed");
+                return false;
+            }
+            Err(_) => {
+                tracing::warn!(to, index = id.index, "snapshot transfer stalled");
+                return false;
+            }
+        }
+    }
+}
+
+/// Ships snapshots for the leader: at most one transfer per follower at a time.
+pub struct Shipper {
+    net: PeerNet,
+    store: SnapshotStore,
+    runtime: tokio::runtime::Handle,
+    active: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
+}
+
+impl Shipper {
+    /// A shipper sending from `store` over `net`, spawning on `runtime`.
+    pub fn new(net: PeerNet, store: SnapshotStore, runtime: tokio::runtime::Handle) -> Self {
+        Shipper {
+            net,
+            store,
+            runtime,
+            active: Default::default(),
+        }
+    }
+
+    /// Starts shipping `id` with `msg` unless a transfer to `msg.to` is
+    /// running; `report(to, delivered)` is called when it ends.
+    pub fn ship(&self, msg: Message, id: SnapshotId, report: impl Fn(u64, bool) + Send + 'static) {
+        let to = msg.to;
+        if !self
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(to)
+        {
+            return;
+        }
+        let (net, store, active) = (self.net.clone(), self.store.clone(), self.active.clone());
+        self.runtime.spawn(async move {
+            tracing::info!(to, index = id.index, term = id.term, "sending snapshot");
+            let queued = send(&net, &store, msg, id).await;
+            if queued {
+                tokio::time::sleep(ACK_GRACE).await;
+            }
+            active.lock().unwrap_or_else(|e| e.into_inner()).remove(&to);
+            // A no-op if the follower already acknowledged the snapshot.
+            report(to, false);
+        });
+    }
+}
+
+/// Receives snapshot pieces from leaders into the node's store.
+pub struct Intake {
+    store: SnapshotStore,
+    transfers: HashMap<u64, (SnapshotId, SnapshotReceiver)>,
+}
+
+impl Intake {
+    /// Receives into `store`.
+    pub fn new(store: SnapshotStore) -> Self {
+        Intake {
+            store,
+            transfers: HashMap::new(),
+        }
+    }
+
+    /// Takes one piece from `from`. Returns the `InstallSnapshot` message to
+    /// step once the whole snapshot is verified and durable in the store.
+    pub fn accept(&mut self, from: u64, piece: SnapshotPiece) -> Option<Message> {
+        let id = SnapshotId {
+            index: piece.index,
+            term: piece.term,
+        };
+        if piece.offset == 0 {
+            // A new transfer (or a restarted one) replaces whatever was in progress.
+            if let Some((_, old)) = self.transfers.remove(&from) {
+                old.abort();
+            }
+            let rx = self.store.receiver().expecting(id);
+            self.transfers.insert(from, (id, rx));
+        }
+        let Some((current, rx)) = self.transfers.get_mut(&from) else {
+            tracing::debug!(
+                from,
+                offset = piece.offset,
+                "snapshot piece without a transfer"
+            );
+            return None;
+        };
+        if *current != id {
+            tracing::debug!(from, "snapshot piece of another transfer");
+            return None;
+        }
+        let chunk = Chunk {
+            offset: piece.offset,
+            data: piece.data,
+            done: piece.done,
+            crc: piece.crc,
+        };
+        match tokio::task::block_in_place(|| rx.accept(&chunk)) {
+            Ok(Received::Progress { .. }) => None,
+            Ok(Received::Installed(h)) => {
+                self.transfers.remove(&from);
+                tracing::info!(
+                    from,
+                    index = h.meta.index,
+                    term = h.meta.term,
+                    "received snapshot"
+                );
+                piece.install
+            }
+            Err(e) => {
+                tracing::warn!(from, index = id.index, error = %e, "snapshot transfer refused");
+                if let Some((_, rx)) = self.transfers.remove(&from) {
+                    rx.abort();
+                }
+                None
+            }
+        }
+    }
+}
