@@ -12,6 +12,7 @@ pub enum Command {
         /// Key.
         key: String,
         /// Value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Remove `key`.

@@ -106,17 +106,19 @@ pub struct WalStorage {
 }
 
 fn encode_entry(e: &Entry) -> Vec<u8> {
-    postcard::to_stdvec(&(&e.kind, &e.data)).expect("encoding into a Vec cannot fail")
+    // Bytes, not a sequence of u8: identical encoding, much faster.
+    postcard::to_stdvec(&(&e.kind, serde_bytes::Bytes::new(&e.data)))
+        .expect("encoding into a Vec cannot fail")
 }
 
 fn decode_entry(index: u64, term: u64, bytes: &[u8]) -> Result<Entry, StorageFailure> {
-    let (kind, data): (EntryKind, Vec<u8>) = postcard::from_bytes(bytes)
+    let (kind, data): (EntryKind, serde_bytes::ByteBuf) = postcard::from_bytes(bytes)
         .map_err(|e| StorageFailure::Corrupt(format!("entry {index}: {e}")))?;
     Ok(Entry {
         index,
         term,
         kind,
-        data,
+        data: data.into_vec(),
     })
 }
 
