@@ -30,6 +30,10 @@ pub struct StoreOptions {
     pub keep: usize,
     /// zstd compression level. Default [`DEFAULT_LEVEL`].
     pub level: i32,
+    /// Background compression threads (0 = compress on the writing thread).
+    /// Default 0: a node's cores belong to the node; see the README for
+    /// what more buys on an idle machine.
+    pub workers: u32,
 }
 
 impl Default for StoreOptions {
@@ -37,6 +41,7 @@ impl Default for StoreOptions {
         StoreOptions {
             keep: 2,
             level: DEFAULT_LEVEL,
+            workers: 0,
         }
     }
 }
@@ -253,7 +258,8 @@ impl SnapshotStore {
     /// Nothing is visible until the commit returns.
     pub fn create(&self, meta: SnapshotMeta) -> Result<PendingSnapshot> {
         let (tmp, file) = self.create_tmp(&file_name(meta.id()))?;
-        let writer = SnapshotWriter::new(FileWriter::new(file), meta, self.inner.options.level)
+        let o = &self.inner.options;
+        let writer = SnapshotWriter::with_workers(FileWriter::new(file), meta, o.level, o.workers)
             .map_err(|e| e.with_path(Some(&tmp)));
         match writer {
             Ok(w) => Ok(PendingSnapshot {

@@ -76,8 +76,21 @@ pub struct SnapshotWriter<W: Write + Seek> {
 
 impl<W: Write + Seek> SnapshotWriter<W> {
     /// Starts a snapshot at the current position of `inner`, compressing at
-    /// zstd `level` (1..=22; negative levels are faster still).
-    pub fn new(mut inner: W, meta: SnapshotMeta, level: i32) -> Result<SnapshotWriter<W>> {
+    /// zstd `level` (1..=22; negative levels are faster still) on the calling
+    /// thread.
+    pub fn new(inner: W, meta: SnapshotMeta, level: i32) -> Result<SnapshotWriter<W>> {
+        SnapshotWriter::with_workers(inner, meta, level, 0)
+    }
+
+    /// Like [`new`](Self::new), but compresses on `workers` background
+    /// threads of libzstd (0 = on the calling thread). Worth it only with
+    /// idle cores; the output is a normal snapshot either way.
+    pub fn with_workers(
+        mut inner: W,
+        meta: SnapshotMeta,
+        level: i32,
+        workers: u32,
+    ) -> Result<SnapshotWriter<W>> {
         let range = zstd::compression_level_range();
         if !range.contains(&level) {
             return Err(Error::InvalidArgument(format!(
@@ -102,6 +115,10 @@ impl<W: Write + Seek> SnapshotWriter<W> {
         // decompressed bytes on top of the CRC over the compressed ones.
         enc.include_checksum(true)
             .map_err(|e| Error::io("zstd init", None, e))?;
+        if workers > 0 {
+            enc.multithread(workers)
+                .map_err(|e| Error::io("zstd init", None, e))?;
+        }
         Ok(SnapshotWriter {
             input: BufWriter::with_capacity(INPUT_BUFFER_BYTES, enc),
             meta,

@@ -203,3 +203,14 @@ fn invalid_level_is_refused() {
     let res = SnapshotWriter::new(Cursor::new(Vec::new()), meta(), 99);
     assert!(matches!(res, Err(Error::InvalidArgument(_))));
 }
+
+#[test]
+fn compression_on_worker_threads_round_trips() {
+    let mut state = Vec::new();
+    KvState::new(3, 8 << 20).read_to_end(&mut state).unwrap();
+    let mut w = SnapshotWriter::with_workers(Cursor::new(Vec::new()), meta(), 1, 2).unwrap();
+    w.write_all(&state).unwrap();
+    let (c, h) = w.finish().unwrap();
+    assert_eq!(h.uncompressed_bytes, state.len() as u64);
+    assert_eq!(restore(&c.into_inner()).unwrap(), state);
+}
