@@ -238,7 +238,11 @@ impl<R: Read> SnapshotReader<R> {
     fn read_body(&mut self, buf: &mut [u8]) -> Result<usize> {
         match self.state {
             State::Verified => return Ok(0),
-            State::Failed => return Err(Error::TransferClosed),
+            State::Failed => {
+                return Err(Error::InvalidArgument(
+                    "the snapshot reader already failed verification".into(),
+                ))
+            }
             State::Reading => {}
         }
         if buf.is_empty() {
