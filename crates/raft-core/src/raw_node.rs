@@ -201,6 +201,7 @@ impl<S: Storage> RawNode<S> {
             return false;
         }
         self.broadcast_pending
+            || (self.role == Role::Leader && self.read_only.round_wanted())
             || !self.msgs_now.is_empty()
             || !self.msgs_after_persist.is_empty()
             || self.role_state() != self.prev_role

@@ -405,3 +405,22 @@ fn a_leader_elected_in_this_batch_speaks_only_after_persisting_its_vote() {
     persist(&mut n, &rd);
     n.advance();
 }
+
+#[test]
+fn a_read_starts_its_heartbeat_round_without_waiting_for_a_tick() {
+    let mut net = Network::new(&[1, 2, 3]);
+    net.elect(1);
+    net.settle();
+    assert!(!net.node(1).has_ready());
+    net.node(1).read_index(b"now".to_vec()).unwrap();
+    assert!(
+        net.node(1).has_ready(),
+        "the read's round must go out at once, not at the next heartbeat tick"
+    );
+    net.settle();
+    assert_eq!(
+        net.node(1).pending_read_count(),
+        0,
+        "confirmed by a quorum without any tick"
+    );
+}
