@@ -308,6 +308,9 @@ struct Inner<M, B> {
     peers: RwLock<HashMap<NodeId, Peer<M, B>>>,
     registry: Arc<Registry>,
     accept_task: JoinHandle<()>,
+    /// The runtime the transport was started in; peer tasks are spawned on it,
+    /// so `add_peer` works from any thread (e.g. a driver thread outside Tokio).
+    runtime: tokio::runtime::Handle,
 }
 
 impl<M, B> Drop for Inner<M, B> {
@@ -545,6 +548,7 @@ impl<M: Wire, B: Wire> Transport<M, B> {
             peers: RwLock::new(HashMap::new()),
             registry,
             accept_task,
+            runtime: tokio::runtime::Handle::current(),
         };
         let transport = Transport {
             inner: Arc::new(inner),
@@ -558,6 +562,7 @@ impl<M: Wire, B: Wire> Transport<M, B> {
 
     /// Adds (or re-addresses) a peer and starts dialing it. Re-adding a peer with a new
     /// address drops what was queued for the old one. Adding this node's own id is ignored.
+    /// Callable from any thread, inside the transport's Tokio runtime or not.
     ///
     /// ```
     /// # use raft_net::*;
@@ -601,7 +606,7 @@ impl<M: Wire, B: Wire> Transport<M, B> {
             addr,
             counters: counters.clone(),
         };
-        let task = tokio::spawn(out.run(msg_rx, bulk_rx));
+        let task = self.inner.runtime.spawn(out.run(msg_rx, bulk_rx));
         peers.insert(
             id,
             Peer {

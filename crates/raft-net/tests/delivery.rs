@@ -325,3 +325,29 @@ async fn snapshot_transfer_does_not_delay_heartbeats() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_can_be_added_and_messages_sent_from_a_thread_outside_the_runtime() {
+    init_tracing();
+    let dir = make_certs(&[1, 2]);
+    let (a, _a_inbox) = start(1, dir.path());
+    let (b, mut b_inbox) = start(2, dir.path());
+    let epoch = Instant::now();
+    // A plain OS thread (like raft-node's driver thread) with no Tokio context.
+    let (a2, b_addr) = (a.clone(), b.local_addr());
+    std::thread::spawn(move || {
+        a2.add_peer(2, b_addr);
+        while a2.send(2, msg(1, 0, epoch)).is_err() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+    .join()
+    .expect("add_peer and send work outside the runtime");
+    let (from, item) = recv_within(&mut b_inbox, Duration::from_secs(10))
+        .await
+        .expect("message");
+    assert_eq!(from, 1);
+    assert!(matches!(item, Inbound::Message(m) if m.seq == 0));
+    a.shutdown().await;
+    b.shutdown().await;
+}
