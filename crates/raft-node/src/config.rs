@@ -17,7 +17,7 @@
 //! Optional keys and their defaults: `election_timeout_ms = 500`,
 //! `heartbeat_interval_ms = 50`, `snapshot_threshold_entries = 10000`,
 //! `snapshot_keep = 2`, `trailing_entries = 1000`, `max_value_bytes = 1048576`,
-//! `request_timeout_ms = 5000`. Unknown keys are an error that names them.
+//! `request_timeout_ms = 5000`, `join = false`. Unknown keys are an error that names them.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -53,8 +53,14 @@ pub struct NodeConfig {
     pub client_addr: SocketAddr,
     /// Directory with `ca.crt`, `node-<id>.crt` and `node-<id>.key`.
     pub tls_dir: PathBuf,
-    /// The founding members (this node included).
+    /// The members this node knows at start (this node included). Without
+    /// `join`, these are the founding voters the cluster bootstraps with.
     pub members: Vec<Member>,
+    /// Join an existing cluster instead of bootstrapping one: the node starts
+    /// with an empty log and waits for the leader's snapshot (add it first
+    /// with `POST /v1/members`).
+    #[serde(default)]
+    pub join: bool,
     /// Base election timeout (randomized up to twice this).
     #[serde(default = "defaults::election_timeout_ms")]
     pub election_timeout_ms: u64,

@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use raft_core::{ConfChange, Message};
 use raft_net::{Inbound, TlsConfig, TransportConfig};
 use tokio::task::JoinHandle;
@@ -87,7 +88,12 @@ impl Server {
         let tls = TlsConfig::load(&cfg.tls_dir, cfg.id)
             .map_err(|e| StartError(format!("TLS files in {}: {e}", cfg.tls_dir.display())))?;
         let data_dir = cfg.data_dir.clone();
-        let voters = cfg.member_ids();
+        // A joining node starts empty and waits for the leader's snapshot.
+        let voters = if cfg.join {
+            Vec::new()
+        } else {
+            cfg.member_ids()
+        };
         let policy = SnapshotPolicy {
             keep: cfg.snapshot_keep,
             trailing_entries: cfg.trailing_entries,
@@ -139,7 +145,13 @@ impl Server {
 
         let listener = tokio::net::TcpListener::bind(cfg.client_addr)
             .await
-            .map_err(|e| StartError(format!("client_addr {}: {e}", cfg.client_addr)))?;
+            .map_err(|e| StartError(format!("client_addr {}: {e}", cfg.client_addr)))?
+            // Answers are small: send them at once rather than wait for Nagle.
+            .tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
         let metrics_net = net.clone();
         let state = Arc::new(ApiState {
             driver: handle,
@@ -169,6 +181,23 @@ impl Server {
             inbound,
             shutdown_http: Some(stop_tx),
         })
+    }
+
+    /// Resolves if the driver stops on its own (a storage failure, or a
+    /// panic on a broken invariant), with the reason. The process should then
+    /// exit: a node whose core is gone must not keep answering.
+    pub async fn failed(&self) -> String {
+        loop {
+            if !self.driver.is_running() {
+                return self
+                    .driver
+                    .handle()
+                    .status()
+                    .failed
+                    .unwrap_or_else(|| "the driver thread ended unexpectedly".into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// A handle to the node's driver.

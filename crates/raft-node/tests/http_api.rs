@@ -206,6 +206,14 @@ async fn follower_redirects_and_leader_serves_the_kv_api() {
         .await
         .unwrap();
     assert_eq!(m["members"].as_array().unwrap().len(), 3);
+    let r = client
+        .post(format!("{furl}/v1/snapshot"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let snap: Value = r.json().await.unwrap();
+    assert!(snap["snapshot_index"].as_u64().unwrap() >= index, "{snap}");
     let text = client
         .get(format!("{lurl}/metrics"))
         .send()

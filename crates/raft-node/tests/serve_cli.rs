@@ -284,3 +284,93 @@ fn a_lagging_node_catches_up_by_snapshot_over_quic() {
     );
     sigterm_all(nodes);
 }
+
+#[test]
+fn a_new_node_joins_through_the_membership_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = 20_000 + ((std::process::id() + 3_333) % 20_000) as u16;
+    ok(bin()
+        .args(["certs", "--ids", "1,2,3,4", "--out"])
+        .arg(dir.path().join("certs"))
+        .output()
+        .unwrap());
+    let configs = write_configs(dir.path(), base);
+    let eps = endpoints(base);
+    let mut nodes = start(&configs);
+    client_until_ok(&["put", "before", "join"], &eps);
+
+    // Node 4's config lists all four members and says it joins.
+    let four = dir.path().join("node-4.toml");
+    let text = std::fs::read_to_string(&configs[0]).unwrap();
+    let text = text
+        .replacen("id = 1\n", "id = 4\njoin = true\n", 1)
+        .replace("node-1\"", "node-4\"")
+        .replacen(
+            &format!("127.0.0.1:{}", base + 101),
+            &format!("127.0.0.1:{}", base + 104),
+            1,
+        )
+        .replacen(
+            &format!("127.0.0.1:{}", base + 1),
+            &format!("127.0.0.1:{}", base + 4),
+            1,
+        )
+        + &format!(
+            "[[members]]\nid = 4\npeer_addr = \"127.0.0.1:{}\"\nclient_addr = \"127.0.0.1:{}\"\n",
+            base + 104,
+            base + 4
+        );
+    std::fs::write(&four, text).unwrap();
+
+    // Add it as a voter through the leader (curl-like, via the CLI's HTTP client).
+    let add = format!(
+        "{{\"id\":4,\"peer_addr\":\"127.0.0.1:{}\",\"client_addr\":\"127.0.0.1:{}\"}}",
+        base + 104,
+        base + 4
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let added = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = client
+                .post(format!("http://127.0.0.1:{}/v1/members", base + 1))
+                .body(add.clone())
+                .send()
+                .await;
+            let last = match r {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() > deadline {
+                return Err(last);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    if let Err(e) = added {
+        panic!("adding node 4 failed: {e}");
+    }
+    nodes.extend(start(&[four]));
+    let url4 = format!("http://127.0.0.1:{}", base + 4);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status_of(&url4);
+        if s.as_ref()
+            .is_some_and(|s| s["voters"] == serde_json::json!([1, 2, 3, 4]) && s["keys"] == 1)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 4 did not join: {s:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        client_until_ok(&["get", "before", "--stale"], &url4).trim(),
+        "join"
+    );
+    // The four-node cluster keeps working.
+    let four_eps = format!("{eps},{url4}");
+    client_until_ok(&["put", "after", "join"], &four_eps);
+    sigterm_all(nodes);
+}

@@ -53,6 +53,7 @@ fn configs(args: &DemoArgs) -> Result<Vec<NodeConfig>, String> {
             client_addr: m.client_addr,
             tls_dir: dir.join("certs"),
             members: members.clone(),
+            join: false,
             election_timeout_ms: 500,
             heartbeat_interval_ms: 50,
             snapshot_threshold_entries: 10_000,

@@ -55,10 +55,16 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
     let rt = runtime()?;
     rt.block_on(async {
         let server = Server::start(&cfg).await.map_err(|e| e.to_string())?;
-        stop_signal().await;
+        let failure = tokio::select! {
+            _ = stop_signal() => None,
+            why = server.failed() => Some(why),
+        };
         tracing::info!(node = cfg.id, "stopping");
         server.shutdown().await;
-        Ok(())
+        match failure {
+            None => Ok(()),
+            Some(why) => Err(format!("node {} stopped: {why}", cfg.id)),
+        }
     })
 }
 

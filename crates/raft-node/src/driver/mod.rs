@@ -141,6 +141,12 @@ impl Driver {
         }
     }
 
+    /// False once the driver thread has ended (stopped, failed on storage, or
+    /// panicked on a broken invariant).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Stops the driver after its current batch and waits for it.
     pub fn stop(&mut self) {
         let _ = self.inbox.send(Input::Stop);

@@ -173,3 +173,18 @@ pub(super) async fn transfer_leader(
         Err(e) => Err(ApiError::from_client(&state, e, pq)),
     }
 }
+
+/// `POST /v1/snapshot`: snapshot this node's applied state now (and compact
+/// its WAL); answered with the snapshot's index. Any node, leader or not.
+pub(super) async fn snapshot(
+    State(state): State<Arc<ApiState>>,
+    uri: Uri,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    state.driver.submit(Request::Snapshot { reply });
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    match rx.await.map_err(Into::into).and_then(|r| r) {
+        Ok(index) => Ok(Json(serde_json::json!({ "snapshot_index": index }))),
+        Err(e) => Err(ApiError::from_client(&state, e, pq)),
+    }
+}

@@ -66,6 +66,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             axum::routing::delete(admin::remove_member),
         )
         .route("/v1/leader/transfer", post(admin::transfer_leader))
+        .route("/v1/snapshot", post(admin::snapshot))
         .route("/metrics", get(admin::metrics))
         .fallback(|| async { ApiError::new(404, "not_found", "no such route") })
         .with_state(state)
