@@ -64,10 +64,51 @@ impl Command {
 /// bounded far below this by the API).
 const MAX_SNAPSHOT_RECORD_BYTES: usize = 64 << 20;
 
+fn write_section<W: std::io::Write + ?Sized, T: serde::Serialize>(
+    out: &mut W,
+    count: usize,
+    records: impl Iterator<Item = T>,
+) -> std::io::Result<()> {
+    out.write_all(&(count as u64).to_le_bytes())?;
+    for r in records {
+        let rec = postcard::to_stdvec(&r).map_err(|e| std::io::Error::other(e.to_string()))?;
+        out.write_all(&(rec.len() as u32).to_le_bytes())?;
+        out.write_all(&rec)?;
+    }
+    Ok(())
+}
+
+fn read_section<T: serde::de::DeserializeOwned, R: std::io::Read + ?Sized>(
+    input: &mut R,
+) -> std::io::Result<Vec<T>> {
+    let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
+    let mut n = [0u8; 8];
+    input.read_exact(&mut n)?;
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    for _ in 0..u64::from_le_bytes(n) {
+        let mut len = [0u8; 4];
+        input.read_exact(&mut len)?;
+        let len = u32::from_le_bytes(len) as usize;
+        if len > MAX_SNAPSHOT_RECORD_BYTES {
+            return Err(bad("snapshot record too large"));
+        }
+        buf.resize(len, 0);
+        input.read_exact(&mut buf)?;
+        out.push(postcard::from_bytes(&buf).map_err(|_| bad("undecodable snapshot record"))?);
+    }
+    Ok(out)
+}
+
 /// A key-value map built by applying committed commands in log order.
 #[derive(Debug, Default, Clone)]
 pub struct KvStore {
     map: BTreeMap<String, Vec<u8>>,
+    /// What the proposer of each applied membership change attached about the
+    /// member it added (its addresses), by node id. Replicated state: it
+    /// travels in snapshots, so a restarted or new node still knows where
+    /// members added at run time live after their log entries are compacted.
+    members: BTreeMap<u64, Vec<u8>>,
     applied_index: u64,
     /// Wrapping sum of [`pair_hash`] over every pair, kept up to date.
     digest: u32,
@@ -139,19 +180,35 @@ impl KvStore {
         old.is_some()
     }
 
-    /// Writes every key and value (postcard-framed) to `out`, for a snapshot.
-    pub fn write_snapshot<W: std::io::Write + ?Sized>(&self, out: &mut W) -> std::io::Result<()> {
-        let to_io = |e: postcard::Error| std::io::Error::other(e.to_string());
-        out.write_all(&(self.map.len() as u64).to_le_bytes())?;
-        for (k, v) in &self.map {
-            let rec = postcard::to_stdvec(&(k, v)).map_err(to_io)?;
-            out.write_all(&(rec.len() as u32).to_le_bytes())?;
-            out.write_all(&rec)?;
-        }
-        Ok(())
+    /// Records (`Some`) or forgets (`None`) what is known about member `id`.
+    pub fn set_member(&mut self, id: u64, context: Option<Vec<u8>>) {
+        match context {
+            Some(c) => self.members.insert(id, c),
+            None => self.members.remove(&id),
+        };
     }
 
-    /// Replaces the map with one read from `input` (written by
+    /// Every recorded member context, by id.
+    pub fn members(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.members.iter().map(|(&id, c)| (id, c.as_slice()))
+    }
+
+    /// Writes the members and every key and value (postcard-framed records,
+    /// each section prefixed by its count) to `out`, for a snapshot.
+    pub fn write_snapshot<W: std::io::Write + ?Sized>(&self, out: &mut W) -> std::io::Result<()> {
+        let members = self
+            .members
+            .iter()
+            .map(|(id, c)| (*id, serde_bytes::Bytes::new(c)));
+        write_section(out, self.members.len(), members)?;
+        let pairs = self
+            .map
+            .iter()
+            .map(|(k, v)| (k.as_str(), serde_bytes::Bytes::new(v)));
+        write_section(out, self.map.len(), pairs)
+    }
+
+    /// Replaces the state with one read from `input` (written by
     /// [`KvStore::write_snapshot`]) and sets the applied index to `index`.
     /// On error the store is unchanged.
     pub fn restore_snapshot<R: std::io::Read + ?Sized>(
@@ -159,24 +216,17 @@ impl KvStore {
         index: u64,
         input: &mut R,
     ) -> std::io::Result<()> {
-        let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
-        let mut n = [0u8; 8];
-        input.read_exact(&mut n)?;
-        let mut map = BTreeMap::new();
-        let mut buf = Vec::new();
-        for _ in 0..u64::from_le_bytes(n) {
-            let mut len = [0u8; 4];
-            input.read_exact(&mut len)?;
-            let len = u32::from_le_bytes(len) as usize;
-            if len > MAX_SNAPSHOT_RECORD_BYTES {
-                return Err(bad("snapshot record too large"));
-            }
-            buf.resize(len, 0);
-            input.read_exact(&mut buf)?;
-            let (k, v): (String, Vec<u8>) =
-                postcard::from_bytes(&buf).map_err(|_| bad("undecodable snapshot record"))?;
-            map.insert(k, v);
-        }
+        let members: BTreeMap<u64, Vec<u8>> =
+            read_section::<(u64, serde_bytes::ByteBuf), _>(input)?
+                .into_iter()
+                .map(|(id, c)| (id, c.into_vec()))
+                .collect();
+        let map: BTreeMap<String, Vec<u8>> =
+            read_section::<(String, serde_bytes::ByteBuf), _>(input)?
+                .into_iter()
+                .map(|(k, v)| (k, v.into_vec()))
+                .collect();
+        self.members = members;
         self.digest = map
             .iter()
             .fold(0u32, |d, (k, v)| d.wrapping_add(pair_hash(k, v)));

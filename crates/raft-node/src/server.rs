@@ -59,6 +59,20 @@ impl Transport for NetSender {
     }
 
     fn conf_change_applied(&self, _cc: &ConfChange, context: &[u8]) {
+        self.learn(context);
+    }
+
+    fn members_restored(&self, members: &[(u64, Vec<u8>)]) {
+        for (_, context) in members {
+            self.learn(context);
+        }
+    }
+}
+
+impl NetSender {
+    /// Adds the member a membership-change context describes to the address
+    /// book and the transport.
+    fn learn(&self, context: &[u8]) {
         let Ok(m) = postcard::from_bytes::<Member>(context) else {
             return;
         };

@@ -372,5 +372,42 @@ fn a_new_node_joins_through_the_membership_api() {
     // The four-node cluster keeps working.
     let four_eps = format!("{eps},{url4}");
     client_until_ok(&["put", "after", "join"], &four_eps);
+    // Compact everything into snapshots, then restart all four: the founding
+    // nodes' configs do not list node 4, so they must remember its address
+    // from the replicated state.
+    let rt2 = tokio::runtime::Runtime::new().unwrap();
+    rt2.block_on(async {
+        let client = reqwest::Client::new();
+        for i in 1..=4 {
+            let r = client
+                .post(format!("http://127.0.0.1:{}/v1/snapshot", base + i))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+        }
+    });
+    sigterm_all(nodes);
+    let mut all = configs.clone();
+    all.push(dir.path().join("node-4.toml"));
+    let nodes = start(&all);
+    client_until_ok(&["put", "after", "restart"], &four_eps);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status_of(&url4);
+        if s.as_ref().is_some_and(|s| {
+            s["keys"] == 2
+                && s["applied_index"]
+                    == status_of(&format!("http://127.0.0.1:{}", base + 1)).unwrap()
+                        ["applied_index"]
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 4 lost contact after the restart: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     sigterm_all(nodes);
 }

@@ -38,6 +38,10 @@ pub trait Transport: Send + 'static {
     /// A membership change was applied; `context` is what its proposer
     /// attached (the HTTP API attaches the new member's addresses).
     fn conf_change_applied(&self, _cc: &ConfChange, _context: &[u8]) {}
+
+    /// The state machine was restored from a snapshot (start-up, or a
+    /// snapshot from the leader): these are the member contexts it holds.
+    fn members_restored(&self, _members: &[(u64, Vec<u8>)]) {}
 }
 
 /// What goes into a driver.
@@ -208,6 +212,7 @@ fn run(
     cfg.heartbeat_interval_ticks = opts.heartbeat_ticks;
     let mut kv = KvStore::default();
     storage.load_state(&mut kv).map_err(|e| e.to_string())?;
+    transport.members_restored(&member_list(&kv));
     cfg.applied_index = kv.applied_index();
     let mut node = RawNode::new(cfg, storage).map_err(|e| e.to_string())?;
     let mut waiters = Waiters::new(opts.request_timeout);
@@ -276,6 +281,7 @@ fn run(
             let persisted = node.storage_mut().persist(&rd).and_then(|()| {
                 if rd.snapshot.is_some() {
                     node.storage().load_state(&mut kv)?;
+                    transport.members_restored(&member_list(&kv));
                 }
                 Ok(())
             });
@@ -290,6 +296,7 @@ fn run(
                 let applied = match &e.kind {
                     EntryKind::Normal => kv.apply(e.index, &e.data),
                     EntryKind::ConfChange(cc) => {
+                        record_members(&mut kv, cc, &e.data);
                         transport.conf_change_applied(cc, &e.data);
                         kv.skip(e.index);
                         crate::kv::Applied::Nothing
@@ -323,4 +330,23 @@ fn run(
     waiters.fail_all(ClientError::Stopped("node is shutting down".into()));
     status::publish(status, &node, &kv);
     Ok(())
+}
+
+fn member_list(kv: &KvStore) -> Vec<(u64, Vec<u8>)> {
+    kv.members().map(|(id, c)| (id, c.to_vec())).collect()
+}
+
+/// Keeps the context of added members (their addresses) in the replicated
+/// state, and forgets removed ones.
+fn record_members(kv: &mut KvStore, cc: &ConfChange, context: &[u8]) {
+    use raft_core::ConfChangeSingle as C;
+    for step in &cc.changes {
+        match *step {
+            C::AddVoter(id) | C::AddLearner(id) if !context.is_empty() => {
+                kv.set_member(id, Some(context.to_vec()))
+            }
+            C::Remove(id) => kv.set_member(id, None),
+            _ => {}
+        }
+    }
 }
