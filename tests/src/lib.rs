@@ -1,7 +1,18 @@
 //! Support code for the process-level fault suite, and integration tests
 //! across crates and processes (in `tests/tests/`).
 //!
-//! [`linearizability`] records concurrent key-value histories and checks them
-//! for linearizability.
+//! - [`linearizability`] records concurrent key-value histories and checks
+//!   them for linearizability.
+//! - [`cluster`] runs real `raft-node serve` processes on 127.0.0.1..N.
+//! - [`client`] talks to the node's HTTP API and records operations with
+//!   their exact outcome (ok, definitely failed, unknown).
+//! - [`nemesis`] injects faults: iptables partitions and loss, SIGKILL,
+//!   SIGSTOP, leadership transfers, membership changes.
+//! - [`suite`] runs clients against a cluster under a nemesis and checks the
+//!   result (`tests/fault_suite.rs` is the entry point).
 
+pub mod client;
+pub mod cluster;
 pub mod linearizability;
+pub mod nemesis;
+pub mod suite;

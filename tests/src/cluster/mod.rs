@@ -1,0 +1,453 @@
+//! Real `raft-node serve` processes on 127.0.0.1..127.0.0.N.
+//!
+//! [`Cluster::start`] generates certificates (`raft-node certs`), writes one
+//! TOML configuration and a fresh data directory per node, and spawns the
+//! processes with `RUST_LOG=info` and stderr appended to `node-<id>.log` in the
+//! run directory. Node `i` binds both its QUIC peer address and its HTTP
+//! client address on its own loopback address `127.0.0.i`, so faults can be
+//! targeted by source/destination address (see [`crate::nemesis`]).
+//!
+//! Processes are killed (`SIGKILL`, after `SIGCONT` for stopped ones) when the
+//! [`Cluster`] is dropped, also during a panic; [`Cluster::shutdown`] stops them
+//! cleanly with `SIGTERM` and reports any that did not exit 0.
+
+mod binary;
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub use binary::{node_binary, target_dir};
+
+/// Every child pid the suite started and has not reaped yet; the interrupt
+/// handler ([`crate::nemesis::install_interrupt_cleanup`]) kills them.
+pub(crate) static LIVE_PIDS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+fn live_pids() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
+    LIVE_PIDS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Timing and size knobs of the nodes.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Number of nodes (1..=9; node `i` lives on 127.0.0.`i`).
+    pub nodes: usize,
+    /// `election_timeout_ms` of every node.
+    pub election_timeout_ms: u64,
+    /// `heartbeat_interval_ms` of every node.
+    pub heartbeat_interval_ms: u64,
+    /// `request_timeout_ms` of every node.
+    pub request_timeout_ms: u64,
+    /// `snapshot_threshold_entries` of every node (small, so snapshots and
+    /// snapshot transfers happen during a run).
+    pub snapshot_threshold_entries: u64,
+    /// `trailing_entries` of every node.
+    pub trailing_entries: u64,
+}
+
+impl ClusterOptions {
+    /// Short timeouts suited to tests on a loaded machine.
+    pub fn for_tests(nodes: usize) -> Self {
+        ClusterOptions {
+            nodes,
+            election_timeout_ms: 300,
+            heartbeat_interval_ms: 40,
+            request_timeout_ms: 2000,
+            snapshot_threshold_entries: 200,
+            trailing_entries: 50,
+        }
+    }
+}
+
+/// Where one node lives.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// Node id (1-based).
+    pub id: u64,
+    /// Its loopback address, 127.0.0.`id`.
+    pub ip: Ipv4Addr,
+    /// QUIC (UDP) address for peers.
+    pub peer_addr: SocketAddr,
+    /// HTTP (TCP) address for clients.
+    pub client_addr: SocketAddr,
+    /// Its configuration file.
+    pub config: PathBuf,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its stderr (all incarnations, appended).
+    pub log: PathBuf,
+}
+
+impl NodeSpec {
+    /// `http://<client_addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.client_addr)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Proc {
+    child: Option<Child>,
+    stopped: bool,
+    starts: u32,
+}
+
+/// A running cluster of `raft-node serve` processes.
+#[derive(Debug)]
+pub struct Cluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    options: ClusterOptions,
+    nodes: Vec<NodeSpec>,
+    procs: Mutex<Vec<Proc>>,
+}
+
+/// Ports handed out by this process, so concurrent clusters never collide.
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// Finds a port free for TCP and UDP on every given address.
+fn free_port(ips: &[Ipv4Addr]) -> io::Result<u16> {
+    if NEXT_PORT.load(Ordering::Relaxed) == 0 {
+        let base = 30_000 + (std::process::id() % 500) as u16 * 40;
+        let _ = NEXT_PORT.compare_exchange(0, base, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..2000 {
+        let mut port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        if !(20_000..=59_000).contains(&port) {
+            NEXT_PORT.store(20_000, Ordering::Relaxed);
+            port = 20_000;
+        }
+        let free = ips.iter().all(|ip| {
+            TcpListener::bind((*ip, port)).is_ok() && UdpSocket::bind((*ip, port)).is_ok()
+        });
+        if free {
+            return Ok(port);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "no free port on the cluster's addresses",
+    ))
+}
+
+fn run_ok(cmd: &mut Command) -> io::Result<()> {
+    let out = cmd.output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+impl Cluster {
+    /// Generates certificates and configurations under `dir` (created if
+    /// missing) and starts every node with binary `bin`.
+    pub fn start(bin: &Path, dir: &Path, options: ClusterOptions) -> io::Result<Cluster> {
+        assert!(
+            (1..=9).contains(&options.nodes),
+            "1 to 9 nodes (127.0.0.1..9)"
+        );
+        std::fs::create_dir_all(dir)?;
+        let n = options.nodes as u64;
+        let ids: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
+        let certs = dir.join("certs");
+        run_ok(
+            Command::new(bin)
+                .args(["certs", "--ids", &ids.join(","), "--out"])
+                .arg(&certs),
+        )?;
+        let ips: Vec<Ipv4Addr> = (1..=n).map(|i| Ipv4Addr::new(127, 0, 0, i as u8)).collect();
+        let peer_port = free_port(&ips)?;
+        let client_port = free_port(&ips)?;
+        let nodes: Vec<NodeSpec> = ips
+            .iter()
+            .zip(1..=n)
+            .map(|(ip, id)| NodeSpec {
+                id,
+                ip: *ip,
+                peer_addr: SocketAddr::from((*ip, peer_port)),
+                client_addr: SocketAddr::from((*ip, client_port)),
+                config: dir.join(format!("node-{id}.toml")),
+                data_dir: dir.join(format!("data-{id}")),
+                log: dir.join(format!("node-{id}.log")),
+            })
+            .collect();
+        let mut members = String::new();
+        for m in &nodes {
+            let _ = write!(
+                members,
+                "[[members]]\nid = {}\npeer_addr = \"{}\"\nclient_addr = \"{}\"\n\n",
+                m.id, m.peer_addr, m.client_addr
+            );
+        }
+        for node in &nodes {
+            let text = format!(
+                "id = {}\ndata_dir = \"{}\"\npeer_addr = \"{}\"\nclient_addr = \"{}\"\ntls_dir = \"{}\"\n\
+                 election_timeout_ms = {}\nheartbeat_interval_ms = {}\nrequest_timeout_ms = {}\n\
+                 snapshot_threshold_entries = {}\ntrailing_entries = {}\n\n{members}",
+                node.id,
+                node.data_dir.display(),
+                node.peer_addr,
+                node.client_addr,
+                certs.display(),
+                options.election_timeout_ms,
+                options.heartbeat_interval_ms,
+                options.request_timeout_ms,
+                options.snapshot_threshold_entries,
+                options.trailing_entries,
+            );
+            std::fs::write(&node.config, text)?;
+        }
+        let cluster = Cluster {
+            dir: dir.to_path_buf(),
+            bin: bin.to_path_buf(),
+            procs: Mutex::new((0..nodes.len()).map(|_| Proc::default()).collect()),
+            options,
+            nodes,
+        };
+        for id in cluster.ids() {
+            cluster.spawn(id)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The run directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The options the nodes run with.
+    pub fn options(&self) -> &ClusterOptions {
+        &self.options
+    }
+
+    /// Every node.
+    pub fn nodes(&self) -> &[NodeSpec] {
+        &self.nodes
+    }
+
+    /// Every node id, ascending.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// The node with id `id`.
+    pub fn node(&self, id: u64) -> &NodeSpec {
+        &self.nodes[Self::index(id)]
+    }
+
+    fn index(id: u64) -> usize {
+        usize::try_from(id - 1).expect("node ids are small")
+    }
+
+    fn procs(&self) -> std::sync::MutexGuard<'_, Vec<Proc>> {
+        self.procs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts node `id` on its data directory (which it keeps across restarts);
+    /// a no-op if it is running.
+    pub fn spawn(&self, id: u64) -> io::Result<()> {
+        let mut procs = self.procs();
+        let p = &mut procs[Self::index(id)];
+        if let Some(child) = p.child.as_mut() {
+            if child.try_wait()?.is_none() {
+                return Ok(());
+            }
+            live_pids().remove(&(child.id() as i32));
+        }
+        let node = &self.nodes[Self::index(id)];
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        p.starts += 1;
+        writeln!(
+            log,
+            "===== fault suite: start #{} of node {id} =====",
+            p.starts
+        )?;
+        let child = Command::new(&self.bin)
+            .arg("serve")
+            .arg("--config")
+            .arg(&node.config)
+            .env(
+                "RUST_LOG",
+                std::env::var("RAFT_FAULTS_NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()?;
+        live_pids().insert(child.id() as i32);
+        p.child = Some(child);
+        p.stopped = false;
+        Ok(())
+    }
+
+    fn signal(&self, id: u64, sig: i32) -> bool {
+        let procs = self.procs();
+        match procs[Self::index(id)].child.as_ref() {
+            Some(child) => {
+                // SAFETY: kill(2) on a child we spawned and have not reaped
+                // (its pid cannot have been reused).
+                unsafe { libc::kill(child.id() as i32, sig) == 0 }
+            }
+            None => false,
+        }
+    }
+
+    /// `SIGKILL`s node `id` and reaps it; its data directory stays.
+    pub fn kill(&self, id: u64) -> io::Result<()> {
+        let mut procs = self.procs();
+        let p = &mut procs[Self::index(id)];
+        if let Some(mut child) = p.child.take() {
+            child.kill()?;
+            child.wait()?;
+            live_pids().remove(&(child.id() as i32));
+        }
+        p.stopped = false;
+        Ok(())
+    }
+
+    /// `SIGSTOP`s node `id` (it keeps its sockets but answers nothing).
+    pub fn pause(&self, id: u64) -> bool {
+        let ok = self.signal(id, libc::SIGSTOP);
+        if ok {
+            self.procs()[Self::index(id)].stopped = true;
+        }
+        ok
+    }
+
+    /// `SIGCONT`s node `id`.
+    pub fn resume(&self, id: u64) -> bool {
+        let ok = self.signal(id, libc::SIGCONT);
+        self.procs()[Self::index(id)].stopped = false;
+        ok
+    }
+
+    /// Whether node `id` has a process that has not exited.
+    pub fn is_running(&self, id: u64) -> bool {
+        let mut procs = self.procs();
+        match procs[Self::index(id)].child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Nodes whose process exited on its own (not killed by the suite), with
+    /// their exit status.
+    pub fn crashed(&self) -> Vec<(u64, String)> {
+        let mut procs = self.procs();
+        let mut out = Vec::new();
+        for (i, p) in procs.iter_mut().enumerate() {
+            if let Some(child) = p.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    out.push((i as u64 + 1, status.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Continues stopped nodes and starts any that are not running.
+    pub fn revive_all(&self) -> io::Result<()> {
+        for id in self.ids() {
+            self.resume(id);
+            if !self.is_running(id) {
+                self.spawn(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every node with `SIGTERM` (after `SIGCONT`), waiting up to
+    /// `grace` for each; stragglers are killed. Returns the nodes that did not
+    /// exit 0 in time, with what happened.
+    pub fn shutdown(&self, grace: Duration) -> Vec<(u64, String)> {
+        let mut procs = self.procs();
+        for p in procs.iter_mut() {
+            if let Some(child) = p.child.as_ref() {
+                // SAFETY: kill(2) on our own unreaped child.
+                unsafe {
+                    libc::kill(child.id() as i32, libc::SIGCONT);
+                    libc::kill(child.id() as i32, libc::SIGTERM);
+                }
+            }
+        }
+        let deadline = Instant::now() + grace;
+        let mut bad = Vec::new();
+        for (i, p) in procs.iter_mut().enumerate() {
+            let Some(mut child) = p.child.take() else {
+                continue;
+            };
+            let id = i as u64 + 1;
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => {
+                        if !status.success() {
+                            bad.push((id, format!("exited with {status} on SIGTERM")));
+                        }
+                        break;
+                    }
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Ok(None) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        bad.push((id, format!("did not exit within {grace:?} of SIGTERM")));
+                        break;
+                    }
+                    Err(e) => {
+                        bad.push((id, format!("wait failed: {e}")));
+                        break;
+                    }
+                }
+            }
+            live_pids().remove(&(child.id() as i32));
+        }
+        bad
+    }
+
+    /// Appends a line to `events.log` in the run directory.
+    pub fn note(&self, line: &str) {
+        if let Ok(mut f) = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("events.log"))
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+
+    /// Opens (truncating) a file in the run directory.
+    pub fn create_file(&self, name: &str) -> io::Result<File> {
+        File::create(self.dir.join(name))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let mut procs = self.procs();
+        for p in procs.iter_mut() {
+            if let Some(mut child) = p.child.take() {
+                // SAFETY: kill(2) on our own unreaped child.
+                unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+                let _ = child.kill();
+                let _ = child.wait();
+                live_pids().remove(&(child.id() as i32));
+            }
+        }
+    }
+}
