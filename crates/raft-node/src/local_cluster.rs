@@ -15,7 +15,7 @@ use crate::driver::{
 };
 use crate::kv::Command;
 use crate::snapshot_transfer::{snapshot_of, CHUNK_BYTES};
-use crate::storage::{SnapshotPolicy, StorageFailure, WalStorage};
+use crate::storage::{SnapshotPolicy, StorageFailure, StorageIo, WalStorage};
 use raft_snapshot::{Received, SnapshotId, SnapshotStore};
 
 /// Real time per core tick.
@@ -88,6 +88,8 @@ pub struct LocalCluster {
     router: Router,
     /// Snapshot after this many applied entries (0: never).
     snapshot_threshold: u64,
+    /// File system and WAL options of each node.
+    io: Box<dyn Fn(u64) -> StorageIo>,
     /// Last status of every node ever started (kept after a stop).
     last_status: HashMap<u64, NodeStatus>,
     running: HashMap<u64, Driver>,
@@ -106,9 +108,21 @@ impl LocalCluster {
         n: u64,
         snapshot_threshold: u64,
     ) -> Result<LocalCluster, StorageFailure> {
+        Self::start_with_io(dir, n, snapshot_threshold, |_| StorageIo::default())
+    }
+
+    /// Like [`start_with`](Self::start_with), with each node's file system
+    /// and WAL options chosen by `io` (tests inject faults this way).
+    pub fn start_with_io(
+        dir: &Path,
+        n: u64,
+        snapshot_threshold: u64,
+        io: impl Fn(u64) -> StorageIo + 'static,
+    ) -> Result<LocalCluster, StorageFailure> {
         let mut c = LocalCluster {
             dir: dir.to_path_buf(),
             snapshot_threshold,
+            io: Box::new(io),
             voters: (1..=n).collect(),
             router: Arc::default(),
             last_status: HashMap::new(),
@@ -131,7 +145,8 @@ impl LocalCluster {
             keep: 2,
             trailing_entries: 10,
         };
-        let storage = WalStorage::open_with(&self.node_dir(id), &self.voters, policy)?;
+        let storage =
+            WalStorage::open_with_io(&self.node_dir(id), &self.voters, policy, (self.io)(id))?;
         let store = storage.store().clone();
         let mut opts = DriverOptions::new(id);
         opts.tick = TICK;

@@ -167,11 +167,13 @@ impl Server {
                 }
             });
         let metrics_net = net.clone();
+        let metrics_driver = handle.clone();
         let state = Arc::new(ApiState {
             driver: handle,
             members: book,
             max_value_bytes: cfg.max_value_bytes,
             metrics: Arc::new(Metrics::with_extra(Arc::new(move |out: &mut String| {
+                metrics_driver.counters().render(out);
                 render_net_metrics(&metrics_net, out)
             }))),
         });

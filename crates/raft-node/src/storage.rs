@@ -93,6 +93,24 @@ impl Default for SnapshotPolicy {
     }
 }
 
+/// Where and how a node's storage does its file I/O.
+#[derive(Clone)]
+pub struct StorageIo {
+    /// The file system (tests inject faults through `raft_wal::fault::FaultFs`).
+    pub fs: std::sync::Arc<dyn raft_wal::fs::Fs>,
+    /// WAL options (segment size...).
+    pub wal: Options,
+}
+
+impl Default for StorageIo {
+    fn default() -> Self {
+        StorageIo {
+            fs: std::sync::Arc::new(raft_wal::fs::StdFs),
+            wal: Options::default(),
+        }
+    }
+}
+
 /// A node's durable state: the WAL in `DIR/wal`, snapshots in `DIR/snapshots`.
 pub struct WalStorage {
     wal: Wal,
@@ -181,12 +199,25 @@ impl WalStorage {
         voters: &[u64],
         policy: SnapshotPolicy,
     ) -> Result<WalStorage, StorageFailure> {
-        std::fs::create_dir_all(dir).map_err(|source| StorageFailure::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let mut wal = Wal::open(dir.join("wal"), Options::default())?;
-        let store = SnapshotStore::open(
+        Self::open_with_io(dir, voters, policy, StorageIo::default())
+    }
+
+    /// [`open_with`](Self::open_with) over a given file system and WAL options.
+    pub fn open_with_io(
+        dir: &Path,
+        voters: &[u64],
+        policy: SnapshotPolicy,
+        io: StorageIo,
+    ) -> Result<WalStorage, StorageFailure> {
+        io.fs
+            .create_dir_all(dir)
+            .map_err(|source| StorageFailure::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        let mut wal = Wal::open_with_fs(io.fs.clone(), dir.join("wal"), io.wal)?;
+        let store = SnapshotStore::open_with_fs(
+            io.fs,
             dir.join("snapshots"),
             StoreOptions {
                 keep: policy.keep.max(1),

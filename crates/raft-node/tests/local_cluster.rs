@@ -147,3 +147,82 @@ fn snapshots_compact_the_log_and_catch_up_a_lagging_node() {
     let c = LocalCluster::start_with(dir.path(), 3, 25).unwrap();
     assert!(c.wait_for(T, |c| c.leader().is_some() && all_have(c, 120)));
 }
+
+#[test]
+fn a_full_disk_refuses_writes_with_disk_full_and_resumes_when_space_returns() {
+    use raft_node::driver::ClientError;
+    use raft_node::storage::StorageIo;
+    use raft_wal::fault::FaultFs;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let disks: Vec<Arc<FaultFs>> = (0..3).map(|_| Arc::new(FaultFs::new())).collect();
+    let for_node = disks.clone();
+    let c = LocalCluster::start_with_io(dir.path(), 3, 0, move |id| {
+        // Small segments: the disk fills at the next rotation, within a few writes.
+        let wal = raft_wal::Options {
+            segment_size_bytes: 16 << 10,
+            preallocate_in_background: false,
+            ..Default::default()
+        };
+        StorageIo {
+            fs: for_node[id as usize - 1].clone(),
+            wal,
+        }
+    })
+    .unwrap();
+    assert!(c.wait_for(T, |c| c.leader().is_some()), "no leader");
+    for i in 0..10 {
+        put(&c, i);
+    }
+    for d in &disks {
+        d.set_space_limit(Some(d.used_bytes()));
+    }
+    // Writes fail with DiskFull (never a crash, never a torn log) ...
+    let mut refused = false;
+    for i in 10..200 {
+        let cmd = Command::Put {
+            key: format!("k{i}"),
+            value: vec![0u8; 512],
+        };
+        match c.write(cmd, Duration::from_secs(3)) {
+            Ok(_) => continue,
+            Err(ClientError::DiskFull) => {
+                refused = true;
+                break;
+            }
+            // The write in flight when the disk filled: its outcome is unknown.
+            Err(ClientError::Timeout) => continue,
+            Err(e) => panic!("expected a disk-full refusal, got {e}"),
+        }
+    }
+    assert!(refused, "the disk never filled up");
+    for id in c.running() {
+        assert!(
+            c.status(id).failed.is_none(),
+            "node {id} stopped on a full disk"
+        );
+    }
+    // ... and resume once space returns.
+    for d in &disks {
+        d.set_space_limit(None);
+    }
+    let mut resumed = false;
+    for _ in 0..50 {
+        let cmd = Command::Put {
+            key: "after".into(),
+            value: b"space".to_vec(),
+        };
+        if c.write(cmd, Duration::from_secs(3)).is_ok() {
+            resumed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(resumed, "writes did not resume after space returned");
+    assert_eq!(
+        c.read("after", T).unwrap(),
+        Some(b"space".to_vec()),
+        "the write after recovery is readable"
+    );
+}

@@ -10,6 +10,7 @@
 //! answered. The WAL's blocking fsync runs on this dedicated thread, never on
 //! an async worker.
 
+mod counters;
 mod requests;
 mod snapshot;
 mod status;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use raft_core::{ConfChange, Config, EntryKind, Message, RawNode};
 
+pub use counters::DriverCounters;
 pub use requests::{ClientError, Pending, Reply, Request, WriteOutcome};
 pub use status::NodeStatus;
 
@@ -101,6 +103,12 @@ impl DriverOptions {
     }
 }
 
+/// Wait before retrying a failed automatic snapshot.
+const SNAPSHOT_RETRY: Duration = Duration::from_secs(10);
+
+/// Wait between attempts to persist while the disk is full.
+const DISK_FULL_RETRY: Duration = Duration::from_millis(100);
+
 /// Most inputs folded into one batch before the core is asked for a Ready.
 const MAX_BATCH_INPUTS: usize = 4096;
 
@@ -108,6 +116,7 @@ const MAX_BATCH_INPUTS: usize = 4096;
 pub struct Driver {
     inbox: Sender<Input>,
     status: Arc<Mutex<NodeStatus>>,
+    counters: Arc<DriverCounters>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -121,11 +130,13 @@ impl Driver {
         let (tx, rx) = mpsc::channel();
         let status = Arc::new(Mutex::new(NodeStatus::default()));
         let shared = status.clone();
+        let counters = Arc::new(DriverCounters::default());
+        let shared_counters = counters.clone();
         let id = opts.id;
         let thread = std::thread::Builder::new()
             .name(format!("raft-driver-{id}"))
             .spawn(move || {
-                if let Err(e) = run(opts, storage, transport, rx, &shared) {
+                if let Err(e) = run(opts, storage, transport, rx, &shared, &shared_counters) {
                     tracing::error!(node = id, error = %e, "node stopped on error");
                     status::lock(&shared).failed = Some(e);
                 }
@@ -133,6 +144,7 @@ impl Driver {
         Ok(Driver {
             inbox: tx,
             status,
+            counters,
             thread: Some(thread),
         })
     }
@@ -142,6 +154,7 @@ impl Driver {
         DriverHandle {
             inbox: self.inbox.clone(),
             status: self.status.clone(),
+            counters: self.counters.clone(),
         }
     }
 
@@ -171,6 +184,7 @@ impl Drop for Driver {
 pub struct DriverHandle {
     inbox: Sender<Input>,
     status: Arc<Mutex<NodeStatus>>,
+    counters: Arc<DriverCounters>,
 }
 
 impl DriverHandle {
@@ -190,6 +204,11 @@ impl DriverHandle {
         let _ = self.inbox.send(Input::SnapshotReport { to, delivered });
     }
 
+    /// The driver's counters (for `/metrics`).
+    pub fn counters(&self) -> &DriverCounters {
+        &self.counters
+    }
+
     /// The status the driver last published.
     pub fn status(&self) -> NodeStatus {
         status::lock(&self.status).clone()
@@ -204,6 +223,7 @@ fn run(
     transport: impl Transport,
     inbox: Receiver<Input>,
     status: &Mutex<NodeStatus>,
+    counters: &DriverCounters,
 ) -> Result<(), String> {
     let id = opts.id;
     let mut cfg = Config::new(id);
@@ -218,6 +238,7 @@ fn run(
     let mut waiters = Waiters::new(opts.request_timeout);
     let mut next_tick = Instant::now() + opts.tick;
     let mut stopping = false;
+    let mut snapshot_retry_at: Option<Instant> = None;
     while !stopping {
         let first = match inbox.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
             Ok(input) => Some(input),
@@ -255,7 +276,12 @@ fn run(
                     });
                     let _ = reply.send(taken);
                 }
-                Input::Client(req) => waiters.submit(&mut node, &kv, req),
+                Input::Client(req) => {
+                    if matches!(req, Request::Write { .. }) {
+                        counters.proposal();
+                    }
+                    waiters.submit(&mut node, &kv, req)
+                }
                 Input::SnapshotReport { to, delivered } => node.report_snapshot(to, delivered),
                 Input::Stop => {
                     stopping = true;
@@ -278,14 +304,29 @@ fn run(
             for m in rd.messages.iter().cloned() {
                 transport.send(m);
             }
-            let persisted = node.storage_mut().persist(&rd).and_then(|()| {
+            let started = Instant::now();
+            match persist_until_space(&mut node, &rd, &inbox, &kv, &mut waiters, counters, id) {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Stopped while waiting for disk space: nothing of this
+                    // Ready was acknowledged, so nothing is lost by leaving.
+                    waiters.fail_all(ClientError::Stopped("node is shutting down".into()));
+                    return Ok(());
+                }
+                Err(e) => {
+                    waiters.fail_all(ClientError::from_storage(&e));
+                    return Err(e.to_string());
+                }
+            }
+            counters.persisted(started.elapsed());
+            let installed = (|| {
                 if rd.snapshot.is_some() {
                     node.storage().load_state(&mut kv)?;
                     transport.members_restored(&member_list(&kv));
                 }
                 Ok(())
-            });
-            if let Err(e) = persisted {
+            })();
+            if let Err(e) = installed {
                 waiters.fail_all(ClientError::from_storage(&e));
                 return Err(e.to_string());
             }
@@ -315,10 +356,19 @@ fn run(
         if opts.snapshot_threshold_entries > 0
             && kv.applied_index()
                 >= node.storage().snapshot().index + opts.snapshot_threshold_entries
+            && snapshot_retry_at.is_none_or(|t| Instant::now() >= t)
         {
-            if let Err(e) = snapshot::take(&mut node, &kv) {
-                waiters.fail_all(ClientError::from_storage(&e));
-                return Err(e.to_string());
+            let started = Instant::now();
+            match snapshot::take(&mut node, &kv) {
+                Ok(_) => {
+                    counters.snapshot(started.elapsed());
+                    snapshot_retry_at = None;
+                }
+                Err(e) => {
+                    // The log keeps growing but nothing is lost; try again later.
+                    tracing::error!(node = id, error = %e, "automatic snapshot failed; retrying in 10 s");
+                    snapshot_retry_at = Some(Instant::now() + SNAPSHOT_RETRY);
+                }
             }
         }
         if let Some(f) = node.storage().take_failure() {
@@ -347,6 +397,79 @@ fn record_members(kv: &mut KvStore, cc: &ConfChange, context: &[u8]) {
             }
             C::Remove(id) => kv.set_member(id, None),
             _ => {}
+        }
+    }
+}
+
+/// Persists `rd`. On a full disk the WAL is left exactly as before the
+/// attempt, so the same Ready is retried until space returns; meanwhile
+/// clients are answered `DiskFull` (507) at once and peer messages are
+/// dropped (Raft retransmits), and waiting clients time out as usual.
+/// Returns `Ok(false)` if told to stop meanwhile.
+fn persist_until_space(
+    node: &mut RawNode<WalStorage>,
+    rd: &raft_core::Ready,
+    inbox: &Receiver<Input>,
+    kv: &KvStore,
+    waiters: &mut Waiters,
+    counters: &DriverCounters,
+    id: u64,
+) -> Result<bool, crate::storage::StorageFailure> {
+    let mut warned = false;
+    loop {
+        match node.storage_mut().persist(rd) {
+            Ok(()) => {
+                if warned {
+                    tracing::warn!(node = id, "disk space is back; resuming");
+                }
+                return Ok(true);
+            }
+            Err(e) if e.is_disk_full() => {
+                if !warned {
+                    tracing::error!(node = id, error = %e, "disk full: refusing writes until space returns");
+                    counters.disk_full();
+                    warned = true;
+                }
+                // Clients already waiting keep their deadlines (504: their
+                // entries may still commit through other nodes).
+                waiters.expire(Instant::now());
+                let deadline = Instant::now() + DISK_FULL_RETRY;
+                loop {
+                    match inbox.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                        Ok(Input::Client(req)) => refuse_disk_full(req, kv),
+                        Ok(Input::Peer(_) | Input::SnapshotReport { .. }) => {}
+                        Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(false),
+                        Err(RecvTimeoutError::Timeout) => break,
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Answers a request while the disk is full: stale reads from local state,
+/// everything else `DiskFull`.
+fn refuse_disk_full(req: Request, kv: &KvStore) {
+    match req {
+        Request::Read {
+            key,
+            stale: true,
+            reply,
+        } => {
+            let _ = reply.send(Ok(kv.get(&key).map(<[u8]>::to_vec)));
+        }
+        Request::Read { reply, .. } => {
+            let _ = reply.send(Err(ClientError::DiskFull));
+        }
+        Request::Write { reply, .. } => {
+            let _ = reply.send(Err(ClientError::DiskFull));
+        }
+        Request::ChangeMembers { reply, .. } | Request::Snapshot { reply } => {
+            let _ = reply.send(Err(ClientError::DiskFull));
+        }
+        Request::TransferLeader { reply, .. } => {
+            let _ = reply.send(Err(ClientError::DiskFull));
         }
     }
 }
