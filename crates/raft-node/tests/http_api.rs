@@ -251,6 +251,13 @@ async fn bad_requests_get_json_errors() {
         .await
         .unwrap();
     check(r, 400, "bad_request").await;
+    let r = client
+        .put(format!("{lurl}/v1/kv/"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    check(r, 400, "bad_request").await;
     let long = "k".repeat(2000);
     let r = client
         .put(format!("{lurl}/v1/kv/{long}"))

@@ -411,3 +411,42 @@ fn a_new_node_joins_through_the_membership_api() {
     }
     sigterm_all(nodes);
 }
+
+#[test]
+fn a_damaged_wal_refuses_to_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = 20_000 + ((std::process::id() + 11_111) % 20_000) as u16;
+    ok(bin()
+        .args(["certs", "--ids", "1,2,3", "--out"])
+        .arg(dir.path().join("certs"))
+        .output()
+        .unwrap());
+    let configs = write_configs(dir.path(), base);
+    let nodes = start(&configs);
+    let eps = endpoints(base);
+    for i in 0..20 {
+        client_until_ok(&["put", &format!("k{i}"), "some value"], &eps);
+    }
+    sigterm_all(nodes);
+    // Flip one byte in the middle of node 1's written records (not at the tail).
+    let wal_dir = dir.path().join("node-1").join("wal");
+    let segment = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .min()
+        .expect("a segment");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).expect("records");
+    bytes[end / 2] ^= 0x40;
+    std::fs::write(&segment, &bytes).unwrap();
+    let out = bin()
+        .args(["serve", "--config"])
+        .arg(&configs[0])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let name = segment.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(err.contains(&name), "names the damaged file: {err}");
+}

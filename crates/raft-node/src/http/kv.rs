@@ -22,6 +22,11 @@ fn check_key(key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `/v1/kv/` or `/v1/cas/` with no key.
+pub(super) async fn empty_key() -> ApiError {
+    ApiError::bad_request(format!("key must be 1 to {MAX_KEY_BYTES} bytes"))
+}
+
 fn path_and_query(uri: &Uri) -> &str {
     uri.path_and_query().map_or("/", |p| p.as_str())
 }

@@ -59,6 +59,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(kv::get_key).put(kv::put_key).delete(kv::delete_key),
         )
         .route("/v1/cas/{key}", post(kv::cas_key))
+        // An empty key is a bad request, not an unknown route.
+        .route("/v1/kv/", axum::routing::any(kv::empty_key))
+        .route("/v1/cas/", axum::routing::any(kv::empty_key))
         .route("/v1/status", get(admin::status))
         .route("/v1/members", get(admin::members).post(admin::add_member))
         .route(
