@@ -66,50 +66,11 @@ pub fn init_tracing() {
 /// error to stderr, and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Demo(args) => match demo::run(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("error: demo failed: {err}");
-                ExitCode::from(EXIT_FAILURE)
-            }
-        },
-        Command::Serve(args) => match serve::serve(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("error: {err}");
-                ExitCode::from(EXIT_FAILURE)
-            }
-        },
-        Command::Certs(args) => match serve::certs(&args) {
-            Ok(out) => {
-                println!("{out}");
-                ExitCode::SUCCESS
-            }
-            Err(err) => {
-                eprintln!("error: {err}");
-                ExitCode::from(EXIT_FAILURE)
-            }
-        },
-        Command::Bench(args) => match bench::run(&args, &cli.endpoints) {
-            Ok(out) => {
-                println!("{out}");
-                ExitCode::SUCCESS
-            }
-            Err(err) => {
-                eprintln!("error: {err}");
-                ExitCode::from(EXIT_FAILURE)
-            }
-        },
-        Command::Client(cmd) => match client::run(&cmd, &cli.endpoints.endpoints) {
-            Ok(out) => {
-                println!("{out}");
-                ExitCode::SUCCESS
-            }
-            Err(err) => {
-                eprintln!("error: {err}");
-                ExitCode::from(EXIT_FAILURE)
-            }
-        },
+        Command::Demo(args) => finish(demo::run(&args).map(|()| None), "demo failed: "),
+        Command::Serve(args) => finish(serve::serve(&args).map(|()| None), ""),
+        Command::Certs(args) => finish(serve::certs(&args).map(Some), ""),
+        Command::Bench(args) => finish(bench::run(&args, &cli.endpoints).map(Some), ""),
+        Command::Client(cmd) => finish(client::run(&cmd, &cli.endpoints.endpoints).map(Some), ""),
         Command::Wal(cmd) => {
             let stdout = io::stdout();
             let mut out = io::BufWriter::new(stdout.lock());
@@ -124,6 +85,23 @@ pub fn run(cli: Cli) -> ExitCode {
                     ExitCode::from(EXIT_FAILURE)
                 }
             }
+        }
+    }
+}
+
+/// Prints a command's output (if any) to stdout, or its error as one line on
+/// stderr, and returns the exit code.
+fn finish(result: Result<Option<String>, String>, error_prefix: &str) -> ExitCode {
+    match result {
+        Ok(output) => {
+            if let Some(text) = output {
+                println!("{text}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {error_prefix}{err}");
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }
