@@ -285,23 +285,11 @@ fn a_lagging_node_catches_up_by_snapshot_over_quic() {
     sigterm_all(nodes);
 }
 
-#[test]
-fn a_new_node_joins_through_the_membership_api() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = 20_000 + ((std::process::id() + 3_333) % 20_000) as u16;
-    ok(bin()
-        .args(["certs", "--ids", "1,2,3,4", "--out"])
-        .arg(dir.path().join("certs"))
-        .output()
-        .unwrap());
-    let configs = write_configs(dir.path(), base);
-    let eps = endpoints(base);
-    let mut nodes = start(&configs);
-    client_until_ok(&["put", "before", "join"], &eps);
-
-    // Node 4's config lists all four members and says it joins.
-    let four = dir.path().join("node-4.toml");
-    let text = std::fs::read_to_string(&configs[0]).unwrap();
+/// Writes `node-4.toml`: node 1's config with id 4, `join = true`, its own
+/// addresses and data dir, and node 4 added to the members.
+fn write_joiner_config(dir: &Path, base: u16, template: &Path) -> PathBuf {
+    let four = dir.join("node-4.toml");
+    let text = std::fs::read_to_string(template).unwrap();
     let text = text
         .replacen("id = 1\n", "id = 4\njoin = true\n", 1)
         .replace("node-1\"", "node-4\"")
@@ -321,21 +309,20 @@ fn a_new_node_joins_through_the_membership_api() {
             base + 4
         );
     std::fs::write(&four, text).unwrap();
+    four
+}
 
-    // Add it as a voter through the leader (curl-like, via the CLI's HTTP client).
-    let add = format!(
-        "{{\"id\":4,\"peer_addr\":\"127.0.0.1:{}\",\"client_addr\":\"127.0.0.1:{}\"}}",
-        base + 104,
-        base + 4
-    );
+/// Sends `method url body` (following redirects) until it answers 2xx.
+fn request_until_ok(method: &str, url: &str, body: &str) -> Result<(), String> {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let added = rt.block_on(async {
+    rt.block_on(async {
         let client = reqwest::Client::new();
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let r = client
-                .post(format!("http://127.0.0.1:{}/v1/members", base + 1))
-                .body(add.clone())
+                .request(method.clone(), url)
+                .body(body.to_string())
                 .send()
                 .await;
             let last = match r {
@@ -348,8 +335,108 @@ fn a_new_node_joins_through_the_membership_api() {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    })
+}
+
+/// Waits until `url`'s status satisfies `cond`.
+fn wait_status(url: &str, what: &str, cond: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status_of(url);
+        if s.as_ref().is_some_and(&cond) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {s:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn learner_added_promoted_and_an_original_removed_while_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = 20_000 + ((std::process::id() + 15_555) % 20_000) as u16;
+    ok(bin()
+        .args(["certs", "--ids", "1,2,3,4", "--out"])
+        .arg(dir.path().join("certs"))
+        .output()
+        .unwrap());
+    let configs = write_configs(dir.path(), base);
+    let eps = endpoints(base);
+    let url = |i: u16| format!("http://127.0.0.1:{}", base + i);
+    let mut nodes = start(&configs);
+    client_until_ok(&["put", "k0", "v"], &eps);
+
+    // Writes keep flowing through every step.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, eps) = (stop.clone(), format!("{eps},{}", url(4)));
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                client_until_ok(&["put", &format!("w{n}"), "v"], &eps);
+                n += 1;
+            }
+            n
+        })
+    };
+
+    let four = write_joiner_config(dir.path(), base, &configs[0]);
+    let member = |learner: bool| {
+        format!(
+            "{{\"id\":4,\"peer_addr\":\"127.0.0.1:{}\",\"client_addr\":\"127.0.0.1:{}\",\"learner\":{learner}}}",
+            base + 104,
+            base + 4
+        )
+    };
+    request_until_ok("POST", &format!("{}/v1/members", url(1)), &member(true)).unwrap();
+    nodes.extend(start(&[four]));
+    wait_status(&url(4), "node 4 catches up as a learner", |s| {
+        s["learners"] == serde_json::json!([4]) && s["applied_index"].as_u64() > Some(2)
     });
-    if let Err(e) = added {
+    request_until_ok("POST", &format!("{}/v1/members", url(2)), &member(false)).unwrap();
+    wait_status(&url(4), "node 4 is promoted", |s| {
+        s["voters"] == serde_json::json!([1, 2, 3, 4]) && s["learners"] == serde_json::json!([])
+    });
+    request_until_ok("DELETE", &format!("{}/v1/members/1", url(3)), "").unwrap();
+    wait_status(&url(4), "node 1 is removed", |s| {
+        s["voters"] == serde_json::json!([2, 3, 4]) && s["leader"].as_u64().is_some_and(|l| l != 1)
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert!(written > 0, "writes flowed during the changes");
+    // The three remaining voters serve writes and agree.
+    let rest = format!("{},{},{}", url(2), url(3), url(4));
+    client_until_ok(&["put", "after", "removal"], &rest);
+    assert_eq!(client_until_ok(&["get", "after"], &rest).trim(), "removal");
+    sigterm_all(nodes);
+}
+
+#[test]
+fn a_new_node_joins_through_the_membership_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = 20_000 + ((std::process::id() + 3_333) % 20_000) as u16;
+    ok(bin()
+        .args(["certs", "--ids", "1,2,3,4", "--out"])
+        .arg(dir.path().join("certs"))
+        .output()
+        .unwrap());
+    let configs = write_configs(dir.path(), base);
+    let eps = endpoints(base);
+    let mut nodes = start(&configs);
+    client_until_ok(&["put", "before", "join"], &eps);
+
+    let four = write_joiner_config(dir.path(), base, &configs[0]);
+    // Add it as a voter through the leader (curl-like, via the CLI's HTTP client).
+    let add = format!(
+        "{{\"id\":4,\"peer_addr\":\"127.0.0.1:{}\",\"client_addr\":\"127.0.0.1:{}\"}}",
+        base + 104,
+        base + 4
+    );
+    if let Err(e) = request_until_ok(
+        "POST",
+        &format!("http://127.0.0.1:{}/v1/members", base + 1),
+        &add,
+    ) {
         panic!("adding node 4 failed: {e}");
     }
     nodes.extend(start(&[four]));
