@@ -668,20 +668,7 @@ impl<M: Wire, B: Wire> Transport<M, B> {
     /// # }
     /// ```
     pub fn send(&self, to: NodeId, msg: M) -> Result<(), SendError> {
-        let peers = self
-            .inner
-            .peers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let peer = peers.get(&to).ok_or(SendError::UnknownPeer(to))?;
-        match peer.msg_tx.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                inc(&peer.counters.dropped, 1);
-                Err(SendError::QueueFull(to))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
-        }
+        self.try_queue(to, msg, |p| &p.msg_tx)
     }
 
     /// Queues a message for `to`, waiting while the peer's queue is full instead of
@@ -706,18 +693,7 @@ impl<M: Wire, B: Wire> Transport<M, B> {
     /// # }
     /// ```
     pub async fn send_wait(&self, to: NodeId, msg: M) -> Result<(), SendError> {
-        let tx = {
-            let peers = self
-                .inner
-                .peers
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            peers
-                .get(&to)
-                .ok_or(SendError::UnknownPeer(to))?
-                .msg_tx
-                .clone()
-        };
+        let tx = self.queue_of(to, |p| &p.msg_tx)?;
         tx.send(msg).await.map_err(|_| SendError::Closed)
     }
 
@@ -740,20 +716,7 @@ impl<M: Wire, B: Wire> Transport<M, B> {
     /// # }
     /// ```
     pub fn send_bulk(&self, to: NodeId, item: B) -> Result<(), SendError> {
-        let peers = self
-            .inner
-            .peers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let peer = peers.get(&to).ok_or(SendError::UnknownPeer(to))?;
-        match peer.bulk_tx.try_send(item) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                inc(&peer.counters.dropped, 1);
-                Err(SendError::QueueFull(to))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
-        }
+        self.try_queue(to, item, |p| &p.bulk_tx)
     }
 
     /// Queues a bulk item for `to`, waiting while the peer's bulk queue is full (for a
@@ -778,19 +741,49 @@ impl<M: Wire, B: Wire> Transport<M, B> {
     /// # }
     /// ```
     pub async fn send_bulk_wait(&self, to: NodeId, item: B) -> Result<(), SendError> {
-        let tx = {
-            let peers = self
-                .inner
-                .peers
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            peers
-                .get(&to)
-                .ok_or(SendError::UnknownPeer(to))?
-                .bulk_tx
-                .clone()
-        };
+        let tx = self.queue_of(to, |p| &p.bulk_tx)?;
         tx.send(item).await.map_err(|_| SendError::Closed)
+    }
+
+    /// Puts `item` on one of `to`'s queues without waiting; a full queue drops
+    /// and counts it.
+    fn try_queue<T>(
+        &self,
+        to: NodeId,
+        item: T,
+        lane: impl Fn(&Peer<M, B>) -> &mpsc::Sender<T>,
+    ) -> Result<(), SendError> {
+        let peers = self
+            .inner
+            .peers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let peer = peers.get(&to).ok_or(SendError::UnknownPeer(to))?;
+        match lane(peer).try_send(item) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                inc(&peer.counters.dropped, 1);
+                Err(SendError::QueueFull(to))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+        }
+    }
+
+    /// A clone of one of `to`'s queue senders, for waiting outside the lock.
+    fn queue_of<T>(
+        &self,
+        to: NodeId,
+        lane: impl Fn(&Peer<M, B>) -> &mpsc::Sender<T>,
+    ) -> Result<mpsc::Sender<T>, SendError> {
+        let peers = self
+            .inner
+            .peers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        peers
+            .get(&to)
+            .map(|p| lane(p).clone())
+            .ok_or(SendError::UnknownPeer(to))
     }
 }
 
