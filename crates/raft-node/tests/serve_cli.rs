@@ -57,22 +57,59 @@ fn endpoints(base: u16) -> String {
         .join(",")
 }
 
-fn start(configs: &[PathBuf]) -> Vec<Child> {
-    configs
-        .iter()
-        .map(|c| {
-            bin()
-                .args(["serve", "--config"])
-                .arg(c)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect()
+/// Running `serve` processes; any still running when this is dropped (a
+/// failed assertion) are killed, so a failing test leaves nothing behind.
+struct Nodes(Vec<Child>);
+
+impl std::ops::Deref for Nodes {
+    type Target = Vec<Child>;
+    fn deref(&self) -> &Vec<Child> {
+        &self.0
+    }
 }
 
-fn sigterm_all(children: Vec<Child>) {
+impl std::ops::DerefMut for Nodes {
+    fn deref_mut(&mut self) -> &mut Vec<Child> {
+        &mut self.0
+    }
+}
+
+impl IntoIterator for Nodes {
+    type Item = Child;
+    type IntoIter = std::vec::IntoIter<Child>;
+    fn into_iter(mut self) -> Self::IntoIter {
+        std::mem::take(&mut self.0).into_iter()
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start(configs: &[PathBuf]) -> Nodes {
+    Nodes(
+        configs
+            .iter()
+            .map(|c| {
+                bin()
+                    .args(["serve", "--config"])
+                    .arg(c)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    )
+}
+
+fn sigterm_all(mut nodes: Nodes) {
+    let children = std::mem::take(&mut nodes.0);
     for c in &children {
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
@@ -260,7 +297,7 @@ fn a_lagging_node_catches_up_by_snapshot_over_quic() {
     client_until_ok(&["put", "first", "1"], &eps);
     // Stop node 3; the others write far past several snapshots.
     let third = nodes.pop().unwrap();
-    sigterm_all(vec![third]);
+    sigterm_all(Nodes(vec![third]));
     let two = endpoints(base).rsplit_once(',').unwrap().0.to_string();
     let bench = client_until_ok(
         &[
