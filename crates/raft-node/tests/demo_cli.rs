@@ -29,7 +29,8 @@ fn demo_runs_a_real_cluster_and_resumes_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // A port range unlikely to clash with a demo a developer left running.
-    let base = 20_000 + (std::process::id() % 20_000) as u16;
+    // Below the kernel's ephemeral range (32768+), so no client socket holds it.
+    let base = 20_000 + (std::process::id() % 12_000) as u16;
     let first = demo(&data, base);
     assert!(
         first.contains("linearizable read via the leader"),

@@ -50,6 +50,22 @@ fn write_configs_with(dir: &Path, base: u16, extra: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A fresh directory holding a CA and certificates for `ids`, and a port
+/// base (client ports base+id, peer ports base+100+id) that differs per test
+/// (`salt`) and per process, so tests running side by side do not clash. The
+/// ports stay below the kernel's ephemeral range (32768+): otherwise an
+/// outgoing client connection can hold a node's port before it binds.
+fn cluster_dir(salt: u32, ids: &str) -> (tempfile::TempDir, u16, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let base = 20_000 + ((std::process::id() + salt) % 12_000) as u16;
+    let out = ok(bin()
+        .args(["certs", "--ids", ids, "--out"])
+        .arg(dir.path().join("certs"))
+        .output()
+        .unwrap());
+    (dir, base, out)
+}
+
 fn endpoints(base: u16) -> String {
     (1..=3)
         .map(|i| format!("http://127.0.0.1:{}", base + i))
@@ -148,14 +164,7 @@ fn client_until_ok(args: &[&str], eps: &str) -> String {
 
 #[test]
 fn three_processes_serve_survive_sigterm_and_resume() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = 20_000 + (std::process::id() % 20_000) as u16;
-    let certs = dir.path().join("certs");
-    let out = ok(bin()
-        .args(["certs", "--ids", "1,2,3", "--out"])
-        .arg(&certs)
-        .output()
-        .unwrap());
+    let (dir, base, out) = cluster_dir(0, "1,2,3");
     assert!(out.contains("wrote"), "{out}");
     let configs = write_configs(dir.path(), base);
     let eps = endpoints(base);
@@ -280,13 +289,7 @@ fn status_of(url: &str) -> Option<serde_json::Value> {
 
 #[test]
 fn a_lagging_node_catches_up_by_snapshot_over_quic() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = 20_000 + ((std::process::id() + 7_777) % 20_000) as u16;
-    ok(bin()
-        .args(["certs", "--ids", "1,2,3", "--out"])
-        .arg(dir.path().join("certs"))
-        .output()
-        .unwrap());
+    let (dir, base, _) = cluster_dir(7_777, "1,2,3");
     let configs = write_configs_with(
         dir.path(),
         base,
@@ -412,13 +415,7 @@ fn wait_status(url: &str, what: &str, cond: impl Fn(&serde_json::Value) -> bool)
 
 #[test]
 fn learner_added_promoted_and_an_original_removed_while_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = 20_000 + ((std::process::id() + 15_555) % 20_000) as u16;
-    ok(bin()
-        .args(["certs", "--ids", "1,2,3,4", "--out"])
-        .arg(dir.path().join("certs"))
-        .output()
-        .unwrap());
+    let (dir, base, _) = cluster_dir(15_555, "1,2,3,4");
     let configs = write_configs(dir.path(), base);
     let eps = endpoints(base);
     let url = |i: u16| format!("http://127.0.0.1:{}", base + i);
@@ -472,13 +469,7 @@ fn learner_added_promoted_and_an_original_removed_while_serving() {
 
 #[test]
 fn a_new_node_joins_through_the_membership_api() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = 20_000 + ((std::process::id() + 3_333) % 20_000) as u16;
-    ok(bin()
-        .args(["certs", "--ids", "1,2,3,4", "--out"])
-        .arg(dir.path().join("certs"))
-        .output()
-        .unwrap());
+    let (dir, base, _) = cluster_dir(3_333, "1,2,3,4");
     let configs = write_configs(dir.path(), base);
     let eps = endpoints(base);
     let mut nodes = start(&configs);
@@ -560,13 +551,7 @@ fn a_new_node_joins_through_the_membership_api() {
 
 #[test]
 fn a_damaged_wal_refuses_to_start_naming_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = 20_000 + ((std::process::id() + 11_111) % 20_000) as u16;
-    ok(bin()
-        .args(["certs", "--ids", "1,2,3", "--out"])
-        .arg(dir.path().join("certs"))
-        .output()
-        .unwrap());
+    let (dir, base, _) = cluster_dir(11_111, "1,2,3");
     let configs = write_configs(dir.path(), base);
     let nodes = start(&configs);
     let eps = endpoints(base);
