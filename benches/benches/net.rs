@@ -2,7 +2,8 @@
 //!
 //! Two endpoints on 127.0.0.1 and 127.0.0.2 with the cluster's mutual TLS. Groups:
 //!
-//! - `net_msg_128B`: 128-byte messages (`Vec<u8>`), one iteration = one message.
+//! - `net_msg_128B`: `raft_core::Message::Append` of one small entry, 128 bytes encoded,
+//!   one iteration = one message.
 //! - `net_append_64KiB`: `raft_core::Message::Append` carrying 64 entries of 1 KiB,
 //!   one iteration = one message.
 //!
@@ -14,6 +15,9 @@
 //! decoding the message once on one thread, no I/O. After the criterion groups, paired rounds run both
 //! back to back (order alternating) and print the median throughput ratio
 //! transport / raw, which is the figure the README quotes.
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -192,17 +196,33 @@ async fn run_raw<M: Wire>(p: &mut Pair<M>, n: u64) -> Duration {
     elapsed
 }
 
-fn msg_128() -> Vec<u8> {
-    vec![0x5a; 128]
+/// A Raft message of exactly 128 bytes on the wire after its length prefix: an append
+/// of one small entry, the kind a leader sends per client write at low batching.
+fn msg_128() -> Message {
+    let mut data_len = 0;
+    loop {
+        let msg = append(1, data_len);
+        let len = postcard::to_stdvec(&msg).unwrap().len();
+        match len.cmp(&128) {
+            std::cmp::Ordering::Equal => return msg,
+            std::cmp::Ordering::Less => data_len += 1,
+            std::cmp::Ordering::Greater => panic!("no entry size gives 128 bytes"),
+        }
+    }
 }
 
 fn append_64k() -> Message {
-    let entries = (0..64)
+    append(64, 1024)
+}
+
+/// An append of `n` entries of `size` bytes each.
+fn append(n: u64, size: usize) -> Message {
+    let entries = (0..n)
         .map(|i| Entry {
             index: 1000 + i,
             term: 7,
             kind: EntryKind::Normal,
-            data: vec![i as u8; 1024],
+            data: vec![i as u8; size],
         })
         .collect();
     Message {

@@ -168,24 +168,8 @@ impl FrameReader {
         recv: &mut quinn::RecvStream,
     ) -> Result<Option<&[u8]>, ReadError> {
         loop {
-            let avail = self.end - self.start;
-            if avail >= PREFIX_LEN {
-                let mut p = [0u8; PREFIX_LEN];
-                p.copy_from_slice(&self.buf[self.start..self.start + PREFIX_LEN]);
-                let len = u32::from_le_bytes(p) as usize;
-                if len > self.max_frame {
-                    return Err(ReadError::TooLarge(len));
-                }
-                let total = PREFIX_LEN + len;
-                if avail >= total {
-                    let s = self.start + PREFIX_LEN;
-                    self.start += total;
-                    return Ok(Some(&self.buf[s..s + len]));
-                }
-                if self.buf.len() < total {
-                    // Checked against the limit above, so this allocation is bounded.
-                    self.buf.resize(total, 0);
-                }
+            if let Some((at, len)) = self.take_buffered()? {
+                return Ok(Some(&self.buf[at..at + len]));
             }
             if !self.fill(recv).await? {
                 return if self.end == self.start {
@@ -195,6 +179,39 @@ impl FrameReader {
                 };
             }
         }
+    }
+
+    /// Returns the next frame's payload if it is already wholly buffered, without reading.
+    pub(crate) fn buffered_frame(&mut self) -> Result<Option<&[u8]>, ReadError> {
+        Ok(self
+            .take_buffered()?
+            .map(|(at, len)| &self.buf[at..at + len]))
+    }
+
+    /// Consumes the next frame if it is wholly buffered and returns where its payload lies
+    /// in `buf`. Otherwise makes sure `buf` can hold it (its length checked against the
+    /// limit first, so the allocation is bounded).
+    fn take_buffered(&mut self) -> Result<Option<(usize, usize)>, ReadError> {
+        let avail = self.end - self.start;
+        if avail < PREFIX_LEN {
+            return Ok(None);
+        }
+        let mut p = [0u8; PREFIX_LEN];
+        p.copy_from_slice(&self.buf[self.start..self.start + PREFIX_LEN]);
+        let len = u32::from_le_bytes(p) as usize;
+        if len > self.max_frame {
+            return Err(ReadError::TooLarge(len));
+        }
+        let total = PREFIX_LEN + len;
+        if avail < total {
+            if self.buf.len() < total {
+                self.buf.resize(total, 0);
+            }
+            return Ok(None);
+        }
+        let at = self.start + PREFIX_LEN;
+        self.start += total;
+        Ok(Some((at, len)))
     }
 
     /// Reads more bytes; `Ok(false)` at end of stream.

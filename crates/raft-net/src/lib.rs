@@ -52,14 +52,18 @@
 
 pub mod certs;
 mod frame;
+mod inbound;
+mod inbox;
+mod outbound;
+mod queue;
+mod stats;
 mod tls;
 mod transport;
 
+pub use inbox::{Inbound, Inbox};
+pub use stats::{PeerStats, TransportStats};
 pub use tls::{TlsConfig, TlsError};
-pub use transport::{
-    close_code, Inbound, Inbox, NetError, PeerStats, SendError, Transport, TransportConfig,
-    TransportStats,
-};
+pub use transport::{close_code, NetError, SendError, Transport, TransportConfig};
 
 /// A node id (the same as `raft_core::NodeId`).
 pub type NodeId = raft_core::NodeId;

@@ -22,21 +22,20 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use quinn::VarInt;
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-use rustls::pki_types::CertificateDer;
-use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
-use tracing::{debug, info, warn};
+use tokio::task::JoinHandle;
+use tracing::info;
 
-use crate::certs::node_server_name;
-use crate::frame::{self, FrameReader, Lane, ReadError, HEADER_LEN};
-use crate::tls::{cert_names_node, peer_certificate, TlsConfig, TlsError};
+use crate::inbound::{accept_loop, AcceptCtx};
+use crate::inbox::Inbox;
+use crate::outbound::{Outbound, Settings};
+use crate::queue::{self, Producer, PushError};
+use crate::stats::{inc, PeerCounters, PeerStats, Registry, TransportStats};
+use crate::tls::{TlsConfig, TlsError};
 use crate::{NodeId, Wire};
 
 /// Application error codes with which the transport closes a QUIC connection.
@@ -192,109 +191,10 @@ impl std::fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
-/// What arrived from a peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Inbound<M, B = M> {
-    /// A message from the message lane.
-    Message(M),
-    /// An item from the bulk lane (e.g. a snapshot chunk).
-    Bulk(B),
-}
-
-/// Counters of one peer, as returned by [`Transport::stats`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PeerStats {
-    /// The peer's id.
-    pub id: NodeId,
-    /// The address dialed, if the peer is configured (not for peers only heard from).
-    pub addr: Option<SocketAddr>,
-    /// Whether our outbound connection to the peer is up.
-    pub connected: bool,
-    /// Bytes written to the peer (frames, both lanes).
-    pub bytes_sent: u64,
-    /// Bytes of accepted frames received from the peer (both lanes).
-    pub bytes_received: u64,
-    /// Messages written on the message lane.
-    pub messages_sent: u64,
-    /// Messages received on the message lane and handed to the inbox.
-    pub messages_received: u64,
-    /// Items written on the bulk lane.
-    pub bulk_sent: u64,
-    /// Items received on the bulk lane and handed to the inbox.
-    pub bulk_received: u64,
-    /// Messages and bulk items dropped because the peer's queue was full.
-    pub dropped: u64,
-    /// Outbound messages dropped because they encode larger than `max_frame_bytes`.
-    pub oversized: u64,
-    /// Inbound connections from this peer closed for a protocol violation (oversized or
-    /// malformed frame, impersonation).
-    pub rejected: u64,
-    /// Outbound connections established after the first one.
-    pub reconnects: u64,
-    /// Failed outbound connection attempts.
-    pub connect_failures: u64,
-}
-
-/// Counters of the whole transport.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TransportStats {
-    /// Per peer, sorted by id.
-    pub peers: Vec<PeerStats>,
-    /// Inbound handshakes that failed (no certificate, certificate from another CA, ...).
-    pub handshake_failures: u64,
-    /// Inbound connections closed before a peer id was verified (bad header, a
-    /// certificate not naming the claimed id).
-    pub refused_connections: u64,
-}
-
-#[derive(Default)]
-struct PeerCounters {
-    connected: AtomicBool,
-    bytes_sent: AtomicU64,
-    bytes_received: AtomicU64,
-    messages_sent: AtomicU64,
-    messages_received: AtomicU64,
-    bulk_sent: AtomicU64,
-    bulk_received: AtomicU64,
-    dropped: AtomicU64,
-    oversized: AtomicU64,
-    rejected: AtomicU64,
-    reconnects: AtomicU64,
-    connect_failures: AtomicU64,
-}
-
-fn inc(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
-}
-
-#[derive(Default)]
-struct Registry {
-    peers: Mutex<HashMap<NodeId, Arc<PeerCounters>>>,
-    handshake_failures: AtomicU64,
-    refused_connections: AtomicU64,
-}
-
-impl Registry {
-    fn peer(&self, id: NodeId) -> Arc<PeerCounters> {
-        let mut map = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
-        map.entry(id).or_default().clone()
-    }
-}
-
-/// Settings the tasks need, shared read-only.
-struct Settings {
-    id: NodeId,
-    max_frame: usize,
-    backoff_min: Duration,
-    backoff_max: Duration,
-    connect_timeout: Duration,
-    header_timeout: Duration,
-}
-
 struct Peer<M, B> {
     addr: SocketAddr,
-    msg_tx: mpsc::Sender<M>,
-    bulk_tx: mpsc::Sender<B>,
+    msg_tx: Producer<M>,
+    bulk_tx: Producer<B>,
     counters: Arc<PeerCounters>,
     task: JoinHandle<()>,
 }
@@ -322,120 +222,6 @@ impl<M, B> Drop for Inner<M, B> {
         for peer in peers.values() {
             peer.task.abort();
         }
-    }
-}
-
-/// Receiving side of a [`Transport`]: inbound messages and bulk items with the verified
-/// id of the peer that sent them. Messages are preferred over bulk items when both wait.
-pub struct Inbox<M, B = M> {
-    msgs: mpsc::Receiver<(NodeId, M)>,
-    bulk: mpsc::Receiver<(NodeId, B)>,
-}
-
-impl<M, B> Inbox<M, B> {
-    /// Waits for the next inbound item; `None` once the transport is gone.
-    ///
-    /// ```
-    /// # use raft_net::*;
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # certs::generate(dir.path(), &[1, 2])?;
-    /// # let (a, mut a_inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(1, "127.0.0.1:0".parse()?), &TlsConfig::load(dir.path(), 1)?)?;
-    /// # let (b, mut inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(2, "127.0.0.2:0".parse()?), &TlsConfig::load(dir.path(), 2)?)?;
-    /// # a.add_peer(2, b.local_addr());
-    /// # b.add_peer(1, a.local_addr());
-    /// let sent = a.send(2, vec![1]);
-    /// assert!(sent.is_ok());
-    /// let (from, item) = inbox.recv().await.unwrap();
-    /// assert_eq!((from, item), (1, Inbound::Message(vec![1])));
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn recv(&mut self) -> Option<(NodeId, Inbound<M, B>)> {
-        tokio::select! {
-            biased;
-            Some((from, m)) = self.msgs.recv() => Some((from, Inbound::Message(m))),
-            Some((from, b)) = self.bulk.recv() => Some((from, Inbound::Bulk(b))),
-            else => None,
-        }
-    }
-
-    /// Waits for at least one inbound item, then moves up to `limit` waiting items into
-    /// `out` (messages first, then bulk items) and returns how many; 0 once the transport
-    /// is gone. Draining in batches is what a driver's event loop wants: one wake-up per
-    /// batch instead of one per message.
-    ///
-    /// ```
-    /// # use raft_net::*;
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # certs::generate(dir.path(), &[1, 2])?;
-    /// # let (a, mut a_inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(1, "127.0.0.1:0".parse()?), &TlsConfig::load(dir.path(), 1)?)?;
-    /// # let (b, mut inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(2, "127.0.0.2:0".parse()?), &TlsConfig::load(dir.path(), 2)?)?;
-    /// # a.add_peer(2, b.local_addr());
-    /// # b.add_peer(1, a.local_addr());
-    /// a.send(2, vec![1])?;
-    /// a.send(2, vec![2])?;
-    /// let mut batch = Vec::new();
-    /// let mut n = 0;
-    /// while n < 2 {
-    ///     n += inbox.recv_many(&mut batch, 64).await;
-    /// }
-    /// assert_eq!(batch[1], (1, Inbound::Message(vec![2])));
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn recv_many(
-        &mut self,
-        out: &mut Vec<(NodeId, Inbound<M, B>)>,
-        limit: usize,
-    ) -> usize {
-        let Some(first) = self.recv().await else {
-            return 0;
-        };
-        out.push(first);
-        let mut n = 1;
-        while n < limit {
-            match self.try_recv() {
-                Some(item) => {
-                    out.push(item);
-                    n += 1;
-                }
-                None => break,
-            }
-        }
-        n
-    }
-
-    /// Returns an inbound item if one is waiting, without blocking.
-    ///
-    /// ```
-    /// # use raft_net::*;
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # certs::generate(dir.path(), &[1, 2])?;
-    /// # let (a, mut a_inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(1, "127.0.0.1:0".parse()?), &TlsConfig::load(dir.path(), 1)?)?;
-    /// # let (b, mut inbox) = Transport::<Vec<u8>>::start(TransportConfig::new(2, "127.0.0.2:0".parse()?), &TlsConfig::load(dir.path(), 2)?)?;
-    /// # a.add_peer(2, b.local_addr());
-    /// # b.add_peer(1, a.local_addr());
-    /// assert!(inbox.try_recv().is_none());
-    /// a.send(2, vec![1])?;
-    /// let _ = inbox.recv().await;
-    /// assert!(inbox.try_recv().is_none());
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn try_recv(&mut self) -> Option<(NodeId, Inbound<M, B>)> {
-        if let Ok((from, m)) = self.msgs.try_recv() {
-            return Some((from, Inbound::Message(m)));
-        }
-        self.bulk
-            .try_recv()
-            .ok()
-            .map(|(from, b)| (from, Inbound::Bulk(b)))
     }
 }
 
@@ -530,8 +316,8 @@ impl<M: Wire, B: Wire> Transport<M, B> {
             header_timeout: config.header_timeout,
         });
         let registry = Arc::new(Registry::default());
-        let (msg_tx, msgs) = mpsc::channel(config.inbox_capacity);
-        let (bulk_tx, bulk) = mpsc::channel(config.inbox_capacity);
+        let (msg_tx, msgs) = queue::bounded(config.inbox_capacity);
+        let (bulk_tx, bulk) = queue::bounded(config.inbox_capacity);
         let accept_ctx = Arc::new(AcceptCtx {
             settings: settings.clone(),
             registry: registry.clone(),
@@ -557,7 +343,7 @@ impl<M: Wire, B: Wire> Transport<M, B> {
             transport.add_peer(id, addr);
         }
         info!(node = config.id, addr = %transport.local_addr(), "peer transport started");
-        Ok((transport, Inbox { msgs, bulk }))
+        Ok((transport, Inbox::new(msgs, bulk)))
     }
 
     /// Adds (or re-addresses) a peer and starts dialing it. Re-adding a peer with a new
@@ -595,8 +381,8 @@ impl<M: Wire, B: Wire> Transport<M, B> {
             }
             old.task.abort();
         }
-        let (msg_tx, msg_rx) = mpsc::channel(self.inner.queue_capacity);
-        let (bulk_tx, bulk_rx) = mpsc::channel(self.inner.bulk_queue_capacity);
+        let (msg_tx, msg_rx) = queue::bounded(self.inner.queue_capacity);
+        let (bulk_tx, bulk_rx) = queue::bounded(self.inner.bulk_queue_capacity);
         let counters = self.inner.registry.peer(id);
         let out = Outbound {
             settings: self.inner.settings.clone(),
@@ -693,8 +479,13 @@ impl<M: Wire, B: Wire> Transport<M, B> {
     /// # }
     /// ```
     pub async fn send_wait(&self, to: NodeId, msg: M) -> Result<(), SendError> {
+        // Fast path without cloning the queue handle; wait only when the queue is full.
+        let msg = match self.push_now(to, msg, |p| &p.msg_tx)? {
+            None => return Ok(()),
+            Some(msg) => msg,
+        };
         let tx = self.queue_of(to, |p| &p.msg_tx)?;
-        tx.send(msg).await.map_err(|_| SendError::Closed)
+        tx.push(msg).await.map_err(|_| SendError::Closed)
     }
 
     /// Queues a bulk item (e.g. a snapshot chunk) for `to` without waiting; like
@@ -741,8 +532,12 @@ impl<M: Wire, B: Wire> Transport<M, B> {
     /// # }
     /// ```
     pub async fn send_bulk_wait(&self, to: NodeId, item: B) -> Result<(), SendError> {
+        let item = match self.push_now(to, item, |p| &p.bulk_tx)? {
+            None => return Ok(()),
+            Some(item) => item,
+        };
         let tx = self.queue_of(to, |p| &p.bulk_tx)?;
-        tx.send(item).await.map_err(|_| SendError::Closed)
+        tx.push(item).await.map_err(|_| SendError::Closed)
     }
 
     /// Puts `item` on one of `to`'s queues without waiting; a full queue drops
@@ -751,21 +546,43 @@ impl<M: Wire, B: Wire> Transport<M, B> {
         &self,
         to: NodeId,
         item: T,
-        lane: impl Fn(&Peer<M, B>) -> &mpsc::Sender<T>,
+        lane: impl Fn(&Peer<M, B>) -> &Producer<T>,
     ) -> Result<(), SendError> {
+        match self.push_now(to, item, lane)? {
+            None => Ok(()),
+            Some(_) => {
+                if let Some(peer) = self
+                    .inner
+                    .peers
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&to)
+                {
+                    inc(&peer.counters.dropped, 1);
+                }
+                Err(SendError::QueueFull(to))
+            }
+        }
+    }
+
+    /// Puts `item` on one of `to`'s queues if there is room; hands it back if the queue
+    /// is full.
+    fn push_now<T>(
+        &self,
+        to: NodeId,
+        item: T,
+        lane: impl Fn(&Peer<M, B>) -> &Producer<T>,
+    ) -> Result<Option<T>, SendError> {
         let peers = self
             .inner
             .peers
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let peer = peers.get(&to).ok_or(SendError::UnknownPeer(to))?;
-        match lane(peer).try_send(item) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                inc(&peer.counters.dropped, 1);
-                Err(SendError::QueueFull(to))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+        match lane(peer).try_push(item) {
+            Ok(()) => Ok(None),
+            Err(PushError::Full(item)) => Ok(Some(item)),
+            Err(PushError::Closed(_)) => Err(SendError::Closed),
         }
     }
 
@@ -773,8 +590,8 @@ impl<M: Wire, B: Wire> Transport<M, B> {
     fn queue_of<T>(
         &self,
         to: NodeId,
-        lane: impl Fn(&Peer<M, B>) -> &mpsc::Sender<T>,
-    ) -> Result<mpsc::Sender<T>, SendError> {
+        lane: impl Fn(&Peer<M, B>) -> &Producer<T>,
+    ) -> Result<Producer<T>, SendError> {
         let peers = self
             .inner
             .peers
@@ -989,344 +806,5 @@ impl<M, B> Transport<M, B> {
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
         info!(node = self.inner.settings.id, "peer transport shut down");
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Outbound
-
-struct Outbound {
-    settings: Arc<Settings>,
-    endpoint: quinn::Endpoint,
-    client_config: quinn::ClientConfig,
-    peer: NodeId,
-    addr: SocketAddr,
-    counters: Arc<PeerCounters>,
-}
-
-/// Why a lane writer stopped.
-enum LaneEnd {
-    /// The queue's sender is gone (peer removed or transport dropped): stop for good.
-    QueueClosed,
-    /// The connection or stream failed: reconnect.
-    Failed(String),
-}
-
-/// Largest batch of frames gathered into one stream write.
-const BATCH_BYTES: usize = 64 * 1024;
-
-impl Outbound {
-    async fn run<M: Wire, B: Wire>(
-        self,
-        mut msg_rx: mpsc::Receiver<M>,
-        mut bulk_rx: mpsc::Receiver<B>,
-    ) {
-        let mut rng = SmallRng::from_entropy();
-        let mut backoff = self.settings.backoff_min;
-        let mut ever_connected = false;
-        let server_name = node_server_name(self.peer);
-        loop {
-            let conn = match self.connect(&server_name).await {
-                Ok(conn) => conn,
-                Err(reason) => {
-                    inc(&self.counters.connect_failures, 1);
-                    let delay = jitter(&mut rng, backoff);
-                    debug!(node = self.settings.id, peer = self.peer, addr = %self.addr, %reason, ?delay, "connect failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    backoff = (backoff * 2).min(self.settings.backoff_max);
-                    continue;
-                }
-            };
-            if ever_connected {
-                inc(&self.counters.reconnects, 1);
-            }
-            ever_connected = true;
-            self.counters.connected.store(true, Ordering::Relaxed);
-            info!(node = self.settings.id, peer = self.peer, addr = %self.addr, "connected to peer");
-            let since = Instant::now();
-            let end = tokio::select! {
-                end = self.lane(&conn, Lane::Message, &mut msg_rx) => end,
-                end = self.lane(&conn, Lane::Bulk, &mut bulk_rx) => end,
-                e = conn.closed() => LaneEnd::Failed(e.to_string()),
-            };
-            self.counters.connected.store(false, Ordering::Relaxed);
-            conn.close(VarInt::from_u32(close_code::SHUTDOWN), b"reconnect");
-            match end {
-                LaneEnd::QueueClosed => return,
-                LaneEnd::Failed(reason) => {
-                    info!(node = self.settings.id, peer = self.peer, %reason, "connection to peer lost; reconnecting");
-                }
-            }
-            if since.elapsed() >= self.settings.backoff_max {
-                backoff = self.settings.backoff_min;
-            }
-            tokio::time::sleep(jitter(&mut rng, backoff)).await;
-            backoff = (backoff * 2).min(self.settings.backoff_max);
-        }
-    }
-
-    async fn connect(&self, server_name: &str) -> Result<quinn::Connection, String> {
-        let connecting = self
-            .endpoint
-            .connect_with(self.client_config.clone(), self.addr, server_name)
-            .map_err(|e| e.to_string())?;
-        match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("handshake timed out".into()),
-        }
-    }
-
-    /// Opens a lane's stream and writes queued items to it in batches until the queue
-    /// closes or the stream fails.
-    async fn lane<T: Wire>(
-        &self,
-        conn: &quinn::Connection,
-        lane: Lane,
-        rx: &mut mpsc::Receiver<T>,
-    ) -> LaneEnd {
-        let failed = |e: &dyn std::fmt::Display| LaneEnd::Failed(format!("{lane:?} lane: {e}"));
-        let mut send = match conn.open_uni().await {
-            Ok(s) => s,
-            Err(e) => return failed(&e),
-        };
-        let _ = send.set_priority(if lane == Lane::Message { 1 } else { 0 });
-        if let Err(e) = send.write_all(&frame::header(lane, self.settings.id)).await {
-            return failed(&e);
-        }
-        let (sent_items, max_batch) = match lane {
-            Lane::Message => (&self.counters.messages_sent, BATCH_BYTES),
-            // Bulk items are large; write each on its own so the lane yields between them.
-            Lane::Bulk => (&self.counters.bulk_sent, 1),
-        };
-        let mut buf = Vec::with_capacity(BATCH_BYTES + 1024);
-        loop {
-            let Some(first) = rx.recv().await else {
-                let _ = send.finish();
-                return LaneEnd::QueueClosed;
-            };
-            buf.clear();
-            let mut count = 0u64;
-            let mut next = Some(first);
-            while let Some(item) = next.take() {
-                match frame::encode_into(&item, &mut buf, self.settings.max_frame) {
-                    Ok(_) => count += 1,
-                    Err(reason) => {
-                        inc(&self.counters.oversized, 1);
-                        warn!(node = self.settings.id, peer = self.peer, %reason, "outbound message dropped");
-                    }
-                }
-                if buf.len() < max_batch {
-                    next = rx.try_recv().ok();
-                }
-            }
-            if buf.is_empty() {
-                continue;
-            }
-            if let Err(e) = send.write_all(&buf).await {
-                return failed(&e);
-            }
-            inc(sent_items, count);
-            inc(&self.counters.bytes_sent, buf.len() as u64);
-            if lane == Lane::Bulk {
-                // Both lanes run in this task; while bulk items are queued and the stream
-                // has room, every await above is ready at once, so give the message lane
-                // its turn after each item.
-                tokio::task::yield_now().await;
-            }
-        }
-    }
-}
-
-/// A delay in `[d/2, d]`.
-fn jitter(rng: &mut SmallRng, d: Duration) -> Duration {
-    let half = d / 2;
-    let extra = rng.gen_range(0..=half.as_micros().max(1) as u64);
-    half + Duration::from_micros(extra)
-}
-
-// ---------------------------------------------------------------------------------------
-// Inbound
-
-struct AcceptCtx<M, B> {
-    settings: Arc<Settings>,
-    registry: Arc<Registry>,
-    msg_tx: mpsc::Sender<(NodeId, M)>,
-    bulk_tx: mpsc::Sender<(NodeId, B)>,
-}
-
-async fn accept_loop<M: Wire, B: Wire>(endpoint: quinn::Endpoint, ctx: Arc<AcceptCtx<M, B>>) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            incoming = endpoint.accept() => {
-                let Some(incoming) = incoming else { return };
-                conns.spawn(serve_connection(incoming, ctx.clone()));
-            }
-            Some(_) = conns.join_next() => {}
-        }
-    }
-}
-
-/// Closes an inbound connection for a violation, with a logged reason.
-fn refuse(conn: &quinn::Connection, peer: Option<NodeId>, code: u32, reason: &str) {
-    warn!(remote = %conn.remote_address(), peer = ?peer, code, %reason, "closing inbound peer connection");
-    let mut bytes = reason.as_bytes();
-    // Keep the close reason within one packet.
-    bytes = &bytes[..bytes.len().min(256)];
-    conn.close(VarInt::from_u32(code), bytes);
-}
-
-async fn serve_connection<M: Wire, B: Wire>(incoming: quinn::Incoming, ctx: Arc<AcceptCtx<M, B>>) {
-    let remote = incoming.remote_address();
-    let conn = match incoming.await {
-        Ok(conn) => conn,
-        Err(e) => {
-            inc(&ctx.registry.handshake_failures, 1);
-            warn!(node = ctx.settings.id, %remote, error = %e, "refused peer: handshake failed");
-            return;
-        }
-    };
-    let Some(cert) = peer_certificate(&conn) else {
-        // The verifier requires a client certificate, so this should not happen.
-        inc(&ctx.registry.handshake_failures, 1);
-        refuse(
-            &conn,
-            None,
-            close_code::NO_CERTIFICATE,
-            "no client certificate",
-        );
-        return;
-    };
-    let mut streams = JoinSet::new();
-    loop {
-        tokio::select! {
-            stream = conn.accept_uni() => match stream {
-                Ok(recv) => {
-                    streams.spawn(read_stream(conn.clone(), recv, cert.clone(), ctx.clone()));
-                }
-                Err(e) => {
-                    debug!(node = ctx.settings.id, %remote, reason = %e, "inbound connection ended");
-                    return;
-                }
-            },
-            Some(_) = streams.join_next() => {}
-        }
-    }
-}
-
-async fn read_stream<M: Wire, B: Wire>(
-    conn: quinn::Connection,
-    mut recv: quinn::RecvStream,
-    cert: CertificateDer<'static>,
-    ctx: Arc<AcceptCtx<M, B>>,
-) {
-    let mut reader = FrameReader::new(ctx.settings.max_frame);
-    let mut header = [0u8; HEADER_LEN];
-    let refused = |code: u32, reason: &str| {
-        inc(&ctx.registry.refused_connections, 1);
-        refuse(&conn, None, code, reason);
-    };
-    match tokio::time::timeout(
-        ctx.settings.header_timeout,
-        reader.read_exact_into(&mut recv, &mut header),
-    )
-    .await
-    {
-        Ok(Ok(true)) => {}
-        Ok(Ok(false)) => return,
-        Ok(Err(ReadError::Stream(e))) => {
-            debug!(node = ctx.settings.id, reason = %e, "inbound stream ended before its header");
-            return;
-        }
-        Ok(Err(_)) => return refused(close_code::PROTOCOL, "stream ended inside its header"),
-        Err(_) => return refused(close_code::PROTOCOL, "no stream header in time"),
-    }
-    let (lane, from) = match frame::parse_header(&header) {
-        Ok(h) => h,
-        Err(reason) => return refused(close_code::PROTOCOL, &reason),
-    };
-    if !cert_names_node(&cert, from) {
-        return refused(
-            close_code::IMPERSONATION,
-            &format!("stream claims node {from} but the certificate does not name it"),
-        );
-    }
-    let counters = ctx.registry.peer(from);
-    let result = match lane {
-        Lane::Message => {
-            read_frames(
-                &mut reader,
-                &mut recv,
-                from,
-                &counters,
-                &counters.messages_received,
-                &ctx.msg_tx,
-            )
-            .await
-        }
-        Lane::Bulk => {
-            read_frames(
-                &mut reader,
-                &mut recv,
-                from,
-                &counters,
-                &counters.bulk_received,
-                &ctx.bulk_tx,
-            )
-            .await
-        }
-    };
-    if let Err((code, reason)) = result {
-        inc(&counters.rejected, 1);
-        refuse(&conn, Some(from), code, &reason);
-    }
-}
-
-/// Reads frames until the stream ends; `Err((code, reason))` on a violation.
-async fn read_frames<T: Wire>(
-    reader: &mut FrameReader,
-    recv: &mut quinn::RecvStream,
-    from: NodeId,
-    counters: &PeerCounters,
-    received: &AtomicU64,
-    tx: &mpsc::Sender<(NodeId, T)>,
-) -> Result<(), (u32, String)> {
-    loop {
-        let payload = match reader.next_frame(recv).await {
-            Ok(Some(p)) => p,
-            Ok(None) => return Ok(()),
-            Err(ReadError::TooLarge(len)) => {
-                return Err((
-                    close_code::FRAME_TOO_LARGE,
-                    format!("frame of {len} bytes exceeds the limit"),
-                ))
-            }
-            Err(ReadError::Truncated) => {
-                return Err((close_code::PROTOCOL, "stream ended inside a frame".into()))
-            }
-            Err(ReadError::Stream(e)) => {
-                debug!(peer = from, reason = %e, "inbound stream ended");
-                return Ok(());
-            }
-        };
-        let len = payload.len() + frame::PREFIX_LEN;
-        let msg: T = frame::decode(payload).map_err(|reason| (close_code::MALFORMED, reason))?;
-        if let Some(claimed) = msg.claimed_sender() {
-            if claimed != from {
-                return Err((
-                    close_code::IMPERSONATION,
-                    format!(
-                        "message claims sender {claimed} on a connection verified as node {from}"
-                    ),
-                ));
-            }
-        }
-        inc(&counters.bytes_received, len as u64);
-        inc(received, 1);
-        if tx.send((from, msg)).await.is_err() {
-            // The inbox is gone: the transport is shutting down.
-            return Ok(());
-        }
     }
 }
