@@ -16,6 +16,7 @@
 //! back to back (order alternating) and print the median throughput ratio
 //! transport / raw, which is the figure the README quotes.
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -196,6 +197,62 @@ async fn run_raw<M: Wire>(p: &mut Pair<M>, n: u64) -> Duration {
     elapsed
 }
 
+/// The same raw stream, but the writer encodes every message (cloned first, as the
+/// transport's caller does) and the reader decodes every frame: the least any
+/// postcard-over-one-stream pipe must do. The gap between it and `run_raw` is the
+/// codec's; the gap between `run_transport` and it is the transport's own.
+async fn run_raw_codec<M: Wire + Clone>(p: &mut Pair<M>, n: u64) -> Duration {
+    let start = Instant::now();
+    let mut send = p.raw_send.take().expect("raw stream");
+    let msg = p.msg.clone();
+    let writer = tokio::spawn(async move {
+        let mut buf = Vec::with_capacity(128 * 1024);
+        for _ in 0..n {
+            let m = msg.clone();
+            let at = buf.len();
+            buf.extend_from_slice(&[0u8; 4]);
+            let buf_back = postcard::to_extend(&m, std::mem::take(&mut buf)).unwrap();
+            buf = buf_back;
+            let len = (buf.len() - at - 4) as u32;
+            buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+            if buf.len() >= 64 * 1024 {
+                send.write_all(&buf).await.unwrap();
+                buf.clear();
+            }
+        }
+        if !buf.is_empty() {
+            send.write_all(&buf).await.unwrap();
+        }
+        send
+    });
+    let mut got = 0u64;
+    let mut pending: Vec<u8> = Vec::with_capacity(128 * 1024);
+    while got < n {
+        let chunk = p
+            .raw_recv
+            .read_chunk(usize::MAX, true)
+            .await
+            .unwrap()
+            .unwrap();
+        pending.extend_from_slice(&chunk.bytes);
+        let mut at = 0;
+        while pending.len() - at >= 4 {
+            let len = u32::from_le_bytes(pending[at..at + 4].try_into().unwrap()) as usize;
+            if pending.len() - at - 4 < len {
+                break;
+            }
+            let m: M = postcard::from_bytes(&pending[at + 4..at + 4 + len]).unwrap();
+            black_box(m);
+            at += 4 + len;
+            got += 1;
+        }
+        pending.drain(..at);
+    }
+    let elapsed = start.elapsed();
+    p.raw_send = Some(writer.await.unwrap());
+    elapsed
+}
+
 /// A Raft message of exactly 128 bytes on the wire after its length prefix: an append
 /// of one small entry, the kind a leader sends per client write at low batching.
 fn msg_128() -> Message {
@@ -260,6 +317,9 @@ fn group<M: Wire + Clone>(c: &mut Criterion, name: &str, msg: M, rounds_n: u64) 
     g.bench_function("raw_quinn", |b| {
         b.iter_custom(|iters| rt.block_on(run_raw(&mut pair, iters)))
     });
+    g.bench_function("raw_quinn_codec", |b| {
+        b.iter_custom(|iters| rt.block_on(run_raw_codec(&mut pair, iters)))
+    });
     // Diagnostic: postcard encode + decode of the message alone, on one thread (the
     // transport does both, on the two ends; raw quinn does neither).
     let codec_msg = pair.msg.clone();
@@ -271,32 +331,36 @@ fn group<M: Wire + Clone>(c: &mut Criterion, name: &str, msg: M, rounds_n: u64) 
     });
     g.finish();
 
-    // Paired rounds: both back to back, order alternating, medians compared.
+    // Paired rounds: the three back to back, order rotating, medians compared.
     let rounds = 15;
-    let mut transport = Vec::new();
-    let mut raw = Vec::new();
+    let mut times: [Vec<Duration>; 3] = Default::default();
     for r in 0..rounds {
-        if r % 2 == 0 {
-            transport.push(rt.block_on(run_transport(&mut pair, rounds_n)));
-            raw.push(rt.block_on(run_raw(&mut pair, rounds_n)));
-        } else {
-            raw.push(rt.block_on(run_raw(&mut pair, rounds_n)));
-            transport.push(rt.block_on(run_transport(&mut pair, rounds_n)));
+        for k in 0..3 {
+            let which = (r + k) % 3;
+            let d = match which {
+                0 => rt.block_on(run_transport(&mut pair, rounds_n)),
+                1 => rt.block_on(run_raw(&mut pair, rounds_n)),
+                _ => rt.block_on(run_raw_codec(&mut pair, rounds_n)),
+            };
+            times[which].push(d);
         }
     }
-    transport.sort();
-    raw.sort();
+    let [t, w, wc] = times.map(|mut v| {
+        v.sort();
+        v[rounds / 2]
+    });
     let bytes = (pair.frame.len() as u64 * rounds_n) as f64;
     let mbps = |d: Duration| bytes / d.as_secs_f64() / 1e6;
-    let (t, w) = (transport[rounds / 2], raw[rounds / 2]);
     // A bench's report, like criterion's own output.
     eprintln!(
-        "{name}: paired rounds ({rounds} x {rounds_n} messages of {} B on the wire): transport {:.0} MB/s ({:.0} msg/s), raw quinn {:.0} MB/s, ratio transport/raw = {:.2}",
+        "{name}: paired rounds ({rounds} x {rounds_n} messages of {} B on the wire): transport {:.0} MB/s ({:.0} msg/s), raw quinn {:.0} MB/s, raw quinn + codec {:.0} MB/s; ratio transport/raw = {:.2}, transport/(raw + codec) = {:.2}",
         pair.frame.len(),
         mbps(t),
         rounds_n as f64 / t.as_secs_f64(),
         mbps(w),
+        mbps(wc),
         w.as_secs_f64() / t.as_secs_f64(),
+        wc.as_secs_f64() / t.as_secs_f64(),
     );
     let stats = pair.a.peer_stats(2).unwrap();
     eprintln!(

@@ -4,6 +4,7 @@
 //! the lane byte (0 = messages, 1 = bulk) and the sender's node id (u64, little endian).
 //! Frames follow: a u32 little-endian length, then that many bytes of postcard.
 
+use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -60,41 +61,52 @@ pub(crate) fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(Lane, NodeId), Strin
 /// (in which case `buf` is left as it was).
 pub(crate) fn encode_into<T: Serialize>(
     msg: &T,
-    buf: &mut Vec<u8>,
+    buf: &mut BytesMut,
     max_frame: usize,
 ) -> Result<usize, String> {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; PREFIX_LEN]);
-    if let Err(e) = postcard::serialize_with_flavor(msg, AppendTo(&mut *buf)) {
+    let limit = max_frame.min(u32::MAX as usize);
+    let out = AppendTo {
+        buf: &mut *buf,
+        end: start + PREFIX_LEN + limit,
+    };
+    if let Err(e) = postcard::serialize_with_flavor(msg, out) {
         buf.truncate(start);
-        return Err(format!("encode failed: {e}"));
+        return Err(if e == postcard::Error::SerializeBufferFull {
+            format!("message exceeds the frame limit of {limit} bytes")
+        } else {
+            format!("encode failed: {e}")
+        });
     }
     let len = buf.len() - start - PREFIX_LEN;
-    if len > max_frame || len > u32::MAX as usize {
-        buf.truncate(start);
-        return Err(format!(
-            "message of {len} bytes exceeds the limit of {max_frame}"
-        ));
-    }
     buf[start..start + PREFIX_LEN].copy_from_slice(&(len as u32).to_le_bytes());
     Ok(len + PREFIX_LEN)
 }
 
-/// Postcard output flavor appending straight to a `Vec` (the stock `to_io` flavor goes
-/// through `io::Write` for every byte, which dominated encoding of byte vectors).
-struct AppendTo<'a>(&'a mut Vec<u8>);
+/// Postcard output flavor appending straight to a buffer (the stock `to_io` flavor goes
+/// through `io::Write` for every byte, which dominated encoding of byte vectors). It
+/// stops as soon as the frame would pass its limit, so an oversized message is refused
+/// without being encoded whole.
+struct AppendTo<'a> {
+    buf: &'a mut BytesMut,
+    /// Length `buf` may not exceed.
+    end: usize,
+}
 
 impl postcard::ser_flavors::Flavor for AppendTo<'_> {
     type Output = ();
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
+        if self.buf.len() + data.len() > self.end {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.buf.extend_from_slice(data);
         Ok(())
     }
 
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.push(data);
-        Ok(())
+        self.try_extend(&[data])
     }
 
     fn finalize(self) -> postcard::Result<()> {
@@ -122,21 +134,40 @@ pub(crate) enum ReadError {
     Stream(quinn::ReadError),
 }
 
-/// Buffered frame reader over a QUIC receive stream. Grows its buffer only after a
-/// frame's length has been checked against the limit.
+/// Frame reader over a QUIC receive stream. It takes the stream's data as quinn holds
+/// it (reference-counted chunks, one per received packet, no copy) and hands out each
+/// frame that lies within one chunk in place; only a frame spanning chunks is copied,
+/// into a buffer grown after its length has been checked against the limit.
 pub(crate) struct FrameReader {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    /// The current chunk; `chunk[pos..]` is unread.
+    chunk: Bytes,
+    pos: usize,
+    /// A frame (or a header) being assembled from several chunks.
+    partial: Vec<u8>,
+    /// Whether `partial` holds a complete frame handed out by the last call.
+    partial_done: bool,
+    /// Where in `chunk` the last frame handed out in place lies.
+    current: (usize, usize),
     max_frame: usize,
+}
+
+/// Largest assembly buffer kept between frames (a 16 MiB frame's is given back).
+const KEEP_PARTIAL_BYTES: usize = 4 << 20;
+
+/// Where the last complete frame's payload lies.
+enum Found {
+    InChunk,
+    InPartial,
 }
 
 impl FrameReader {
     pub(crate) fn new(max_frame: usize) -> Self {
         FrameReader {
-            buf: vec![0u8; 64 * 1024],
-            start: 0,
-            end: 0,
+            chunk: Bytes::new(),
+            pos: 0,
+            partial: Vec::new(),
+            partial_done: false,
+            current: (0, 0),
             max_frame,
         }
     }
@@ -148,17 +179,20 @@ impl FrameReader {
         recv: &mut quinn::RecvStream,
         out: &mut [u8],
     ) -> Result<bool, ReadError> {
-        while self.end - self.start < out.len() {
-            if !self.fill(recv).await? {
-                return if self.end == self.start {
+        let mut have = 0;
+        while have < out.len() {
+            if self.unread().is_empty() && !self.fill(recv).await? {
+                return if have == 0 {
                     Ok(false)
                 } else {
                     Err(ReadError::Truncated)
                 };
             }
+            let n = (out.len() - have).min(self.unread().len());
+            out[have..have + n].copy_from_slice(&self.unread()[..n]);
+            self.pos += n;
+            have += n;
         }
-        out.copy_from_slice(&self.buf[self.start..self.start + out.len()]);
-        self.start += out.len();
         Ok(true)
     }
 
@@ -168,11 +202,11 @@ impl FrameReader {
         recv: &mut quinn::RecvStream,
     ) -> Result<Option<&[u8]>, ReadError> {
         loop {
-            if let Some((at, len)) = self.take_buffered()? {
-                return Ok(Some(&self.buf[at..at + len]));
+            if let Some(found) = self.take_buffered()? {
+                return Ok(Some(self.payload(found)));
             }
             if !self.fill(recv).await? {
-                return if self.end == self.start {
+                return if self.partial.is_empty() {
                     Ok(None)
                 } else {
                     Err(ReadError::Truncated)
@@ -181,54 +215,92 @@ impl FrameReader {
         }
     }
 
-    /// Returns the next frame's payload if it is already wholly buffered, without reading.
+    /// Returns the next frame's payload if it has already arrived, without reading.
     pub(crate) fn buffered_frame(&mut self) -> Result<Option<&[u8]>, ReadError> {
-        Ok(self
-            .take_buffered()?
-            .map(|(at, len)| &self.buf[at..at + len]))
+        Ok(self.take_buffered()?.map(|found| self.payload(found)))
     }
 
-    /// Consumes the next frame if it is wholly buffered and returns where its payload lies
-    /// in `buf`. Otherwise makes sure `buf` can hold it (its length checked against the
-    /// limit first, so the allocation is bounded).
-    fn take_buffered(&mut self) -> Result<Option<(usize, usize)>, ReadError> {
-        let avail = self.end - self.start;
-        if avail < PREFIX_LEN {
+    fn payload(&self, found: Found) -> &[u8] {
+        match found {
+            Found::InChunk => &self.chunk[self.current.0..self.current.1],
+            Found::InPartial => &self.partial[PREFIX_LEN..],
+        }
+    }
+
+    /// Consumes the next frame if all of it has arrived, saying where its bytes are;
+    /// otherwise moves what there is of it into `partial` and returns `None`.
+    fn take_buffered(&mut self) -> Result<Option<Found>, ReadError> {
+        if self.partial_done {
+            self.partial.clear();
+            if self.partial.capacity() > KEEP_PARTIAL_BYTES {
+                self.partial.shrink_to(KEEP_PARTIAL_BYTES);
+            }
+            self.partial_done = false;
+        }
+        if self.partial.is_empty() {
+            // The common case: the whole frame lies in the current chunk.
+            let unread = self.unread();
+            if unread.len() >= PREFIX_LEN {
+                let len = self.frame_len(&unread[..PREFIX_LEN])?;
+                if unread.len() >= PREFIX_LEN + len {
+                    let start = self.pos + PREFIX_LEN;
+                    self.current = (start, start + len);
+                    self.pos = start + len;
+                    return Ok(Some(Found::InChunk));
+                }
+            }
+        }
+        // Assemble in `partial`: first the length prefix, then the payload.
+        if self.partial.len() < PREFIX_LEN {
+            self.move_to_partial(PREFIX_LEN);
+            if self.partial.len() < PREFIX_LEN {
+                return Ok(None);
+            }
+        }
+        let total = PREFIX_LEN + self.frame_len(&self.partial[..PREFIX_LEN])?;
+        // Bounded: the length was checked against the limit just above.
+        self.partial.reserve_exact(total - self.partial.len());
+        self.move_to_partial(total);
+        if self.partial.len() < total {
             return Ok(None);
         }
+        self.partial_done = true;
+        Ok(Some(Found::InPartial))
+    }
+
+    fn unread(&self) -> &[u8] {
+        &self.chunk[self.pos..]
+    }
+
+    /// Moves unread bytes into `partial` until it holds `upto` bytes or the chunk is
+    /// used up.
+    fn move_to_partial(&mut self, upto: usize) {
+        let n = upto
+            .saturating_sub(self.partial.len())
+            .min(self.chunk.len() - self.pos);
+        self.partial
+            .extend_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+    }
+
+    fn frame_len(&self, prefix: &[u8]) -> Result<usize, ReadError> {
         let mut p = [0u8; PREFIX_LEN];
-        p.copy_from_slice(&self.buf[self.start..self.start + PREFIX_LEN]);
+        p.copy_from_slice(prefix);
         let len = u32::from_le_bytes(p) as usize;
         if len > self.max_frame {
             return Err(ReadError::TooLarge(len));
         }
-        let total = PREFIX_LEN + len;
-        if avail < total {
-            if self.buf.len() < total {
-                self.buf.resize(total, 0);
-            }
-            return Ok(None);
-        }
-        let at = self.start + PREFIX_LEN;
-        self.start += total;
-        Ok(Some((at, len)))
+        Ok(len)
     }
 
-    /// Reads more bytes; `Ok(false)` at end of stream.
+    /// Takes the stream's next chunk (only called once the current one is used up);
+    /// `Ok(false)` at end of stream.
     async fn fill(&mut self, recv: &mut quinn::RecvStream) -> Result<bool, ReadError> {
-        if self.end == self.buf.len() {
-            // Move the unread tail to the front to make room.
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        match recv.read(&mut self.buf[self.end..]).await {
-            Ok(Some(n)) => {
-                self.end += n;
+        debug_assert!(self.unread().is_empty());
+        match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => {
+                self.chunk = chunk.bytes;
+                self.pos = 0;
                 Ok(true)
             }
             Ok(None) => Ok(false),
@@ -258,7 +330,7 @@ mod tests {
 
     #[test]
     fn encode_respects_limit_and_decode_rejects_trailing_bytes() {
-        let mut buf = vec![9u8];
+        let mut buf = BytesMut::from(&[9u8][..]);
         let n = encode_into(&vec![1u8; 10], &mut buf, 100).unwrap();
         assert_eq!(buf.len(), 1 + n);
         let len = u32::from_le_bytes(buf[1..5].try_into().unwrap()) as usize;
@@ -274,5 +346,94 @@ mod tests {
         let mut trailing = buf[5..].to_vec();
         trailing.push(0);
         assert!(decode::<Vec<u8>>(&trailing).is_err());
+    }
+
+    /// Feeds `stream` to a reader in chunks of the given sizes (cycled) and collects the
+    /// payloads of the frames it hands out, as `read_frames` does, without quinn.
+    fn frames_from_chunks(
+        stream: &[u8],
+        sizes: &[usize],
+        max: usize,
+    ) -> Result<Vec<Vec<u8>>, String> {
+        let mut reader = FrameReader::new(max);
+        let mut out = Vec::new();
+        let mut at = 0;
+        let mut k = 0;
+        loop {
+            match reader.buffered_frame() {
+                Ok(Some(p)) => out.push(p.to_vec()),
+                Ok(None) => {
+                    assert!(
+                        reader.unread().is_empty(),
+                        "a partial frame must use up the chunk"
+                    );
+                    if at == stream.len() {
+                        return if reader.partial.is_empty() {
+                            Ok(out)
+                        } else {
+                            Err("truncated".into())
+                        };
+                    }
+                    let n = sizes[k % sizes.len()].min(stream.len() - at);
+                    k += 1;
+                    reader.chunk = Bytes::copy_from_slice(&stream[at..at + n]);
+                    reader.pos = 0;
+                    at += n;
+                }
+                Err(ReadError::TooLarge(len)) => return Err(format!("too large {len}")),
+                Err(e) => return Err(format!("{e:?}")),
+            }
+        }
+    }
+
+    #[test]
+    fn reader_reassembles_frames_across_any_chunk_boundaries() {
+        let payloads: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![1],
+            (0..200).map(|i| i as u8).collect(),
+            vec![7; 3],
+            (0..1500).map(|i| (i * 7) as u8).collect(),
+        ];
+        let mut stream = Vec::new();
+        for p in &payloads {
+            stream.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            stream.extend_from_slice(p);
+        }
+        for sizes in [
+            vec![1],
+            vec![2],
+            vec![3],
+            vec![4],
+            vec![5, 1],
+            vec![7, 300],
+            vec![1200],
+            vec![stream.len()],
+        ] {
+            assert_eq!(
+                frames_from_chunks(&stream, &sizes, 4096).unwrap(),
+                payloads,
+                "chunk sizes {sizes:?}"
+            );
+        }
+        // Cut anywhere inside the last frame: truncated, never a short frame.
+        for cut in stream.len() - 1500 - 3..stream.len() {
+            assert!(
+                frames_from_chunks(&stream[..cut], &[100], 4096).is_err(),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn reader_refuses_an_oversized_length_before_allocating() {
+        let mut stream = (1u32 << 30).to_le_bytes().to_vec();
+        stream.extend_from_slice(&[0; 10]);
+        for sizes in [vec![1], vec![2], vec![14]] {
+            assert_eq!(
+                frames_from_chunks(&stream, &sizes, 1 << 20),
+                Err(format!("too large {}", 1u32 << 30))
+            );
+        }
     }
 }

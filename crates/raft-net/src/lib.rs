@@ -52,6 +52,7 @@
 
 pub mod certs;
 mod frame;
+mod frame_queue;
 mod inbound;
 mod inbox;
 mod outbound;
@@ -98,13 +99,19 @@ impl Envelope for raft_core::Message {
 impl Envelope for Vec<u8> {}
 
 /// Everything a message or bulk type needs: postcard-encodable, an [`Envelope`], and
-/// sendable between tasks. Implemented for every such type.
+/// shareable between tasks. Implemented for every such type.
 ///
 /// ```
 /// fn wire<T: raft_net::Wire>() {}
 /// wire::<raft_core::Message>();
 /// wire::<Vec<u8>>();
 /// ```
-pub trait Wire: serde::Serialize + serde::de::DeserializeOwned + Envelope + Send + 'static {}
+pub trait Wire:
+    serde::Serialize + serde::de::DeserializeOwned + Envelope + Send + Sync + 'static
+{
+}
 
-impl<T: serde::Serialize + serde::de::DeserializeOwned + Envelope + Send + 'static> Wire for T {}
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Envelope + Send + Sync + 'static> Wire
+    for T
+{
+}

@@ -1,24 +1,22 @@
 //! The sending side: one task per peer that dials it, keeps the connection, and writes
 //! the message and bulk lanes from the peer's queues.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use quinn::VarInt;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::certs::node_server_name;
 use crate::frame::{self, Lane};
-use crate::queue::Consumer;
+use crate::frame_queue::FrameQueue;
 use crate::stats::{inc, PeerCounters};
 use crate::transport::close_code;
-use crate::{NodeId, Wire};
+use crate::NodeId;
 
 /// Settings the tasks need, shared read-only.
 pub(crate) struct Settings {
@@ -48,21 +46,8 @@ enum LaneEnd {
     Failed(String),
 }
 
-/// Largest batch of frames gathered into one stream write.
-const BATCH_BYTES: usize = 64 * 1024;
-
-/// Batches at least this large are given to quinn without copying.
-const HAND_OVER_BYTES: usize = 16 * 1024;
-
 impl Outbound {
-    pub(crate) async fn run<M: Wire, B: Wire>(
-        self,
-        mut msg_rx: Consumer<M>,
-        mut bulk_rx: Consumer<B>,
-    ) {
-        // Items taken from a queue but not yet written; they survive a reconnect.
-        let mut msg_pending = VecDeque::new();
-        let mut bulk_pending = VecDeque::new();
+    pub(crate) async fn run(self, msg_queue: Arc<FrameQueue>, bulk_queue: Arc<FrameQueue>) {
         let mut rng = SmallRng::from_entropy();
         let mut backoff = self.settings.backoff_min;
         let mut ever_connected = false;
@@ -87,8 +72,8 @@ impl Outbound {
             info!(node = self.settings.id, peer = self.peer, addr = %self.addr, "connected to peer");
             let since = Instant::now();
             let end = tokio::select! {
-                end = self.lane(&conn, Lane::Message, &mut msg_rx, &mut msg_pending) => end,
-                end = self.lane(&conn, Lane::Bulk, &mut bulk_rx, &mut bulk_pending) => end,
+                end = self.lane(&conn, Lane::Message, &msg_queue) => end,
+                end = self.lane(&conn, Lane::Bulk, &bulk_queue) => end,
                 e = conn.closed() => LaneEnd::Failed(e.to_string()),
             };
             self.counters.connected.store(false, Ordering::Relaxed);
@@ -119,16 +104,10 @@ impl Outbound {
         }
     }
 
-    /// Opens a lane's stream and writes queued items to it in batches until the queue
-    /// closes or the stream fails. Everything waiting is taken from the queue at once
-    /// (one lock, one wake-up) and written in batches of up to [`BATCH_BYTES`].
-    async fn lane<T: Wire>(
-        &self,
-        conn: &quinn::Connection,
-        lane: Lane,
-        rx: &mut Consumer<T>,
-        pending: &mut VecDeque<T>,
-    ) -> LaneEnd {
+    /// Opens a lane's stream and writes the queue's frames to it until the queue closes
+    /// or the stream fails. Everything queued is taken at once (one lock, one wake-up)
+    /// and written as one chunk.
+    async fn lane(&self, conn: &quinn::Connection, lane: Lane, queue: &FrameQueue) -> LaneEnd {
         let failed = |e: &dyn std::fmt::Display| LaneEnd::Failed(format!("{lane:?} lane: {e}"));
         let mut send = match conn.open_uni().await {
             Ok(s) => s,
@@ -138,58 +117,29 @@ impl Outbound {
         if let Err(e) = send.write_all(&frame::header(lane, self.settings.id)).await {
             return failed(&e);
         }
-        let (sent_items, max_batch) = match lane {
-            Lane::Message => (&self.counters.messages_sent, BATCH_BYTES),
-            // Bulk items are large; write each on its own so the lane yields between them.
-            Lane::Bulk => (&self.counters.bulk_sent, 1),
+        let sent_items = match lane {
+            Lane::Message => &self.counters.messages_sent,
+            Lane::Bulk => &self.counters.bulk_sent,
         };
-        let mut buf = Vec::with_capacity(BATCH_BYTES + 1024);
         loop {
-            if pending.is_empty() {
-                if !rx.ready().await {
-                    let _ = send.finish();
-                    return LaneEnd::QueueClosed;
-                }
-                rx.take_all(pending);
+            if !queue.ready().await {
+                let _ = send.finish();
+                return LaneEnd::QueueClosed;
             }
-            buf.clear();
-            let mut count = 0u64;
-            while buf.len() < max_batch {
-                let Some(item) = pending.pop_front() else {
-                    break;
-                };
-                match frame::encode_into(&item, &mut buf, self.settings.max_frame) {
-                    Ok(_) => count += 1,
-                    Err(reason) => {
-                        inc(&self.counters.oversized, 1);
-                        warn!(node = self.settings.id, peer = self.peer, %reason, "outbound message dropped");
-                    }
-                }
-            }
-            if buf.is_empty() {
-                continue;
-            }
-            let len = buf.len() as u64;
-            // quinn keeps what it is given until the peer acknowledges it. A large batch
-            // is handed over as is (no copy) and a new buffer started; a small one is
-            // copied so that a heartbeat does not pin a 64 KiB buffer.
-            let chunk = if buf.len() >= HAND_OVER_BYTES {
-                Bytes::from(std::mem::replace(
-                    &mut buf,
-                    Vec::with_capacity(BATCH_BYTES + 1024),
-                ))
-            } else {
-                Bytes::copy_from_slice(&buf)
-            };
+            // Let other ready tasks (a sender in the middle of a burst among them) run
+            // first, so the take below gets more frames per write. When nothing else is
+            // ready this returns at once.
+            tokio::task::yield_now().await;
+            let (chunk, frames) = queue.take_all();
+            let len = chunk.len() as u64;
             if let Err(e) = send.write_chunk(chunk).await {
                 return failed(&e);
             }
-            inc(sent_items, count);
+            inc(sent_items, frames as u64);
             inc(&self.counters.bytes_sent, len);
             if lane == Lane::Bulk {
-                // Both lanes run in this task; while bulk items are queued and the stream
-                // has room, every await above is ready at once, so give the message lane
-                // its turn after each item.
+                // Both lanes run in this task; give the message lane its turn after each
+                // bulk write even when the stream had room for all of it at once.
                 tokio::task::yield_now().await;
             }
         }

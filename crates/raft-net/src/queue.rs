@@ -1,8 +1,7 @@
-//! A bounded many-producer, single-consumer queue drained in batches.
-//!
-//! The transport's per-peer outbound queues and its inbox are instances. Compared with a
-//! channel it lets the consumer take everything waiting under one lock, and producers hand
-//! over whole batches, so a burst of messages costs one wake-up instead of one per message.
+//! A bounded many-producer, single-consumer queue filled and drained in batches: the
+//! inbox's two lanes. Compared with a channel, the stream readers hand over every frame
+//! that arrived together as one batch and the consumer takes many items under one lock,
+//! so a burst of messages costs one wake-up instead of one per message.
 //!
 //! Closing: the queue closes when the last [`Producer`] is dropped (the consumer then
 //! drains what is left and sees the end) or when the consumer is dropped (producers get
@@ -35,15 +34,6 @@ impl<T> Shared<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// Why an item was not queued; the item is handed back.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum PushError<T> {
-    /// The queue holds `capacity` items.
-    Full(T),
-    /// The consumer is gone.
-    Closed(T),
 }
 
 /// Creates a queue holding at most `capacity` items (at least 1).
@@ -90,42 +80,6 @@ impl<T> Drop for Producer<T> {
 }
 
 impl<T> Producer<T> {
-    /// Queues `item` unless the queue is full or closed.
-    pub(crate) fn try_push(&self, item: T) -> Result<(), PushError<T>> {
-        let was_empty = {
-            let mut st = self.shared.lock();
-            if !st.consumer_alive {
-                return Err(PushError::Closed(item));
-            }
-            if st.items.len() >= self.shared.capacity {
-                return Err(PushError::Full(item));
-            }
-            st.items.push_back(item);
-            st.items.len() == 1
-        };
-        // The consumer only sleeps on an empty queue, so only the first item wakes it.
-        if was_empty {
-            self.shared.items.notify_one();
-        }
-        Ok(())
-    }
-
-    /// Queues `item`, waiting while the queue is full. `Err(item)` if the consumer is gone.
-    pub(crate) async fn push(&self, item: T) -> Result<(), T> {
-        let mut item = item;
-        loop {
-            let room = self.shared.space.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            match self.try_push(item) {
-                Ok(()) => return Ok(()),
-                Err(PushError::Closed(back)) => return Err(back),
-                Err(PushError::Full(back)) => item = back,
-            }
-            room.await;
-        }
-    }
-
     /// Appends every item of `batch` (emptying it), waiting while the queue is full; a
     /// batch may take the queue past its capacity by up to its own length. `false` if the
     /// consumer is gone.
@@ -211,21 +165,6 @@ impl<T> Consumer<T> {
         self.shared.producers.load(Ordering::Acquire) == 0
     }
 
-    /// Moves every waiting item into `into`, which must be empty, without waiting (the two
-    /// buffers are swapped, so no item is moved one by one).
-    pub(crate) fn take_all(&mut self, into: &mut VecDeque<T>) {
-        debug_assert!(into.is_empty());
-        let was_full = {
-            let mut st = self.shared.lock();
-            let was_full = st.items.len() >= self.shared.capacity;
-            std::mem::swap(&mut st.items, into);
-            was_full
-        };
-        if was_full {
-            self.shared.space.notify_waiters();
-        }
-    }
-
     /// Waits until an item is queued or every producer is gone. `false` in the latter case
     /// once the queue is empty.
     pub(crate) async fn ready(&mut self) -> bool {
@@ -266,12 +205,10 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn bounded_drops_when_full_and_drains_in_order() {
-        let (tx, mut rx) = bounded::<u32>(3);
-        for i in 0..3 {
-            tx.try_push(i).unwrap();
-        }
-        assert_eq!(tx.try_push(9), Err(PushError::Full(9)));
+    async fn batches_drain_in_order_up_to_the_limit() {
+        let (tx, mut rx) = bounded::<u32>(8);
+        assert!(tx.push_batch(&mut vec![0, 1]).await);
+        assert!(tx.push_batch(&mut vec![2]).await);
         let mut out = Vec::new();
         assert_eq!(rx.drain(2, |v| out.push(v)).await, 2);
         assert_eq!(rx.try_pop(), Some(2));
@@ -280,41 +217,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn push_waits_for_room() {
-        let (tx, mut rx) = bounded::<u32>(1);
-        tx.try_push(1).unwrap();
-        let waiter = tokio::spawn(async move {
-            tx.push(2).await.unwrap();
-            tx
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiter.is_finished());
-        assert_eq!(rx.try_pop(), Some(1));
-        let tx = waiter.await.unwrap();
-        assert_eq!(rx.try_pop(), Some(2));
-        drop(tx);
-        assert!(!rx.ready().await);
-    }
-
-    #[tokio::test]
-    async fn batch_push_may_overshoot_capacity_once() {
+    async fn a_batch_may_overshoot_capacity_once_then_producers_wait() {
         let (tx, mut rx) = bounded::<u32>(2);
         let mut batch = vec![1, 2, 3];
         assert!(tx.push_batch(&mut batch).await);
         assert!(batch.is_empty());
-        assert_eq!(tx.try_push(4), Err(PushError::Full(4)));
+        let waiter = tokio::spawn(async move {
+            assert!(tx.push_batch(&mut vec![4]).await);
+            tx
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            !waiter.is_finished(),
+            "a full queue makes the producer wait"
+        );
         let mut out = Vec::new();
-        rx.drain(usize::MAX, |v| out.push(v)).await;
-        assert_eq!(out, vec![1, 2, 3]);
+        rx.try_drain(usize::MAX, |v| out.push(v));
+        let tx = waiter.await.unwrap();
+        rx.try_drain(usize::MAX, |v| out.push(v));
+        assert_eq!(out, vec![1, 2, 3, 4]);
+        drop(tx);
+        assert!(!rx.ready().await);
     }
 
     #[tokio::test]
     async fn closing_either_side_is_seen_by_the_other() {
         let (tx, mut rx) = bounded::<u32>(4);
         let tx2 = tx.clone();
-        tx.try_push(7).unwrap();
+        assert!(tx.push_batch(&mut vec![7]).await);
         drop(tx);
-        tx2.try_push(8).unwrap();
+        assert!(tx2.push_batch(&mut vec![8]).await);
         drop(tx2);
         let mut out = Vec::new();
         assert_eq!(rx.drain(10, |v| out.push(v)).await, 2);
@@ -322,26 +254,29 @@ mod tests {
         assert_eq!(rx.drain(10, |v| out.push(v)).await, 0);
 
         let (tx, rx) = bounded::<u32>(1);
-        tx.try_push(1).unwrap();
+        assert!(tx.push_batch(&mut vec![1]).await);
         let blocked = tokio::spawn({
             let tx = tx.clone();
-            async move { tx.push(2).await }
+            async move { tx.push_batch(&mut vec![2]).await }
         });
         tokio::task::yield_now().await;
         drop(rx);
-        assert_eq!(blocked.await.unwrap(), Err(2));
-        assert_eq!(tx.try_push(3), Err(PushError::Closed(3)));
+        assert!(
+            !blocked.await.unwrap(),
+            "the consumer's departure releases producers"
+        );
+        assert!(!tx.push_batch(&mut vec![3]).await);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_wake_up_between_check_and_wait_is_not_lost() {
-        let (tx, mut rx) = bounded::<u64>(1024);
+        let (tx, mut rx) = bounded::<u64>(256);
         let producer = tokio::spawn(async move {
-            for i in 0..100_000u64 {
-                tx.push(i).await.unwrap();
-                if i % 64 == 0 {
-                    tokio::task::yield_now().await;
-                }
+            let mut next = 0u64;
+            while next < 100_000 {
+                let mut batch: Vec<u64> = (next..(next + 1 + next % 7).min(100_000)).collect();
+                next += batch.len() as u64;
+                assert!(tx.push_batch(&mut batch).await);
             }
         });
         let mut out = Vec::new();

@@ -21,6 +21,7 @@
 //! connection closed. Inbound items carry the verified id, never a claimed one.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -28,12 +29,13 @@ use std::time::Duration;
 
 use quinn::VarInt;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::frame_queue::{FrameQueue, QueueError};
 use crate::inbound::{accept_loop, AcceptCtx};
 use crate::inbox::Inbox;
 use crate::outbound::{Outbound, Settings};
-use crate::queue::{self, Producer, PushError};
+use crate::queue;
 use crate::stats::{inc, PeerCounters, PeerStats, Registry, TransportStats};
 use crate::tls::{TlsConfig, TlsError};
 use crate::{NodeId, Wire};
@@ -175,6 +177,9 @@ pub enum SendError {
     UnknownPeer(NodeId),
     /// The peer's queue is full; the message was dropped and counted.
     QueueFull(NodeId),
+    /// The message encodes larger than `max_frame_bytes` (or does not encode); it was
+    /// dropped and counted in [`PeerStats::oversized`].
+    TooLarge(NodeId),
     /// The transport is shutting down.
     Closed,
 }
@@ -184,6 +189,9 @@ impl std::fmt::Display for SendError {
         match self {
             SendError::UnknownPeer(id) => write!(f, "unknown peer {id}"),
             SendError::QueueFull(id) => write!(f, "queue to peer {id} is full; message dropped"),
+            SendError::TooLarge(id) => {
+                write!(f, "message to peer {id} exceeds the frame limit; dropped")
+            }
             SendError::Closed => write!(f, "transport closed"),
         }
     }
@@ -191,12 +199,22 @@ impl std::fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
-struct Peer<M, B> {
+/// A configured peer. Dropping it (removal, re-addressing, shutdown) closes its queues
+/// and stops its sending task.
+struct Peer {
     addr: SocketAddr,
-    msg_tx: Producer<M>,
-    bulk_tx: Producer<B>,
+    msg_queue: Arc<FrameQueue>,
+    bulk_queue: Arc<FrameQueue>,
     counters: Arc<PeerCounters>,
     task: JoinHandle<()>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.msg_queue.close();
+        self.bulk_queue.close();
+        self.task.abort();
+    }
 }
 
 struct Inner<M, B> {
@@ -205,12 +223,14 @@ struct Inner<M, B> {
     client_config: quinn::ClientConfig,
     queue_capacity: usize,
     bulk_queue_capacity: usize,
-    peers: RwLock<HashMap<NodeId, Peer<M, B>>>,
+    peers: RwLock<HashMap<NodeId, Peer>>,
     registry: Arc<Registry>,
     accept_task: JoinHandle<()>,
     /// The runtime the transport was started in; peer tasks are spawned on it,
     /// so `add_peer` works from any thread (e.g. a driver thread outside Tokio).
     runtime: tokio::runtime::Handle,
+    /// Messages `M` go out on the message lane and bulk items `B` on the bulk lane.
+    lanes: PhantomData<fn(M, B)>,
 }
 
 impl<M, B> Drop for Inner<M, B> {
@@ -218,10 +238,11 @@ impl<M, B> Drop for Inner<M, B> {
         self.endpoint
             .close(VarInt::from_u32(close_code::SHUTDOWN), b"shutdown");
         self.accept_task.abort();
-        let peers = self.peers.get_mut().unwrap_or_else(PoisonError::into_inner);
-        for peer in peers.values() {
-            peer.task.abort();
-        }
+        // Dropping the peers stops their tasks.
+        self.peers
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 }
 
@@ -335,6 +356,7 @@ impl<M: Wire, B: Wire> Transport<M, B> {
             registry,
             accept_task,
             runtime: tokio::runtime::Handle::current(),
+            lanes: PhantomData,
         };
         let transport = Transport {
             inner: Arc::new(inner),
@@ -375,14 +397,12 @@ impl<M: Wire, B: Wire> Transport<M, B> {
             .peers
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(old) = peers.get(&id) {
-            if old.addr == addr {
-                return;
-            }
-            old.task.abort();
+        if peers.get(&id).is_some_and(|old| old.addr == addr) {
+            return;
         }
-        let (msg_tx, msg_rx) = queue::bounded(self.inner.queue_capacity);
-        let (bulk_tx, bulk_rx) = queue::bounded(self.inner.bulk_queue_capacity);
+        let max_frame = self.inner.settings.max_frame;
+        let msg_queue = Arc::new(FrameQueue::new(self.inner.queue_capacity, max_frame));
+        let bulk_queue = Arc::new(FrameQueue::new(self.inner.bulk_queue_capacity, max_frame));
         let counters = self.inner.registry.peer(id);
         let out = Outbound {
             settings: self.inner.settings.clone(),
@@ -392,13 +412,17 @@ impl<M: Wire, B: Wire> Transport<M, B> {
             addr,
             counters: counters.clone(),
         };
-        let task = self.inner.runtime.spawn(out.run(msg_rx, bulk_rx));
+        let task = self
+            .inner
+            .runtime
+            .spawn(out.run(msg_queue.clone(), bulk_queue.clone()));
+        // Replacing an old entry drops it, which stops its task.
         peers.insert(
             id,
             Peer {
                 addr,
-                msg_tx,
-                bulk_tx,
+                msg_queue,
+                bulk_queue,
                 counters,
                 task,
             },
@@ -429,7 +453,6 @@ impl<M: Wire, B: Wire> Transport<M, B> {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(peer) = peers.remove(&id) {
-            peer.task.abort();
             peer.counters.connected.store(false, Ordering::Relaxed);
         }
     }
@@ -454,7 +477,7 @@ impl<M: Wire, B: Wire> Transport<M, B> {
     /// # }
     /// ```
     pub fn send(&self, to: NodeId, msg: M) -> Result<(), SendError> {
-        self.try_queue(to, msg, |p| &p.msg_tx)
+        self.try_queue(to, &msg, |p| &p.msg_queue)
     }
 
     /// Queues a message for `to`, waiting while the peer's queue is full instead of
@@ -479,13 +502,7 @@ impl<M: Wire, B: Wire> Transport<M, B> {
     /// # }
     /// ```
     pub async fn send_wait(&self, to: NodeId, msg: M) -> Result<(), SendError> {
-        // Fast path without cloning the queue handle; wait only when the queue is full.
-        let msg = match self.push_now(to, msg, |p| &p.msg_tx)? {
-            None => return Ok(()),
-            Some(msg) => msg,
-        };
-        let tx = self.queue_of(to, |p| &p.msg_tx)?;
-        tx.push(msg).await.map_err(|_| SendError::Closed)
+        self.queue_waiting(to, &msg, |p| &p.msg_queue).await
     }
 
     /// Queues a bulk item (e.g. a snapshot chunk) for `to` without waiting; like
@@ -507,7 +524,7 @@ impl<M: Wire, B: Wire> Transport<M, B> {
     /// # }
     /// ```
     pub fn send_bulk(&self, to: NodeId, item: B) -> Result<(), SendError> {
-        self.try_queue(to, item, |p| &p.bulk_tx)
+        self.try_queue(to, &item, |p| &p.bulk_queue)
     }
 
     /// Queues a bulk item for `to`, waiting while the peer's bulk queue is full (for a
@@ -532,75 +549,80 @@ impl<M: Wire, B: Wire> Transport<M, B> {
     /// # }
     /// ```
     pub async fn send_bulk_wait(&self, to: NodeId, item: B) -> Result<(), SendError> {
-        let item = match self.push_now(to, item, |p| &p.bulk_tx)? {
-            None => return Ok(()),
-            Some(item) => item,
-        };
-        let tx = self.queue_of(to, |p| &p.bulk_tx)?;
-        tx.push(item).await.map_err(|_| SendError::Closed)
+        self.queue_waiting(to, &item, |p| &p.bulk_queue).await
     }
 
-    /// Puts `item` on one of `to`'s queues without waiting; a full queue drops
-    /// and counts it.
-    fn try_queue<T>(
+    /// Encodes `item` onto one of `to`'s queues without waiting; a full queue drops and
+    /// counts it.
+    fn try_queue<T: Wire>(
         &self,
         to: NodeId,
-        item: T,
-        lane: impl Fn(&Peer<M, B>) -> &Producer<T>,
+        item: &T,
+        lane: impl Fn(&Peer) -> &Arc<FrameQueue>,
     ) -> Result<(), SendError> {
-        match self.push_now(to, item, lane)? {
-            None => Ok(()),
-            Some(_) => {
-                if let Some(peer) = self
-                    .inner
-                    .peers
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(&to)
-                {
-                    inc(&peer.counters.dropped, 1);
-                }
-                Err(SendError::QueueFull(to))
-            }
-        }
-    }
-
-    /// Puts `item` on one of `to`'s queues if there is room; hands it back if the queue
-    /// is full.
-    fn push_now<T>(
-        &self,
-        to: NodeId,
-        item: T,
-        lane: impl Fn(&Peer<M, B>) -> &Producer<T>,
-    ) -> Result<Option<T>, SendError> {
         let peers = self
             .inner
             .peers
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let peer = peers.get(&to).ok_or(SendError::UnknownPeer(to))?;
-        match lane(peer).try_push(item) {
-            Ok(()) => Ok(None),
-            Err(PushError::Full(item)) => Ok(Some(item)),
-            Err(PushError::Closed(_)) => Err(SendError::Closed),
-        }
+        let result = lane(peer).try_push(item);
+        self.outcome(to, peer, result)
     }
 
-    /// A clone of one of `to`'s queue senders, for waiting outside the lock.
-    fn queue_of<T>(
+    /// Encodes `item` onto one of `to`'s queues, waiting while it is full.
+    async fn queue_waiting<T: Wire>(
         &self,
         to: NodeId,
-        lane: impl Fn(&Peer<M, B>) -> &Producer<T>,
-    ) -> Result<Producer<T>, SendError> {
+        item: &T,
+        lane: impl Fn(&Peer) -> &Arc<FrameQueue>,
+    ) -> Result<(), SendError> {
+        let queue = {
+            let peers = self
+                .inner
+                .peers
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let peer = peers.get(&to).ok_or(SendError::UnknownPeer(to))?;
+            // Fast path, without cloning the queue handle.
+            match lane(peer).try_push(item) {
+                Err(QueueError::Full) => lane(peer).clone(),
+                other => return self.outcome(to, peer, other),
+            }
+        };
+        let result = queue.push(item).await;
         let peers = self
             .inner
             .peers
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        peers
-            .get(&to)
-            .map(|p| lane(p).clone())
-            .ok_or(SendError::UnknownPeer(to))
+        match peers.get(&to) {
+            Some(peer) => self.outcome(to, peer, result),
+            // Removed while waiting.
+            None => Err(SendError::Closed),
+        }
+    }
+
+    /// Counts a refused item and turns a queue's answer into the caller's.
+    fn outcome(
+        &self,
+        to: NodeId,
+        peer: &Peer,
+        result: Result<(), QueueError>,
+    ) -> Result<(), SendError> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(QueueError::Full) => {
+                inc(&peer.counters.dropped, 1);
+                Err(SendError::QueueFull(to))
+            }
+            Err(QueueError::Closed) => Err(SendError::Closed),
+            Err(QueueError::Encode(reason)) => {
+                inc(&peer.counters.oversized, 1);
+                warn!(node = self.inner.settings.id, peer = to, %reason, "outbound message dropped");
+                Err(SendError::TooLarge(to))
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use raft_net::{close_code, Inbound};
+use raft_net::{close_code, Inbound, SendError};
 
 /// Nothing but `allowed` senders' messages reach `inbox` within `window`.
 async fn assert_nothing_from_others(inbox: &mut NetInbox, window: Duration) {
@@ -152,11 +152,8 @@ async fn oversized_frame_is_refused_before_allocation() {
     a.add_peer(2, b.local_addr());
     let mut big = msg(1, 0, Instant::now());
     big.pad = vec![7u8; 2 << 20];
-    a.send(2, big).unwrap();
-    wait_for("oversized counted", Duration::from_secs(5), || {
-        a.peer_stats(2).is_some_and(|p| p.oversized == 1)
-    })
-    .await;
+    assert_eq!(a.send(2, big), Err(SendError::TooLarge(2)));
+    assert_eq!(a.peer_stats(2).unwrap().oversized, 1);
     assert_serves_good_peer(&b, &mut inbox, &a).await;
 }
 
