@@ -4,6 +4,9 @@
 //! the lane byte (0 = messages, 1 = bulk) and the sender's node id (u64, little endian).
 //! Frames follow: a u32 little-endian length, then that many bytes of postcard.
 
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+
 use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -146,6 +149,8 @@ pub(crate) struct FrameReader {
     partial: Vec<u8>,
     /// Whether `partial` holds a complete frame handed out by the last call.
     partial_done: bool,
+    /// Whether the stream has ended.
+    ended: bool,
     /// Where in `chunk` the last frame handed out in place lies.
     current: (usize, usize),
     max_frame: usize,
@@ -167,6 +172,7 @@ impl FrameReader {
             pos: 0,
             partial: Vec::new(),
             partial_done: false,
+            ended: false,
             current: (0, 0),
             max_frame,
         }
@@ -215,9 +221,20 @@ impl FrameReader {
         }
     }
 
-    /// Returns the next frame's payload if it has already arrived, without reading.
-    pub(crate) fn buffered_frame(&mut self) -> Result<Option<&[u8]>, ReadError> {
-        Ok(self.take_buffered()?.map(|found| self.payload(found)))
+    /// Returns the next frame's payload if all of it has already arrived (in the chunks
+    /// quinn holds for the stream), without waiting.
+    pub(crate) fn arrived_frame(
+        &mut self,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<Option<&[u8]>, ReadError> {
+        loop {
+            if let Some(found) = self.take_buffered()? {
+                return Ok(Some(self.payload(found)));
+            }
+            if !self.fill_now(recv)? {
+                return Ok(None);
+            }
+        }
     }
 
     fn payload(&self, found: Found) -> &[u8] {
@@ -297,13 +314,43 @@ impl FrameReader {
     /// `Ok(false)` at end of stream.
     async fn fill(&mut self, recv: &mut quinn::RecvStream) -> Result<bool, ReadError> {
         debug_assert!(self.unread().is_empty());
-        match recv.read_chunk(usize::MAX, true).await {
+        if self.ended {
+            return Ok(false);
+        }
+        let read = recv.read_chunk(usize::MAX, true).await;
+        self.took(read)
+    }
+
+    /// Like `fill`, but only takes a chunk that has already arrived: `Ok(false)` if
+    /// there is none yet (or the stream ended).
+    fn fill_now(&mut self, recv: &mut quinn::RecvStream) -> Result<bool, ReadError> {
+        debug_assert!(self.unread().is_empty());
+        if self.ended {
+            return Ok(false);
+        }
+        // Polled once with a waker that does nothing: if no chunk is there, the next
+        // `fill` polls again with the task's own waker.
+        let read = std::pin::pin!(recv.read_chunk(usize::MAX, true));
+        match read.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(read) => self.took(read),
+            Poll::Pending => Ok(false),
+        }
+    }
+
+    fn took(
+        &mut self,
+        read: Result<Option<quinn::Chunk>, quinn::ReadError>,
+    ) -> Result<bool, ReadError> {
+        match read {
             Ok(Some(chunk)) => {
                 self.chunk = chunk.bytes;
                 self.pos = 0;
                 Ok(true)
             }
-            Ok(None) => Ok(false),
+            Ok(None) => {
+                self.ended = true;
+                Ok(false)
+            }
             Err(e) => Err(ReadError::Stream(e)),
         }
     }
@@ -360,8 +407,11 @@ mod tests {
         let mut at = 0;
         let mut k = 0;
         loop {
-            match reader.buffered_frame() {
-                Ok(Some(p)) => out.push(p.to_vec()),
+            match reader
+                .take_buffered()
+                .map(|f| f.map(|f| reader.payload(f).to_vec()))
+            {
+                Ok(Some(p)) => out.push(p),
                 Ok(None) => {
                     assert!(
                         reader.unread().is_empty(),

@@ -178,7 +178,7 @@ async fn read_frames<T: Wire>(
             Err(e) => Err(read_failure(e, from)),
         };
         while outcome.is_ok() && batch.len() < INBOX_BATCH {
-            outcome = match reader.buffered_frame() {
+            outcome = match reader.arrived_frame(recv) {
                 Ok(Some(payload)) => accept_frame(payload, from, &mut batch, &mut bytes),
                 Ok(None) => break,
                 Err(e) => Err(read_failure(e, from)),
