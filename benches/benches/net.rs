@@ -8,13 +8,18 @@
 //!   one iteration = one message.
 //!
 //! In each group `transport` goes through `Transport::send_wait` to the peer's
-//! `Inbox` (encode, queue, batch, write, read, decode, deliver), and `raw_quinn` writes
-//! the same frames (encoded once beforehand) to one quinn unidirectional stream in
-//! 64 KiB writes and reads them back as chunks without decoding: the best one could do
-//! with quinn and the same bytes. `postcard_codec_only` is a diagnostic: encoding and
-//! decoding the message once on one thread, no I/O. After the criterion groups, paired rounds run both
-//! back to back (order alternating) and print the median throughput ratio
-//! transport / raw, which is the figure the README quotes.
+//! `Inbox` (encode, queue, write, read, decode, deliver); each message is cloned first,
+//! as a caller hands over an owned message. `raw_quinn` writes the same frames (encoded
+//! once beforehand) to one quinn unidirectional stream in 64 KiB writes and reads them
+//! back as chunks without decoding: the best one could do with quinn and the same bytes.
+//! `raw_quinn_codec` is that stream plus the codec: it clones and encodes every message
+//! and decodes every frame, the least any postcard-over-a-stream pipe must do.
+//! `postcard_codec_only` is a diagnostic: encoding and decoding the message once on one
+//! thread, no I/O. After the criterion groups, paired rounds run the three back to back
+//! (order rotating) and print the median throughput ratios transport / raw and
+//! transport / (raw + codec), the figures the README quotes.
+//!
+//! `--features mimalloc` runs it on mimalloc instead of the system allocator.
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
