@@ -74,12 +74,14 @@ pub struct TransportConfig {
     pub peers: HashMap<NodeId, SocketAddr>,
     /// Largest accepted frame payload (both lanes), checked before allocating.
     pub max_frame_bytes: usize,
-    /// Capacity of each peer's outbound message queue; beyond it messages are dropped.
+    /// Capacity of each peer's outbound message queue, in messages (held encoded);
+    /// beyond it messages are dropped.
     pub queue_capacity: usize,
-    /// Capacity of each peer's outbound bulk queue.
+    /// Capacity of each peer's outbound bulk queue, in items.
     pub bulk_queue_capacity: usize,
-    /// Capacity of each inbound channel (messages, bulk). A full channel pushes back on
-    /// the sending peer through QUIC flow control.
+    /// Capacity of each inbox lane (messages, bulk), in items; a stream reader's batch
+    /// (at most 256 items) may pass it once. A full lane pushes back on the sending peer
+    /// through QUIC flow control.
     pub inbox_capacity: usize,
     /// First reconnect delay; doubled after each failure up to `backoff_max`, with jitter.
     pub backoff_min: Duration,
