@@ -21,8 +21,11 @@ impl<S: Storage> RaftLog<S> {
     /// Opens the log over `storage`, with `applied` as reported by the driver.
     pub fn new(storage: S, applied: u64) -> Self {
         let offset = storage.last_index() + 1;
-        let committed = storage.hard_state().commit.max(storage.first_index() - 1);
-        let applied = applied.max(storage.first_index() - 1).min(committed);
+        // Everything the snapshot covers is committed and applied (trailing entries
+        // below it included).
+        let snapshot = storage.snapshot_meta().index;
+        let committed = storage.hard_state().commit.max(snapshot);
+        let applied = applied.max(snapshot).min(committed);
         RaftLog {
             storage,
             unstable: Unstable::new(offset),

@@ -9,18 +9,25 @@ use crate::error::StorageError;
 
 /// Synchronous read access to what the driver has made durable.
 ///
-/// Indexes below `first_index()` are compacted into the snapshot described by
-/// `snapshot_meta()`, whose `index` is `first_index() - 1`.
+/// The log up to `snapshot_meta().index` is folded into the snapshot. A storage may keep
+/// some entries the snapshot covers (*trailing entries*, as etcd keeps them), so that a
+/// follower only slightly behind the snapshot catches up from the log instead of being
+/// sent the snapshot: then `first_index() <= snapshot_meta().index`. Trailing entries
+/// must be entries of the committed log; a storage may only keep them when its entry at
+/// the snapshot index has the snapshot's term (by the Log Matching Property, everything
+/// before it then agrees with the committed log too).
 pub trait Storage {
     /// The hard state last persisted.
     fn hard_state(&self) -> HardState;
-    /// The latest snapshot: the log before `first_index()` is folded into it.
+    /// The latest snapshot.
     fn snapshot_meta(&self) -> SnapshotMeta;
-    /// Index of the first entry still in the log (`snapshot_meta().index + 1`).
+    /// Index of the first entry still held: `snapshot_meta().index + 1`, or lower when
+    /// trailing entries are kept.
     fn first_index(&self) -> u64;
     /// Index of the last entry (the snapshot index when the log is empty).
     fn last_index(&self) -> u64;
-    /// Term of the entry at `index`; `index == first_index() - 1` answers the snapshot term.
+    /// Term of the entry at `index`: the snapshot index answers the snapshot term, any
+    /// index from `first_index()` to `last_index()` its entry's term.
     fn term(&self, index: u64) -> Result<u64, StorageError>;
     /// Entries in `lo..hi`, stopping once `max_bytes` is reached but always at least one
     /// entry when the range is not empty.
@@ -28,11 +35,13 @@ pub trait Storage {
 }
 
 /// A [`Storage`] kept in memory, for tests, simulations and embedded use.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct MemStorage {
     hard_state: HardState,
     snapshot: SnapshotMeta,
-    /// Entries after the snapshot: `entries[i].index == snapshot.index + 1 + i`.
+    /// Index of `entries[0]`: `snapshot.index + 1`, or lower with trailing entries.
+    first: u64,
+    /// The entries held: `entries[i].index == first + i`.
     entries: Vec<Entry>,
 }
 
@@ -40,7 +49,12 @@ impl MemStorage {
     /// Empty storage for a node that joins an existing cluster: it holds no configuration
     /// and waits for a leader to send it a snapshot.
     pub fn new() -> Self {
-        Self::default()
+        MemStorage {
+            hard_state: HardState::default(),
+            snapshot: SnapshotMeta::default(),
+            first: 1,
+            entries: Vec::new(),
+        }
     }
 
     /// Storage for a founding member of a new cluster. Every founding member must be
@@ -59,6 +73,7 @@ impl MemStorage {
                 term: 1,
                 conf: ConfState::with_voters(voters),
             },
+            first: 2,
             entries: Vec::new(),
         }
     }
@@ -79,7 +94,7 @@ impl MemStorage {
         }
         let entries = &entries[skip..];
         let first_index = entries[0].index;
-        let keep = (first_index - snap - 1) as usize;
+        let keep = (first_index - self.first) as usize;
         debug_assert!(keep <= self.entries.len(), "append would leave a gap");
         self.entries.truncate(keep.min(self.entries.len()));
         self.entries.extend_from_slice(entries);
@@ -92,32 +107,68 @@ impl MemStorage {
         }
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
         self.entries.clear();
+        self.first = meta.index + 1;
         self.snapshot = meta;
     }
 
     /// Records a snapshot the driver made of its state machine at `meta.index` (which must
     /// be applied, hence stored) and drops the entries it covers.
+    ///
+    /// ```
+    /// # use raft_core::{ConfState, Entry, EntryKind, MemStorage, SnapshotMeta, Storage};
+    /// let mut s = MemStorage::new();
+    /// s.append(&(1..=5).map(|i| Entry { index: i, term: 1, kind: EntryKind::Normal, data: vec![] }).collect::<Vec<_>>());
+    /// s.compact(SnapshotMeta { index: 4, term: 1, conf: ConfState::default() }).unwrap();
+    /// assert_eq!((s.first_index(), s.last_index()), (5, 5));
+    /// ```
     pub fn compact(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+        self.compact_keeping(meta, 0)
+    }
+
+    /// Like [`compact`](Self::compact), but keeps up to `trailing` entries the snapshot
+    /// covers, so a follower slightly behind it still gets entries rather than the
+    /// snapshot.
+    ///
+    /// ```
+    /// # use raft_core::{ConfState, Entry, EntryKind, MemStorage, SnapshotMeta, Storage};
+    /// let mut s = MemStorage::new();
+    /// s.append(&(1..=10).map(|i| Entry { index: i, term: 1, kind: EntryKind::Normal, data: vec![] }).collect::<Vec<_>>());
+    /// s.compact_keeping(SnapshotMeta { index: 8, term: 1, conf: ConfState::default() }, 3).unwrap();
+    /// assert_eq!((s.first_index(), s.snapshot_meta().index, s.last_index()), (6, 8, 10));
+    /// assert_eq!(s.entries(6, 9, u64::MAX).unwrap().len(), 3);
+    /// ```
+    pub fn compact_keeping(
+        &mut self,
+        meta: SnapshotMeta,
+        trailing: u64,
+    ) -> Result<(), StorageError> {
         if meta.index <= self.snapshot.index {
             return Err(StorageError::Compacted);
         }
         if meta.index > self.last_index() {
             return Err(StorageError::Unavailable);
         }
-        let drop = (meta.index - self.snapshot.index) as usize;
         debug_assert_eq!(
-            self.entries[drop - 1].term,
-            meta.term,
+            self.term(meta.index),
+            Ok(meta.term),
             "snapshot term must match the log"
         );
-        self.entries.drain(..drop);
+        let new_first = (meta.index + 1).saturating_sub(trailing).max(self.first);
+        self.entries.drain(..(new_first - self.first) as usize);
+        self.first = new_first;
         self.snapshot = meta;
         Ok(())
     }
 
-    /// All entries after the snapshot.
+    /// All entries held (trailing entries included).
     pub fn stored_entries(&self) -> &[Entry] {
         &self.entries
+    }
+}
+
+impl Default for MemStorage {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -131,28 +182,30 @@ impl Storage for MemStorage {
     }
 
     fn first_index(&self) -> u64 {
-        self.snapshot.index + 1
+        self.first
     }
 
     fn last_index(&self) -> u64 {
-        self.snapshot.index + self.entries.len() as u64
+        (self.first + self.entries.len() as u64)
+            .saturating_sub(1)
+            .max(self.snapshot.index)
     }
 
     fn term(&self, index: u64) -> Result<u64, StorageError> {
-        if index < self.snapshot.index {
-            return Err(StorageError::Compacted);
-        }
         if index == self.snapshot.index {
             return Ok(self.snapshot.term);
+        }
+        if index < self.first {
+            return Err(StorageError::Compacted);
         }
         if index > self.last_index() {
             return Err(StorageError::Unavailable);
         }
-        Ok(self.entries[(index - self.snapshot.index - 1) as usize].term)
+        Ok(self.entries[(index - self.first) as usize].term)
     }
 
     fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        if lo <= self.snapshot.index {
+        if lo < self.first {
             return Err(StorageError::Compacted);
         }
         if hi > self.last_index() + 1 {
@@ -161,7 +214,7 @@ impl Storage for MemStorage {
         let mut out = Vec::new();
         let mut bytes = 0u64;
         for index in lo..hi {
-            let e = &self.entries[(index - self.snapshot.index - 1) as usize];
+            let e = &self.entries[(index - self.first) as usize];
             bytes += e.size_bytes();
             if !out.is_empty() && bytes > max_bytes {
                 break;
@@ -220,6 +273,47 @@ mod tests {
         assert_eq!((s.first_index(), s.last_index()), (11, 10));
         s.append(&[ent(11, 3)]);
         assert_eq!(s.last_index(), 11);
+    }
+
+    #[test]
+    fn trailing_entries_stay_readable_below_the_snapshot() {
+        let mut s = MemStorage::new();
+        s.append(&(1..=10).map(|i| ent(i, 1 + i / 6)).collect::<Vec<_>>());
+        let meta = |index, term| SnapshotMeta {
+            index,
+            term,
+            conf: ConfState::default(),
+        };
+        s.compact_keeping(meta(7, 2), 3).unwrap();
+        assert_eq!((s.first_index(), s.last_index()), (5, 10));
+        assert_eq!(
+            (s.term(4), s.term(5), s.term(7)),
+            (Err(StorageError::Compacted), Ok(1), Ok(2))
+        );
+        assert_eq!(s.entries(5, 8, u64::MAX).unwrap().len(), 3);
+        assert_eq!(s.entries(4, 8, u64::MAX), Err(StorageError::Compacted));
+        // A later compaction keeps at most as many; it never brings entries back.
+        s.compact_keeping(meta(9, 2), 100).unwrap();
+        assert_eq!(s.first_index(), 5);
+        s.compact_keeping(meta(10, 2), 1).unwrap();
+        assert_eq!(
+            (s.first_index(), s.last_index(), s.term(9), s.term(10)),
+            (10, 10, Err(StorageError::Compacted), Ok(2))
+        );
+        // Appends after the snapshot leave trailing entries alone; ones below are ignored.
+        s.append(&[ent(10, 2), ent(11, 3)]);
+        assert_eq!(
+            (s.first_index(), s.last_index(), s.term(11)),
+            (10, 11, Ok(3))
+        );
+        s.append(&[ent(11, 4)]);
+        assert_eq!((s.term(10), s.term(11)), (Ok(2), Ok(4)));
+        // An installed snapshot replaces the whole log, trailing entries included.
+        s.apply_snapshot(meta(20, 5));
+        assert_eq!(
+            (s.first_index(), s.last_index(), s.term(10)),
+            (21, 20, Err(StorageError::Compacted))
+        );
     }
 
     #[test]

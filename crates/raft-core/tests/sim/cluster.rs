@@ -137,6 +137,9 @@ pub struct Stats {
     pub reads_served: u64,
     pub elections: u64,
     pub snapshots_sent: u64,
+    /// Appends whose entries start at or below the sender's snapshot: served from
+    /// trailing entries instead of sending the snapshot.
+    pub trailing_appends: u64,
     pub conf_changes: u64,
     pub crashes: u64,
     pub sim_ms: u64,
@@ -187,6 +190,7 @@ impl Sim {
                 reads_served: 0,
                 elections: 0,
                 snapshots_sent: 0,
+                trailing_appends: 0,
                 conf_changes: 0,
                 crashes: 0,
                 sim_ms: 0,
@@ -451,6 +455,16 @@ impl Sim {
                     }
                     self.stats.snapshots_sent += 1;
                     Some(image)
+                }
+                MessageBody::Append { entries, .. } => {
+                    let snap = self.nodes[&from]
+                        .raft
+                        .as_ref()
+                        .map_or(0, |r| r.storage().snapshot_meta().index);
+                    if entries.first().is_some_and(|e| e.index <= snap) {
+                        self.stats.trailing_appends += 1;
+                    }
+                    None
                 }
                 _ => None,
             };
@@ -799,14 +813,18 @@ impl Sim {
             return Ok(());
         }
         // Keep a few entries sometimes, so slightly slow followers still get entries.
+        let trailing = match self.rng.range(0, 3) {
+            0 => 0,
+            _ => self.rng.range(1, 40),
+        };
         let meta: SnapshotMeta = raft.snapshot_meta_at_applied().map_err(|e| e.to_string())?;
         raft.storage_mut()
-            .compact(meta.clone())
+            .compact_keeping(meta.clone(), trailing)
             .map_err(|e| format!("compact failed: {e}"))?;
         node.snapshot_sm = node.sm;
         let kept = node.hash_at.split_off(&meta.index);
         node.hash_at = kept;
-        self.log(|| format!("node {id} compacts to {}", meta.index));
+        self.log(|| format!("node {id} compacts to {} keeping {trailing}", meta.index));
         Ok(())
     }
 

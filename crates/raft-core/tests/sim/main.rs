@@ -39,7 +39,7 @@ fn sweep() {
         });
     let next = Arc::new(AtomicU64::new(first));
     let failures = Arc::new(Mutex::new(Vec::<(u64, String)>::new()));
-    let totals = Arc::new(Mutex::new((0u64, 0u64, 0u64, 0u64, 0u64)));
+    let totals = Arc::new(Mutex::new((0u64, 0u64, 0u64, 0u64, 0u64, 0u64)));
     let started = std::time::Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
@@ -59,6 +59,7 @@ fn sweep() {
                         t.2 += stats.snapshots_sent;
                         t.3 += stats.conf_changes;
                         t.4 += stats.crashes;
+                        t.5 += stats.trailing_appends;
                     }
                     Err(e) => failures.lock().unwrap().push((seed, e)),
                 }
@@ -70,14 +71,20 @@ fn sweep() {
     }
     let t = *totals.lock().unwrap();
     eprintln!(
-        "sim sweep: {seeds} seeds in {:.1}s; acked writes {}, reads {}, snapshots {}, conf changes {}, crashes {}",
+        "sim sweep: {seeds} seeds in {:.1}s; acked writes {}, reads {}, snapshots {}, appends from trailing entries {}, conf changes {}, crashes {}",
         started.elapsed().as_secs_f64(),
         t.0,
         t.1,
         t.2,
+        t.5,
         t.3,
         t.4
     );
+    if seeds >= 500 {
+        // The sweep must reach the paths it is there for.
+        assert!(t.2 > 0, "no snapshot was ever sent");
+        assert!(t.5 > 0, "no append was ever served from trailing entries");
+    }
     let mut failures = failures.lock().unwrap().clone();
     failures.sort();
     if let Some((seed, err)) = failures.first() {
