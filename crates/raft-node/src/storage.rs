@@ -408,8 +408,11 @@ impl Storage for WalStorage {
         self.snapshot.clone()
     }
 
+    /// Trailing entries the WAL keeps below the snapshot count: compaction keeps them
+    /// only when the WAL's entry at the snapshot index has the snapshot's term (see
+    /// `compaction::compact_wal`), and a snapshot from the leader drops them all.
     fn first_index(&self) -> u64 {
-        self.snapshot.index + 1
+        self.wal.first_index().min(self.snapshot.index + 1)
     }
 
     fn last_index(&self) -> u64 {
@@ -420,7 +423,7 @@ impl Storage for WalStorage {
         if index == self.snapshot.index {
             return Ok(self.snapshot.term);
         }
-        if index < self.snapshot.index {
+        if index < self.first_index() {
             return Err(StorageError::Compacted);
         }
         match self.wal.term(index) {
@@ -431,7 +434,7 @@ impl Storage for WalStorage {
     }
 
     fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        if lo <= self.snapshot.index {
+        if lo < self.first_index() {
             return Err(StorageError::Compacted);
         }
         if hi > self.last_index() + 1 {

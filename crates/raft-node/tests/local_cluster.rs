@@ -134,6 +134,11 @@ fn snapshots_compact_the_log_and_catch_up_a_lagging_node() {
         c.status(lagging)
     );
     assert!(c.status(lagging).snapshot_index >= 100);
+    assert_eq!(
+        c.handle(lagging).unwrap().counters().snapshots_installed(),
+        1,
+        "far behind the leader's trailing entries, the node needs the snapshot"
+    );
 
     // A full restart restores every node from its snapshot plus its WAL.
     c.shutdown();
@@ -224,5 +229,45 @@ fn a_full_disk_refuses_writes_with_disk_full_and_resumes_when_space_returns() {
         c.read("after", T).unwrap(),
         Some(b"space".to_vec()),
         "the write after recovery is readable"
+    );
+}
+
+#[test]
+fn a_node_slightly_behind_the_leaders_snapshot_catches_up_from_its_trailing_entries() {
+    // Snapshots every 25 entries; LocalCluster keeps 10 trailing entries below them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = LocalCluster::start_with(dir.path(), 3, 25).unwrap();
+    assert!(c.wait_for(T, |c| c.leader().is_some()), "no leader");
+    for i in 0..20 {
+        put(&c, i);
+    }
+    assert!(c.wait_for(T, |c| all_have(c, 20)));
+    let leader = c.leader().unwrap();
+    let lagging = (1..=3).find(|&i| i != leader).unwrap();
+    let behind_at = c.status(lagging).last_index;
+    c.stop_node(lagging);
+    let mut last = 0;
+    for i in 20..28 {
+        last = put(&c, i);
+    }
+    // The leader's snapshot now covers entries the stopped node lacks, within the 10
+    // entries it keeps below it.
+    assert!(c.wait_for(T, |c| c.status(leader).snapshot_index > behind_at));
+    let snap = c.status(leader).snapshot_index;
+    assert!(
+        snap < behind_at + 10 && last > snap,
+        "test set-up: snapshot {snap}, node behind at {behind_at}, last {last}"
+    );
+
+    c.start_node(lagging).unwrap();
+    assert!(
+        c.wait_for(T, |c| c.running().len() == 3 && all_have(c, 28)),
+        "lagging node did not catch up: {:?}",
+        c.status(lagging)
+    );
+    assert_eq!(
+        c.handle(lagging).unwrap().counters().snapshots_installed(),
+        0,
+        "entries the leader kept below its snapshot were enough"
     );
 }

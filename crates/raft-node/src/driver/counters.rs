@@ -1,5 +1,6 @@
 //! Counters the driver keeps for `/metrics`: proposals, the latency of each
-//! persist (one WAL write + fdatasync), snapshots taken and their duration.
+//! persist (one WAL write + fdatasync), snapshots taken and their duration, snapshots
+//! installed from a leader.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +21,7 @@ pub struct DriverCounters {
     snapshots: AtomicU64,
     snapshot_sum_ns: AtomicU64,
     snapshot_last_ns: AtomicU64,
+    snapshots_installed: AtomicU64,
     disk_full_waits: AtomicU64,
 }
 
@@ -48,6 +50,15 @@ impl DriverCounters {
         add(&self.snapshot_sum_ns, took.as_nanos() as u64);
         self.snapshot_last_ns
             .store(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub(super) fn installed(&self) {
+        add(&self.snapshots_installed, 1);
+    }
+
+    /// Snapshots received from a leader and installed since the driver started.
+    pub fn snapshots_installed(&self) -> u64 {
+        self.snapshots_installed.load(Ordering::Relaxed)
     }
 
     pub(super) fn disk_full(&self) {
@@ -86,11 +97,14 @@ impl DriverCounters {
              # HELP raft_snapshot_last_duration_seconds Duration of the latest snapshot.\n\
              # TYPE raft_snapshot_last_duration_seconds gauge\n\
              raft_snapshot_last_duration_seconds {}\n\
+             # HELP raft_snapshots_installed_total Snapshots received from a leader and installed.\n\
+             # TYPE raft_snapshots_installed_total counter\nraft_snapshots_installed_total {}\n\
              # HELP raft_disk_full_total Times a persist found the disk full.\n\
              # TYPE raft_disk_full_total counter\nraft_disk_full_total {}",
             get(&self.snapshots),
             secs(get(&self.snapshot_sum_ns)),
             secs(get(&self.snapshot_last_ns)),
+            get(&self.snapshots_installed),
             get(&self.disk_full_waits)
         );
     }

@@ -323,6 +323,7 @@ fn run(
                 if rd.snapshot.is_some() {
                     node.storage().load_state(&mut kv)?;
                     transport.members_restored(&member_list(&kv));
+                    counters.installed();
                 }
                 Ok(())
             })();
