@@ -346,6 +346,28 @@ impl<S: Storage> RawNode<S> {
         self.log.last_index()
     }
 
+    /// On the leader, the highest index known to be replicated (and persisted) on member
+    /// `id`; `None` on other nodes or for a non-member. A driver can use it, for example,
+    /// to refuse promoting a learner that has not caught up yet.
+    ///
+    /// ```
+    /// # use raft_core::{Config, MemStorage, RawNode};
+    /// let mut node = RawNode::new(Config::new(1), MemStorage::new_bootstrap([1])).unwrap();
+    /// assert_eq!(node.match_index(1), None, "not the leader yet");
+    /// node.campaign();
+    /// let rd = node.ready();
+    /// node.storage_mut().append(&rd.entries);
+    /// node.advance();
+    /// assert_eq!(node.match_index(1), Some(node.last_index()));
+    /// assert_eq!(node.match_index(9), None);
+    /// ```
+    pub fn match_index(&self, id: NodeId) -> Option<u64> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        self.progress.get(&id).map(|p| p.match_index)
+    }
+
     /// Term of the entry at `index`, as this node's log holds it.
     pub fn entry_term(&self, index: u64) -> std::result::Result<u64, StorageError> {
         self.log.term(index)

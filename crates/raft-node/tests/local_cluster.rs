@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use raft_core::{ConfChange, ConfChangeSingle};
+use raft_node::driver::{ClientError, Request};
 use raft_node::kv::Command;
 use raft_node::local_cluster::LocalCluster;
 
@@ -270,4 +272,46 @@ fn a_node_slightly_behind_the_leaders_snapshot_catches_up_from_its_trailing_entr
         0,
         "entries the leader kept below its snapshot were enough"
     );
+}
+
+/// Proposes a one-step membership change through the leader and waits for its answer.
+fn change_members(c: &LocalCluster, step: ConfChangeSingle) -> Result<u64, ClientError> {
+    let leader = c.leader().expect("a leader");
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    c.handle(leader).unwrap().submit(Request::ChangeMembers {
+        change: ConfChange {
+            changes: vec![step],
+        },
+        context: Vec::new(),
+        reply,
+    });
+    rx.blocking_recv().expect("the driver answers")
+}
+
+#[test]
+fn a_learner_is_promoted_only_once_it_has_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = LocalCluster::start(dir.path(), 3).unwrap();
+    assert!(c.wait_for(T, |c| c.leader().is_some()), "no leader");
+    change_members(&c, ConfChangeSingle::AddLearner(4)).unwrap();
+    // Node 4 is not running: the leader's log runs more than 1,000 entries ahead of it.
+    for i in 0..1_010 {
+        put(&c, i);
+    }
+    let refused = change_members(&c, ConfChangeSingle::AddVoter(4));
+    match refused {
+        Err(ClientError::Busy(why)) => assert!(why.contains("learner 4 is"), "{why}"),
+        other => panic!("promoting a learner 1,000+ entries behind: {other:?}"),
+    }
+    let leader = c.leader().unwrap();
+    assert_eq!(c.status(leader).voters, vec![1, 2, 3]);
+    assert_eq!(c.status(leader).learners, vec![4]);
+
+    // Once it runs and catches up, the same promotion goes through.
+    c.start_node(4).unwrap();
+    assert!(c.wait_for(T, |c| c.status(4).applied >= c.status(leader).commit));
+    change_members(&c, ConfChangeSingle::AddVoter(4)).unwrap();
+    assert!(c.wait_for(T, |c| c.status(leader).voters == vec![1, 2, 3, 4]));
+    put(&c, 2_000);
+    assert!(c.wait_for(T, |c| all_have(c, 1_011)));
 }

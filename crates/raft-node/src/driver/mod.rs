@@ -82,11 +82,18 @@ pub struct DriverOptions {
     /// Take a snapshot once this many entries were applied since the last
     /// one (0: only on request).
     pub snapshot_threshold_entries: u64,
+    /// A learner is promoted to voter only when its log is at most this many
+    /// entries behind the leader's; otherwise the request is refused as busy
+    /// (a voter that is far behind cannot help commit, and one more failure
+    /// could then stall the cluster until it catches up).
+    pub promote_max_lag_entries: u64,
 }
 
 impl DriverOptions {
     /// Defaults for node `id`: 20 ms ticks, elections after 10-20 ticks,
-    /// heartbeats every tick, 5 s request timeout, a time-derived seed.
+    /// heartbeats every tick, 5 s request timeout, a time-derived seed,
+    /// snapshots every 10,000 entries, promotion of learners within 1,000
+    /// entries of the leader.
     pub fn new(id: u64) -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -99,6 +106,7 @@ impl DriverOptions {
             request_timeout: Duration::from_secs(5),
             seed: id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ nanos,
             snapshot_threshold_entries: 10_000,
+            promote_max_lag_entries: 1_000,
         }
     }
 }
@@ -235,7 +243,7 @@ fn run(
     transport.members_restored(&member_list(&kv));
     cfg.applied_index = kv.applied_index();
     let mut node = RawNode::new(cfg, storage).map_err(|e| e.to_string())?;
-    let mut waiters = Waiters::new(opts.request_timeout);
+    let mut waiters = Waiters::new(opts.request_timeout, opts.promote_max_lag_entries);
     let mut next_tick = Instant::now() + opts.tick;
     let mut stopping = false;
     let mut snapshot_retry_at: Option<Instant> = None;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use raft_core::{Entry, RawNode, ReadState};
+use raft_core::{ConfChange, ConfChangeSingle, ConfState, Entry, RawNode, ReadState};
 
 use super::requests::{ClientError, Reply, Request, WriteOutcome};
 use crate::kv::{Applied, KvStore};
@@ -32,6 +32,8 @@ struct PendingRead {
 
 pub(super) struct Waiters {
     timeout: Duration,
+    /// See [`DriverOptions::promote_max_lag_entries`](super::DriverOptions).
+    promote_max_lag: u64,
     /// Pending proposals by log index.
     writes: BTreeMap<u64, PendingWrite>,
     /// Pending linearizable reads by the id carried in their ReadIndex context.
@@ -40,9 +42,10 @@ pub(super) struct Waiters {
 }
 
 impl Waiters {
-    pub(super) fn new(timeout: Duration) -> Self {
+    pub(super) fn new(timeout: Duration, promote_max_lag: u64) -> Self {
         Waiters {
             timeout,
+            promote_max_lag,
             writes: BTreeMap::new(),
             reads: HashMap::new(),
             next_read_id: 1,
@@ -63,12 +66,27 @@ impl Waiters {
                 change,
                 context,
                 reply,
-            } => match node.propose_conf_change(change, context) {
-                Ok(at) => self.add_write(at.index, at.term, deadline, WriteReply::Members(reply)),
-                Err(e) => {
-                    let _ = reply.send(Err(ClientError::from_core(e)));
+            } => {
+                let refusal = lagging_promotion(
+                    node.conf_state(),
+                    &change,
+                    node.last_index(),
+                    |id| node.match_index(id),
+                    self.promote_max_lag,
+                );
+                if let Some(why) = refusal {
+                    let _ = reply.send(Err(ClientError::Busy(why)));
+                    return;
                 }
-            },
+                match node.propose_conf_change(change, context) {
+                    Ok(at) => {
+                        self.add_write(at.index, at.term, deadline, WriteReply::Members(reply))
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ClientError::from_core(e)));
+                    }
+                }
+            }
             Request::Read { key, stale, reply } => {
                 if stale {
                     let _ = reply.send(Ok(kv.get(&key).map(<[u8]>::to_vec)));
@@ -216,5 +234,81 @@ impl WriteReply {
                 let _ = r.send(Err(err));
             }
         }
+    }
+}
+
+/// Why `change` may not go ahead now: it promotes a learner whose log is more than
+/// `max_lag` entries behind the leader's last index (`match_of` answers the leader's
+/// view; `None` off the leader, where the core refuses the change anyway).
+fn lagging_promotion(
+    conf: &ConfState,
+    change: &ConfChange,
+    last_index: u64,
+    match_of: impl Fn(u64) -> Option<u64>,
+    max_lag: u64,
+) -> Option<String> {
+    change.changes.iter().find_map(|step| {
+        let ConfChangeSingle::AddVoter(id) = *step else {
+            return None;
+        };
+        if !conf.learners.contains(&id) {
+            return None;
+        }
+        let matched = match_of(id)?;
+        let behind = last_index.saturating_sub(matched);
+        (behind > max_lag).then(|| {
+            format!(
+                "learner {id} is {behind} entries behind the leader (at most {max_lag} to be \
+                 promoted); retry once it has caught up"
+            )
+        })
+    })
+}
+
+#[cfg(test)]
+mod promotion_tests {
+    use super::*;
+
+    fn conf() -> ConfState {
+        let mut c = ConfState::with_voters([1, 2, 3]);
+        c.learners.insert(4);
+        c
+    }
+
+    fn promote(id: u64) -> ConfChange {
+        ConfChange {
+            changes: vec![ConfChangeSingle::AddVoter(id)],
+        }
+    }
+
+    #[test]
+    fn a_learner_far_behind_is_not_promoted() {
+        let why = lagging_promotion(&conf(), &promote(4), 5_000, |_| Some(100), 1_000);
+        assert!(why.unwrap().contains("learner 4 is 4900 entries behind"));
+    }
+
+    #[test]
+    fn a_caught_up_learner_new_voters_and_followers_go_ahead() {
+        assert_eq!(
+            lagging_promotion(&conf(), &promote(4), 5_000, |_| Some(4_000), 1_000),
+            None
+        );
+        // Not a learner: adding a new voter is not a promotion.
+        assert_eq!(
+            lagging_promotion(&conf(), &promote(5), 5_000, |_| Some(0), 1_000),
+            None
+        );
+        // Off the leader nothing is known; the core refuses the change itself.
+        assert_eq!(
+            lagging_promotion(&conf(), &promote(4), 5_000, |_| None, 1_000),
+            None
+        );
+        let remove = ConfChange {
+            changes: vec![ConfChangeSingle::Remove(4)],
+        };
+        assert_eq!(
+            lagging_promotion(&conf(), &remove, 5_000, |_| Some(0), 1_000),
+            None
+        );
     }
 }
