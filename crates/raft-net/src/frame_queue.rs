@@ -2,14 +2,13 @@
 //!
 //! [`Transport::send`](crate::Transport::send) encodes a message straight onto the end of
 //! the queue's buffer, in the caller's thread; the lane's writer takes the whole buffer
-//! at once and hands it to quinn. So a message is encoded once, never moved between
-//! threads as an object, and freed where it was made; a burst of messages becomes one
-//! stream write and one wake-up of the writer.
+//! at once and hands it to quinn. So a message is encoded once and never moved between
+//! threads as an object (the message is freed by its sender; only its bytes travel); a
+//! burst of messages becomes one stream write and one wake-up of the writer.
 //!
 //! The queue is bounded by a number of frames; a full queue refuses (the transport drops
 //! and counts) rather than blocking, unless the caller chooses to wait.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::{Bytes, BytesMut};
@@ -30,6 +29,8 @@ struct Pending {
     bytes: BytesMut,
     /// Number of frames in `bytes`.
     frames: usize,
+    /// Set by `close`: no frame is accepted after it.
+    closed: bool,
 }
 
 /// Why a message was not queued.
@@ -48,7 +49,6 @@ pub(crate) struct FrameQueue {
     pending: Mutex<Pending>,
     capacity: usize,
     max_frame: usize,
-    closed: AtomicBool,
     /// Wakes the writer when the queue stops being empty, or closes.
     ready: Notify,
     /// Wakes callers waiting for room.
@@ -62,10 +62,10 @@ impl FrameQueue {
             pending: Mutex::new(Pending {
                 bytes: BytesMut::new(),
                 frames: 0,
+                closed: false,
             }),
             capacity: capacity.max(1),
             max_frame,
-            closed: AtomicBool::new(false),
             ready: Notify::new(),
             space: Notify::new(),
         }
@@ -77,11 +77,12 @@ impl FrameQueue {
 
     /// Encodes `msg` onto the queue unless it is full or closed.
     pub(crate) fn try_push<T: Serialize>(&self, msg: &T) -> Result<(), QueueError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(QueueError::Closed);
-        }
         let first = {
             let mut p = self.lock();
+            // Checked under the lock that `close` takes: nothing lands after the close.
+            if p.closed {
+                return Err(QueueError::Closed);
+            }
             if p.frames >= self.capacity {
                 return Err(QueueError::Full);
             }
@@ -117,7 +118,7 @@ impl FrameQueue {
     /// Closes the queue: pushes fail from now on and the writer stops once it has taken
     /// what is left.
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        self.lock().closed = true;
         self.ready.notify_one();
         self.space.notify_waiters();
     }
@@ -126,12 +127,14 @@ impl FrameQueue {
     /// For the single writer of the queue.
     pub(crate) async fn ready(&self) -> bool {
         loop {
-            let closed = self.closed.load(Ordering::Acquire);
-            if self.lock().frames > 0 {
-                return true;
-            }
-            if closed {
-                return false;
+            {
+                let p = self.lock();
+                if p.frames > 0 {
+                    return true;
+                }
+                if p.closed {
+                    return false;
+                }
             }
             // A frame pushed after the check stores a permit, so this cannot miss it.
             self.ready.notified().await;

@@ -211,11 +211,19 @@ struct Peer {
     task: JoinHandle<()>,
 }
 
-impl Drop for Peer {
-    fn drop(&mut self) {
+impl Peer {
+    /// Closes the queues (senders get `SendError::Closed`, waiting ones included) and
+    /// stops the sending task.
+    fn stop(&self) {
         self.msg_queue.close();
         self.bulk_queue.close();
         self.task.abort();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -824,7 +832,7 @@ impl<M, B> Transport<M, B> {
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
             for peer in peers.values() {
-                peer.task.abort();
+                peer.stop();
                 peer.counters.connected.store(false, Ordering::Relaxed);
             }
         }

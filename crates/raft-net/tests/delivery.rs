@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use raft_net::{Inbound, NodeId};
+use raft_net::{Inbound, NodeId, SendError};
 
 /// Every node sends `n` messages to every other; each receiver sees each sender's
 /// messages complete and in order.
@@ -350,4 +350,39 @@ async fn peers_can_be_added_and_messages_sent_from_a_thread_outside_the_runtime(
     assert!(matches!(item, Inbound::Message(m) if m.seq == 0));
     a.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_releases_senders_waiting_on_a_full_queue() {
+    init_tracing();
+    let dir = make_certs(&[1, 3]);
+    let mut cfg = config(1, "127.0.0.1:0".parse().unwrap());
+    cfg.queue_capacity = 2;
+    let (a, _inbox) = start_with(cfg, dir.path());
+    // Nothing listens at node 3's address: its queue fills and stays full.
+    let dead = std::net::UdpSocket::bind("127.0.0.3:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    a.add_peer(3, dead_addr);
+    let epoch = Instant::now();
+    a.send(3, msg(1, 0, epoch)).unwrap();
+    a.send(3, msg(1, 1, epoch)).unwrap();
+    assert_eq!(a.send(3, msg(1, 2, epoch)), Err(SendError::QueueFull(3)));
+    let waiting = tokio::spawn({
+        let a = a.clone();
+        async move { a.send_wait(3, msg(1, 3, epoch)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the queue is full: the sender waits"
+    );
+
+    a.shutdown().await;
+    let released = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("a waiting sender is released by shutdown")
+        .unwrap();
+    assert_eq!(released, Err(SendError::Closed));
+    assert_eq!(a.send(3, msg(1, 4, epoch)), Err(SendError::Closed));
 }

@@ -79,8 +79,9 @@ impl From<raft_wal::Error> for StorageFailure {
 pub struct SnapshotPolicy {
     /// Snapshots kept on disk (at least 1).
     pub keep: usize,
-    /// Entries kept in the WAL below a snapshot (a recovery fallback if the
-    /// newest snapshot is found damaged).
+    /// Entries kept in the WAL below a snapshot: a follower less than this far
+    /// behind catches up from them instead of receiving the snapshot, and they
+    /// are a recovery fallback if the newest snapshot is found damaged.
     pub trailing_entries: u64,
 }
 

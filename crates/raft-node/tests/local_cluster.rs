@@ -300,7 +300,7 @@ fn a_learner_is_promoted_only_once_it_has_caught_up() {
     }
     let refused = change_members(&c, ConfChangeSingle::AddVoter(4));
     match refused {
-        Err(ClientError::Busy(why)) => assert!(why.contains("learner 4 is"), "{why}"),
+        Err(ClientError::Busy(why)) => assert!(why.contains("learner 4 has replicated"), "{why}"),
         other => panic!("promoting a learner 1,000+ entries behind: {other:?}"),
     }
     let leader = c.leader().unwrap();

@@ -258,7 +258,8 @@ fn lagging_promotion(
         let behind = last_index.saturating_sub(matched);
         (behind > max_lag).then(|| {
             format!(
-                "learner {id} is {behind} entries behind the leader (at most {max_lag} to be \
+                "learner {id} has replicated up to index {matched} as far as the leader knows, \
+                 {behind} entries behind its last index {last_index} (at most {max_lag} to be \
                  promoted); retry once it has caught up"
             )
         })
@@ -284,7 +285,9 @@ mod promotion_tests {
     #[test]
     fn a_learner_far_behind_is_not_promoted() {
         let why = lagging_promotion(&conf(), &promote(4), 5_000, |_| Some(100), 1_000);
-        assert!(why.unwrap().contains("learner 4 is 4900 entries behind"));
+        assert!(why
+            .unwrap()
+            .contains("up to index 100 as far as the leader knows, 4900 entries behind"));
     }
 
     #[test]
