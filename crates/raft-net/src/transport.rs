@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use quinn::VarInt;
@@ -243,6 +243,16 @@ struct Inner<M, B> {
     lanes: PhantomData<fn(M, B)>,
 }
 
+impl<M, B> Inner<M, B> {
+    fn peers(&self) -> RwLockReadGuard<'_, HashMap<NodeId, Peer>> {
+        self.peers.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn peers_mut(&self) -> RwLockWriteGuard<'_, HashMap<NodeId, Peer>> {
+        self.peers.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 impl<M, B> Drop for Inner<M, B> {
     fn drop(&mut self) {
         self.endpoint
@@ -402,11 +412,7 @@ impl<M: Wire, B: Wire> Transport<M, B> {
         if id == self.inner.settings.id {
             return;
         }
-        let mut peers = self
-            .inner
-            .peers
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut peers = self.inner.peers_mut();
         if peers.get(&id).is_some_and(|old| old.addr == addr) {
             return;
         }
@@ -457,11 +463,7 @@ impl<M: Wire, B: Wire> Transport<M, B> {
     /// # }
     /// ```
     pub fn remove_peer(&self, id: NodeId) {
-        let mut peers = self
-            .inner
-            .peers
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut peers = self.inner.peers_mut();
         if let Some(peer) = peers.remove(&id) {
             peer.counters.connected.store(false, Ordering::Relaxed);
         }
@@ -570,11 +572,7 @@ impl<M: Wire, B: Wire> Transport<M, B> {
         item: &T,
         lane: impl Fn(&Peer) -> &Arc<FrameQueue>,
     ) -> Result<(), SendError> {
-        let peers = self
-            .inner
-            .peers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let peers = self.inner.peers();
         let peer = peers.get(&to).ok_or(SendError::UnknownPeer(to))?;
         let result = lane(peer).try_push(item);
         self.outcome(to, peer, result)
@@ -588,11 +586,7 @@ impl<M: Wire, B: Wire> Transport<M, B> {
         lane: impl Fn(&Peer) -> &Arc<FrameQueue>,
     ) -> Result<(), SendError> {
         let queue = {
-            let peers = self
-                .inner
-                .peers
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let peers = self.inner.peers();
             let peer = peers.get(&to).ok_or(SendError::UnknownPeer(to))?;
             // Fast path, without cloning the queue handle.
             match lane(peer).try_push(item) {
@@ -601,11 +595,7 @@ impl<M: Wire, B: Wire> Transport<M, B> {
             }
         };
         let result = queue.push(item).await;
-        let peers = self
-            .inner
-            .peers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let peers = self.inner.peers();
         match peers.get(&to) {
             Some(peer) => self.outcome(to, peer, result),
             // Removed while waiting.
@@ -701,11 +691,7 @@ impl<M, B> Transport<M, B> {
     /// # }
     /// ```
     pub fn is_connected(&self, peer: NodeId) -> bool {
-        let peers = self
-            .inner
-            .peers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let peers = self.inner.peers();
         peers
             .get(&peer)
             .is_some_and(|p| p.counters.connected.load(Ordering::Relaxed))
@@ -756,11 +742,7 @@ impl<M, B> Transport<M, B> {
     /// ```
     pub fn stats(&self) -> TransportStats {
         let addrs: HashMap<NodeId, SocketAddr> = {
-            let peers = self
-                .inner
-                .peers
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let peers = self.inner.peers();
             peers.iter().map(|(&id, p)| (id, p.addr)).collect()
         };
         let counters: Vec<(NodeId, Arc<PeerCounters>)> = {
@@ -826,11 +808,7 @@ impl<M, B> Transport<M, B> {
             .close(VarInt::from_u32(close_code::SHUTDOWN), b"shutdown");
         self.inner.accept_task.abort();
         {
-            let peers = self
-                .inner
-                .peers
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let peers = self.inner.peers();
             for peer in peers.values() {
                 peer.stop();
                 peer.counters.connected.store(false, Ordering::Relaxed);
