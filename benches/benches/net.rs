@@ -166,17 +166,17 @@ async fn run_transport<M: Wire + Clone>(p: &mut Pair<M>, n: u64) -> Duration {
     elapsed
 }
 
-/// Writes `n` frames to the raw stream in 64 KiB writes and reads them back.
-async fn run_raw<M: Wire>(p: &mut Pair<M>, n: u64) -> Duration {
-    let total = p.frame.len() as u64 * n;
-    let start = Instant::now();
-    // The stream is moved into the writer task and handed back.
-    let mut send = p.raw_send.take().expect("raw stream");
-    let frame = p.frame.clone();
-    let writer = tokio::spawn(async move {
-        let mut buf = Vec::with_capacity(64 * 1024 + frame.len());
+/// Calls `frame` `n` times to append one frame each to a buffer, writing the buffer to
+/// `send` whenever it holds 64 KiB, then the rest; hands the stream back at the end.
+fn spawn_writer(
+    mut send: quinn::SendStream,
+    n: u64,
+    mut frame: impl FnMut(&mut Vec<u8>) + Send + 'static,
+) -> tokio::task::JoinHandle<quinn::SendStream> {
+    tokio::spawn(async move {
+        let mut buf = Vec::with_capacity(128 * 1024);
         for _ in 0..n {
-            buf.extend_from_slice(&frame);
+            frame(&mut buf);
             if buf.len() >= 64 * 1024 {
                 send.write_all(&buf).await.unwrap();
                 buf.clear();
@@ -186,7 +186,17 @@ async fn run_raw<M: Wire>(p: &mut Pair<M>, n: u64) -> Duration {
             send.write_all(&buf).await.unwrap();
         }
         send
-    });
+    })
+}
+
+/// Writes `n` frames to the raw stream in 64 KiB writes and reads them back.
+async fn run_raw<M: Wire>(p: &mut Pair<M>, n: u64) -> Duration {
+    let total = p.frame.len() as u64 * n;
+    let start = Instant::now();
+    // The stream is moved into the writer task and handed back.
+    let send = p.raw_send.take().expect("raw stream");
+    let frame = p.frame.clone();
+    let writer = spawn_writer(send, n, move |buf| buf.extend_from_slice(&frame));
     let mut got = 0u64;
     while got < total {
         let chunk = p
@@ -208,27 +218,15 @@ async fn run_raw<M: Wire>(p: &mut Pair<M>, n: u64) -> Duration {
 /// codec's; the gap between `run_transport` and it is the transport's own.
 async fn run_raw_codec<M: Wire + Clone>(p: &mut Pair<M>, n: u64) -> Duration {
     let start = Instant::now();
-    let mut send = p.raw_send.take().expect("raw stream");
+    let send = p.raw_send.take().expect("raw stream");
     let msg = p.msg.clone();
-    let writer = tokio::spawn(async move {
-        let mut buf = Vec::with_capacity(128 * 1024);
-        for _ in 0..n {
-            let m = msg.clone();
-            let at = buf.len();
-            buf.extend_from_slice(&[0u8; 4]);
-            let buf_back = postcard::to_extend(&m, std::mem::take(&mut buf)).unwrap();
-            buf = buf_back;
-            let len = (buf.len() - at - 4) as u32;
-            buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
-            if buf.len() >= 64 * 1024 {
-                send.write_all(&buf).await.unwrap();
-                buf.clear();
-            }
-        }
-        if !buf.is_empty() {
-            send.write_all(&buf).await.unwrap();
-        }
-        send
+    let writer = spawn_writer(send, n, move |buf| {
+        let m = msg.clone();
+        let at = buf.len();
+        buf.extend_from_slice(&[0u8; 4]);
+        *buf = postcard::to_extend(&m, std::mem::take(buf)).unwrap();
+        let len = (buf.len() - at - 4) as u32;
+        buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
     });
     let mut got = 0u64;
     let mut pending: Vec<u8> = Vec::with_capacity(128 * 1024);
