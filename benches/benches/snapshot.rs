@@ -1,6 +1,6 @@
 //! `raft-snapshot` write and read throughput on a large key-value-like state.
 //!
-//! Groups (figures and commands in `crates/raft-snapshot/README.md`):
+//! Groups (figures and commands in `raft-snapshot/README.md`):
 //!
 //! - `snapshot_write`: `store_commit` writes the whole state through
 //!   `SnapshotStore::create` + `commit` (compress, write, fsync, rename,
