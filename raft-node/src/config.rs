@@ -17,7 +17,8 @@
 //! Optional keys and their defaults: `election_timeout_ms = 500`,
 //! `heartbeat_interval_ms = 50`, `snapshot_threshold_entries = 10000`,
 //! `snapshot_keep = 2`, `trailing_entries = 1000`, `max_value_bytes = 1048576`,
-//! `request_timeout_ms = 5000`, `join = false`. Unknown keys are an error that names them.
+//! `request_timeout_ms = 5000`, `join = false`, `max_request_bytes = 1572864`,
+//! `quota_backend_bytes = 2147483648`. Unknown keys are an error that names them.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -82,6 +83,13 @@ pub struct NodeConfig {
     /// How long a client request may wait for commit before 504.
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Largest etcd API request accepted, encoded (etcd's `--max-request-bytes`).
+    #[serde(default = "defaults::max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Store size above which writes raise the NOSPACE alarm and are refused
+    /// (etcd's `--quota-backend-bytes`).
+    #[serde(default = "defaults::quota_backend_bytes")]
+    pub quota_backend_bytes: u64,
 }
 
 mod defaults {
@@ -105,6 +113,12 @@ mod defaults {
     }
     pub fn request_timeout_ms() -> u64 {
         5_000
+    }
+    pub fn max_request_bytes() -> usize {
+        crate::api::etcd::DEFAULT_MAX_REQUEST_BYTES
+    }
+    pub fn quota_backend_bytes() -> u64 {
+        crate::api::etcd::DEFAULT_QUOTA_BYTES
     }
 }
 
@@ -206,6 +220,19 @@ impl NodeConfig {
     /// Ids of the founding members.
     pub fn member_ids(&self) -> Vec<u64> {
         self.members.iter().map(|m| m.id).collect()
+    }
+
+    /// The cluster id etcd clients see: a hash (FNV-1a) of the sorted ids
+    /// of the members in the configuration, the same on every member whose
+    /// configuration lists the same founding members.
+    pub fn cluster_id(&self) -> u64 {
+        let mut ids = self.member_ids();
+        ids.sort_unstable();
+        ids.iter()
+            .flat_map(|id| id.to_le_bytes())
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
     }
 }
 

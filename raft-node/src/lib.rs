@@ -3,21 +3,23 @@
 //!
 //! So far this crate holds:
 //! - [`storage::WalStorage`]: durable Raft storage over a `raft-wal` log;
-//! - [`kv::KvStore`]: the key-value state machine;
+//! - [`mvcc::Store`]: the multi-version key-value state machine behind etcd's v3 API;
 //! - [`local_cluster::LocalCluster`]: nodes driving the real core on threads
 //!   in one process, wired by channels (`raft-node demo` and tests use it);
-//! - [`cli`]: the `raft-node` command line (`demo`, `wal dump|verify`).
-//!
-//! The networked node (QUIC peers, HTTP clients) is not built yet.
+//! - [`server`]: the networked node (QUIC peers; gRPC, the `/v3` JSON gateway
+//!   and the `/v1` HTTP API on one client port);
+//! - [`cli`]: the `raft-node` command line.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod driver;
+pub mod forward;
 pub mod http;
-pub mod kv;
 pub mod local_cluster;
 pub mod metrics;
+pub mod mvcc;
 pub mod server;
 pub mod snapshot_transfer;
 pub mod storage;

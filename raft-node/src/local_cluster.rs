@@ -13,7 +13,7 @@ use raft_core::{Message, Role};
 use crate::driver::{
     ClientError, Driver, DriverHandle, DriverOptions, NodeStatus, Request, Transport, WriteOutcome,
 };
-use crate::kv::Command;
+use crate::mvcc::Command;
 use crate::snapshot_transfer::{snapshot_of, CHUNK_BYTES};
 use crate::storage::{SnapshotPolicy, StorageFailure, StorageIo, WalStorage};
 use raft_snapshot::{Received, SnapshotId, SnapshotStore};
@@ -261,10 +261,11 @@ impl LocalCluster {
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             };
-            let (req, rx) = Request::read(key, false);
-            driver.handle().submit(req);
+            let (req, rx) = Request::read_index();
+            let handle = driver.handle();
+            handle.submit(req);
             match rx.blocking_recv() {
-                Ok(r @ Ok(_)) => return r,
+                Ok(Ok(_)) => return Ok(handle.store().get(key.as_bytes()).map(<[u8]>::to_vec)),
                 Ok(Err(e)) => last_err = e,
                 Err(e) => last_err = e.into(),
             }

@@ -11,11 +11,13 @@ use raft_core::{ConfChange, Message};
 use raft_net::{Inbound, TlsConfig, TransportConfig};
 use tokio::task::JoinHandle;
 
+use crate::api::EtcdApi;
 use crate::config::{Member, NodeConfig};
 use crate::driver::{Driver, DriverHandle, DriverOptions, Transport};
+use crate::forward::{ForwardServer, Forwarder, PeerBulk};
 use crate::http::{router, AddressBook, ApiState};
 use crate::metrics::Metrics;
-use crate::snapshot_transfer::{snapshot_of, Intake, Shipper, SnapshotPiece};
+use crate::snapshot_transfer::{snapshot_of, Intake, Shipper};
 use crate::storage::{SnapshotPolicy, WalStorage};
 
 pub use crate::snapshot_transfer::PeerNet;
@@ -155,7 +157,26 @@ impl Server {
             .map_err(|e| StartError(format!("cannot start the driver thread: {e}")))?;
         let handle = driver.handle();
         let _ = driver_cell.set(handle.clone());
-        let inbound = tokio::spawn(pump_inbound(handle.clone(), inbox, Intake::new(store)));
+        let request_timeout = Duration::from_millis(cfg.request_timeout_ms);
+        let forwarder = Arc::new(Forwarder::new(cfg.id, net.clone(), request_timeout));
+        let forward_server = ForwardServer::new(cfg.id, net.clone(), handle.clone());
+        let inbound = tokio::spawn(pump_inbound(
+            handle.clone(),
+            inbox,
+            Intake::new(store),
+            forwarder.clone(),
+            forward_server,
+        ));
+        let etcd = Arc::new(EtcdApi {
+            member_id: cfg.id,
+            cluster_id: cfg.cluster_id(),
+            driver: handle.clone(),
+            forwarder,
+            members: book.clone(),
+            max_request_bytes: cfg.max_request_bytes,
+            quota_bytes: cfg.quota_backend_bytes,
+            request_timeout,
+        });
 
         let listener = tokio::net::TcpListener::bind(cfg.client_addr)
             .await
@@ -178,7 +199,9 @@ impl Server {
             }))),
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let app = router(state);
+        let app = router(state)
+            .merge(crate::api::grpc::router(etcd.clone()))
+            .merge(crate::api::gateway::router(etcd));
         let http = tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -245,17 +268,20 @@ impl Server {
 /// the peer's verified certificate id.
 async fn pump_inbound(
     handle: DriverHandle,
-    mut inbox: raft_net::Inbox<Message, SnapshotPiece>,
+    mut inbox: raft_net::Inbox<Message, PeerBulk>,
     mut intake: Intake,
+    forwarder: Arc<Forwarder>,
+    forward_server: ForwardServer,
 ) {
     while let Some((from, inbound)) = inbox.recv().await {
         match inbound {
             Inbound::Message(m) => handle.deliver(m),
-            Inbound::Bulk(piece) => {
+            Inbound::Bulk(PeerBulk::Snapshot(piece)) => {
                 if let Some(install) = intake.accept(from, piece) {
                     handle.deliver(install);
                 }
             }
+            Inbound::Bulk(PeerBulk::Forward(f)) => forward_server.handle(&forwarder, f),
         }
     }
 }

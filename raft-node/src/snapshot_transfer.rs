@@ -56,8 +56,9 @@ impl raft_net::Envelope for SnapshotPiece {
     }
 }
 
-/// The transport the node uses: raft messages, snapshot pieces in bulk.
-pub type PeerNet = raft_net::Transport<Message, SnapshotPiece>;
+/// The transport the node uses: raft messages on the message lane; snapshot
+/// pieces and forwarded client requests on the bulk lane.
+pub type PeerNet = raft_net::Transport<Message, crate::forward::PeerBulk>;
 
 /// The snapshot an `InstallSnapshot` message asks to ship, if it is one.
 pub fn snapshot_of(msg: &Message) -> Option<SnapshotId> {
@@ -100,7 +101,12 @@ pub async fn send(net: &PeerNet, store: &SnapshotStore, msg: Message, id: Snapsh
             install: if chunk.done { install.take() } else { None },
             data: chunk.data,
         };
-        match tokio::time::timeout(CHUNK_SEND_TIMEOUT, net.send_bulk_wait(to, piece)).await {
+        match tokio::time::timeout(
+            CHUNK_SEND_TIMEOUT,
+            net.send_bulk_wait(to, crate::forward::PeerBulk::Snapshot(piece)),
+        )
+        .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::warn!(to, index = id.index, error = %e, "snapshot transfer failed");

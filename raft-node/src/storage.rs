@@ -13,7 +13,7 @@ use raft_core::{
 use raft_snapshot::{compaction, Membership, SnapshotId, SnapshotStore, StoreOptions};
 use raft_wal::{Options, Wal};
 
-use crate::kv::KvStore;
+use crate::mvcc::Store;
 
 /// Why the storage could not do what was asked.
 #[derive(Debug)]
@@ -241,7 +241,7 @@ impl WalStorage {
                     conf: ConfState::with_voters(voters.iter().copied()),
                 };
                 compaction::take_snapshot(&store, &mut wal, to_file_meta(&meta), 0, |w| {
-                    KvStore::default().write_snapshot(w)
+                    Store::default().write_snapshot(w)
                 })?;
                 wal.set_hard_state(raft_wal::HardState {
                     term: 1,
@@ -286,9 +286,9 @@ impl WalStorage {
 
     /// Replaces `kv` with the state of the current snapshot (start-up, and
     /// after installing a snapshot from the leader).
-    pub fn load_state(&self, kv: &mut KvStore) -> Result<(), StorageFailure> {
+    pub fn load_state(&self, kv: &mut Store) -> Result<(), StorageFailure> {
         if self.snapshot.index == 0 {
-            *kv = KvStore::default();
+            *kv = Store::default();
             return Ok(());
         }
         let id = SnapshotId {

@@ -5,16 +5,13 @@ use std::time::Duration;
 
 use raft_core::{ConfChange, ConfChangeSingle};
 use raft_node::driver::{ClientError, Request};
-use raft_node::kv::Command;
 use raft_node::local_cluster::LocalCluster;
+use raft_node::mvcc::{Applied, Command, Response};
 
 const T: Duration = Duration::from_secs(15);
 
 fn put(c: &LocalCluster, i: u32) -> u64 {
-    let cmd = Command::Put {
-        key: format!("k{i}"),
-        value: i.to_le_bytes().to_vec(),
-    };
+    let cmd = Command::put(format!("k{i}"), i.to_le_bytes().to_vec());
     c.write(cmd, T)
         .unwrap_or_else(|e| panic!("write {i}: {e}"))
         .index
@@ -67,7 +64,6 @@ fn survives_leader_loss_restart_and_full_restart() {
 
 #[test]
 fn reads_see_acknowledged_writes_and_cas_and_delete_report_outcomes() {
-    use raft_node::kv::Applied;
     let dir = tempfile::tempdir().unwrap();
     let c = LocalCluster::start(dir.path(), 3).unwrap();
     assert!(c.wait_for(T, |c| c.leader().is_some()), "no leader");
@@ -76,39 +72,31 @@ fn reads_see_acknowledged_writes_and_cas_and_delete_report_outcomes() {
     let key = "k7";
     assert_eq!(c.read(key, T).unwrap(), Some(7u32.to_le_bytes().to_vec()));
     let cas = |expected: Option<&[u8]>, value: Option<&[u8]>| {
-        c.write(
-            Command::Cas {
-                key: key.into(),
-                expected: expected.map(<[u8]>::to_vec),
-                value: value.map(<[u8]>::to_vec),
-            },
-            T,
-        )
-        .unwrap()
-        .applied
-    };
-    assert_eq!(
-        cas(None, Some(b"x")),
-        Applied::Cas {
-            succeeded: false,
-            current: Some(7u32.to_le_bytes().to_vec())
-        }
-    );
-    assert_eq!(
-        cas(Some(&7u32.to_le_bytes()), Some(b"x")),
-        Applied::Cas {
-            succeeded: true,
-            current: Some(b"x".to_vec())
-        }
-    );
-    assert_eq!(c.read(key, T).unwrap(), Some(b"x".to_vec()));
-    let del = |c: &LocalCluster| {
-        c.write(Command::Delete { key: key.into() }, T)
+        let applied = c
+            .write(
+                Command::cas(
+                    key.into(),
+                    expected.map(<[u8]>::to_vec),
+                    value.map(<[u8]>::to_vec),
+                ),
+                T,
+            )
             .unwrap()
-            .applied
+            .applied;
+        match applied {
+            Applied::Command(Ok(Response::Txn(t))) => t.succeeded,
+            other => panic!("not a txn outcome: {other:?}"),
+        }
     };
-    assert_eq!(del(&c), Applied::Delete { deleted: true });
-    assert_eq!(del(&c), Applied::Delete { deleted: false });
+    assert!(!cas(None, Some(b"x")), "the key exists");
+    assert!(cas(Some(&7u32.to_le_bytes()), Some(b"x")));
+    assert_eq!(c.read(key, T).unwrap(), Some(b"x".to_vec()));
+    let del = |c: &LocalCluster| match c.write(Command::delete(key), T).unwrap().applied {
+        Applied::Command(Ok(Response::DeleteRange(d))) => d.deleted,
+        other => panic!("not a delete outcome: {other:?}"),
+    };
+    assert_eq!(del(&c), 1);
+    assert_eq!(del(&c), 0);
     assert_eq!(c.read(key, T).unwrap(), None);
 }
 
@@ -188,10 +176,7 @@ fn a_full_disk_refuses_writes_with_disk_full_and_resumes_when_space_returns() {
     // Writes fail with DiskFull (never a crash, never a torn log) ...
     let mut refused = false;
     for i in 10..200 {
-        let cmd = Command::Put {
-            key: format!("k{i}"),
-            value: vec![0u8; 512],
-        };
+        let cmd = Command::put(format!("k{i}"), vec![0u8; 512]);
         match c.write(cmd, Duration::from_secs(3)) {
             Ok(_) => continue,
             Err(ClientError::DiskFull) => {
@@ -216,10 +201,7 @@ fn a_full_disk_refuses_writes_with_disk_full_and_resumes_when_space_returns() {
     }
     let mut resumed = false;
     for _ in 0..50 {
-        let cmd = Command::Put {
-            key: "after".into(),
-            value: b"space".to_vec(),
-        };
+        let cmd = Command::put("after", b"space".to_vec());
         if c.write(cmd, Duration::from_secs(3)).is_ok() {
             resumed = true;
             break;

@@ -27,7 +27,7 @@ pub use counters::DriverCounters;
 pub use requests::{ClientError, Pending, Reply, Request, WriteOutcome};
 pub use status::NodeStatus;
 
-use crate::kv::KvStore;
+use crate::mvcc::{Applied, SharedStore, Store};
 use crate::storage::WalStorage;
 use waiters::Waiters;
 
@@ -123,6 +123,7 @@ const MAX_BATCH_INPUTS: usize = 4096;
 /// A running driver thread.
 pub struct Driver {
     inbox: Sender<Input>,
+    store: SharedStore,
     status: Arc<Mutex<NodeStatus>>,
     counters: Arc<DriverCounters>,
     thread: Option<JoinHandle<()>>,
@@ -140,17 +141,28 @@ impl Driver {
         let shared = status.clone();
         let counters = Arc::new(DriverCounters::default());
         let shared_counters = counters.clone();
+        let store = SharedStore::default();
+        let view = store.clone();
         let id = opts.id;
         let thread = std::thread::Builder::new()
             .name(format!("raft-driver-{id}"))
             .spawn(move || {
-                if let Err(e) = run(opts, storage, transport, rx, &shared, &shared_counters) {
+                if let Err(e) = run(
+                    opts,
+                    storage,
+                    transport,
+                    rx,
+                    &shared,
+                    &shared_counters,
+                    &view,
+                ) {
                     tracing::error!(node = id, error = %e, "node stopped on error");
                     status::lock(&shared).failed = Some(e);
                 }
             })?;
         Ok(Driver {
             inbox: tx,
+            store,
             status,
             counters,
             thread: Some(thread),
@@ -161,6 +173,7 @@ impl Driver {
     pub fn handle(&self) -> DriverHandle {
         DriverHandle {
             inbox: self.inbox.clone(),
+            store: self.store.clone(),
             status: self.status.clone(),
             counters: self.counters.clone(),
         }
@@ -191,6 +204,7 @@ impl Drop for Driver {
 #[derive(Clone)]
 pub struct DriverHandle {
     inbox: Sender<Input>,
+    store: SharedStore,
     status: Arc<Mutex<NodeStatus>>,
     counters: Arc<DriverCounters>,
 }
@@ -210,6 +224,18 @@ impl DriverHandle {
     /// Reports the end of a snapshot transfer to `to`.
     pub fn report_snapshot(&self, to: u64, delivered: bool) {
         let _ = self.inbox.send(Input::SnapshotReport { to, delivered });
+    }
+
+    /// The state machine as of the driver's last batch: a consistent view
+    /// that readers use without blocking apply. Serializable reads read it
+    /// directly; linearizable reads after a [`Request::ReadIndex`].
+    pub fn store(&self) -> std::sync::Arc<Store> {
+        self.store.get()
+    }
+
+    /// The shared store itself (to wait until an index is applied).
+    pub fn shared_store(&self) -> &SharedStore {
+        &self.store
     }
 
     /// The driver's counters (for `/metrics`).
@@ -232,14 +258,16 @@ fn run(
     inbox: Receiver<Input>,
     status: &Mutex<NodeStatus>,
     counters: &DriverCounters,
+    view: &SharedStore,
 ) -> Result<(), String> {
     let id = opts.id;
     let mut cfg = Config::new(id);
     cfg.seed = opts.seed;
     cfg.election_timeout_ticks = opts.election_ticks;
     cfg.heartbeat_interval_ticks = opts.heartbeat_ticks;
-    let mut kv = KvStore::default();
+    let mut kv = Store::default();
     storage.load_state(&mut kv).map_err(|e| e.to_string())?;
+    view.publish(&kv);
     transport.members_restored(&member_list(&kv));
     cfg.applied_index = kv.applied_index();
     let mut node = RawNode::new(cfg, storage).map_err(|e| e.to_string())?;
@@ -288,7 +316,7 @@ fn run(
                     if matches!(req, Request::Write { .. }) {
                         counters.proposal();
                     }
-                    waiters.submit(&mut node, &kv, req)
+                    waiters.submit(&mut node, req)
                 }
                 Input::SnapshotReport { to, delivered } => node.report_snapshot(to, delivered),
                 Input::Stop => {
@@ -313,7 +341,7 @@ fn run(
                 transport.send(m);
             }
             let started = Instant::now();
-            match persist_until_space(&mut node, &rd, &inbox, &kv, &mut waiters, counters, id) {
+            match persist_until_space(&mut node, &rd, &inbox, &mut waiters, counters, id) {
                 Ok(true) => {}
                 Ok(false) => {
                     // Stopped while waiting for disk space: nothing of this
@@ -344,22 +372,25 @@ fn run(
             }
             for e in &rd.committed_entries {
                 let applied = match &e.kind {
-                    EntryKind::Normal => kv.apply(e.index, &e.data),
+                    EntryKind::Normal => kv.apply(e.index, e.term, &e.data),
                     EntryKind::ConfChange(cc) => {
                         record_members(&mut kv, cc, &e.data);
                         transport.conf_change_applied(cc, &e.data);
-                        kv.skip(e.index);
-                        crate::kv::Applied::Nothing
+                        kv.skip(e.index, e.term);
+                        Applied::Nothing
                     }
                     EntryKind::Noop => {
-                        kv.skip(e.index);
-                        crate::kv::Applied::Nothing
+                        kv.skip(e.index, e.term);
+                        Applied::Nothing
                     }
                 };
                 waiters.applied(e, applied);
             }
             waiters.confirmed_reads(&rd.read_states);
             node.advance();
+        }
+        if view.get().applied_index() != kv.applied_index() {
+            view.publish(&kv);
         }
         waiters.serve_reads(&kv);
         if opts.snapshot_threshold_entries > 0
@@ -391,13 +422,13 @@ fn run(
     Ok(())
 }
 
-fn member_list(kv: &KvStore) -> Vec<(u64, Vec<u8>)> {
+fn member_list(kv: &Store) -> Vec<(u64, Vec<u8>)> {
     kv.members().map(|(id, c)| (id, c.to_vec())).collect()
 }
 
 /// Keeps the context of added members (their addresses) in the replicated
 /// state, and forgets removed ones.
-fn record_members(kv: &mut KvStore, cc: &ConfChange, context: &[u8]) {
+fn record_members(kv: &mut Store, cc: &ConfChange, context: &[u8]) {
     use raft_core::ConfChangeSingle as C;
     for step in &cc.changes {
         match *step {
@@ -419,7 +450,6 @@ fn persist_until_space(
     node: &mut RawNode<WalStorage>,
     rd: &raft_core::Ready,
     inbox: &Receiver<Input>,
-    kv: &KvStore,
     waiters: &mut Waiters,
     counters: &DriverCounters,
     id: u64,
@@ -445,7 +475,7 @@ fn persist_until_space(
                 let deadline = Instant::now() + DISK_FULL_RETRY;
                 loop {
                     match inbox.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                        Ok(Input::Client(req)) => refuse_disk_full(req, kv),
+                        Ok(Input::Client(req)) => refuse_disk_full(req),
                         Ok(Input::Peer(_) | Input::SnapshotReport { .. }) => {}
                         Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(false),
                         Err(RecvTimeoutError::Timeout) => break,
@@ -457,18 +487,11 @@ fn persist_until_space(
     }
 }
 
-/// Answers a request while the disk is full: stale reads from local state,
-/// everything else `DiskFull`.
-fn refuse_disk_full(req: Request, kv: &KvStore) {
+/// Answers a request while the disk is full: `DiskFull` (serializable reads
+/// do not come here; they read the published view).
+fn refuse_disk_full(req: Request) {
     match req {
-        Request::Read {
-            key,
-            stale: true,
-            reply,
-        } => {
-            let _ = reply.send(Ok(kv.get(&key).map(<[u8]>::to_vec)));
-        }
-        Request::Read { reply, .. } => {
+        Request::ReadIndex { reply } => {
             let _ = reply.send(Err(ClientError::DiskFull));
         }
         Request::Write { reply, .. } => {

@@ -4,7 +4,7 @@ use std::fmt;
 
 use raft_core::ConfChange;
 
-use crate::kv::{Applied, Command};
+use crate::mvcc::{Applied, Command};
 use crate::storage::StorageFailure;
 
 /// Where the driver sends a request's outcome. Works from threads and tasks
@@ -23,14 +23,13 @@ pub enum Request {
         /// Gets the log index and what applying did.
         reply: Reply<WriteOutcome>,
     },
-    /// Read `key`: linearizable (ReadIndex on the leader) unless `stale`.
-    Read {
-        /// The key.
-        key: String,
-        /// Answer from local state without any check.
-        stale: bool,
-        /// Gets the value (`None` if absent).
-        reply: Reply<Option<Vec<u8>>>,
+    /// Confirm a linearizable read (ReadIndex on the leader): answered with
+    /// the applied index once the state machine has applied everything
+    /// committed when the read arrived. The reader then reads the driver's
+    /// published view ([`crate::driver::DriverHandle::store`]).
+    ReadIndex {
+        /// Gets the applied index the read may be served at.
+        reply: Reply<u64>,
     },
     /// Propose a membership change; answered once it is applied.
     ChangeMembers {
@@ -56,16 +55,18 @@ pub enum Request {
 }
 
 /// The outcome of an applied write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WriteOutcome {
     /// Log index the command was applied at.
     pub index: u64,
+    /// Term of that entry.
+    pub term: u64,
     /// What applying it did.
     pub applied: Applied,
 }
 
 /// Why a request was not served.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ClientError {
     /// Only the leader serves this; here is the leader this node knows of.
     NotLeader {
@@ -145,16 +146,9 @@ impl Request {
         (Request::Write { cmd, reply }, rx)
     }
 
-    /// A read of `key` and the receiver of its value.
-    pub fn read(key: impl Into<String>, stale: bool) -> (Request, Pending<Option<Vec<u8>>>) {
+    /// A linearizable read barrier and the receiver of the index to read at.
+    pub fn read_index() -> (Request, Pending<u64>) {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        (
-            Request::Read {
-                key: key.into(),
-                stale,
-                reply,
-            },
-            rx,
-        )
+        (Request::ReadIndex { reply }, rx)
     }
 }

@@ -3,13 +3,13 @@
 
 use raft_core::RawNode;
 
-use crate::kv::KvStore;
+use crate::mvcc::Store;
 use crate::storage::{StorageFailure, WalStorage};
 
 /// Snapshots `kv` at the core's applied index (which equals `kv`'s: the
 /// driver applies a Ready's entries before advancing) and compacts the WAL.
 /// Returns the snapshot's index.
-pub(super) fn take(node: &mut RawNode<WalStorage>, kv: &KvStore) -> Result<u64, StorageFailure> {
+pub(super) fn take(node: &mut RawNode<WalStorage>, kv: &Store) -> Result<u64, StorageFailure> {
     let meta = node
         .snapshot_meta_at_applied()
         .map_err(|e| StorageFailure::Corrupt(format!("snapshot metadata: {e}")))?;

@@ -4,7 +4,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use raft_core::{RawNode, Role, Storage};
 
-use crate::kv::KvStore;
+use crate::mvcc::Store;
 use crate::storage::WalStorage;
 
 /// A node's state as of its last batch (for `/v1/status`, metrics, tests).
@@ -36,6 +36,10 @@ pub struct NodeStatus {
     pub keys: usize,
     /// Digest of the state machine (equal on nodes with equal maps).
     pub digest: u32,
+    /// The MVCC store's revision.
+    pub revision: i64,
+    /// Approximate bytes the MVCC store holds (history included).
+    pub db_size: u64,
     /// Set when the node stopped on an error.
     pub failed: Option<String>,
 }
@@ -44,7 +48,7 @@ pub(super) fn lock(m: &Mutex<NodeStatus>) -> MutexGuard<'_, NodeStatus> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub(super) fn publish(shared: &Mutex<NodeStatus>, node: &RawNode<WalStorage>, kv: &KvStore) {
+pub(super) fn publish(shared: &Mutex<NodeStatus>, node: &RawNode<WalStorage>, kv: &Store) {
     let conf = node.conf_state();
     let mut s = lock(shared);
     s.id = node.id();
@@ -67,5 +71,7 @@ pub(super) fn publish(shared: &Mutex<NodeStatus>, node: &RawNode<WalStorage>, kv
         s.applied = kv.applied_index();
         s.keys = kv.len();
         s.digest = kv.digest();
+        s.revision = kv.revision();
+        s.db_size = kv.size();
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use raft_core::{ConfChange, ConfChangeSingle, ConfState, Entry, RawNode, ReadState};
 
 use super::requests::{ClientError, Reply, Request, WriteOutcome};
-use crate::kv::{Applied, KvStore};
+use crate::mvcc::{Applied, Store};
 use crate::storage::WalStorage;
 
 enum WriteReply {
@@ -23,11 +23,10 @@ struct PendingWrite {
 }
 
 struct PendingRead {
-    key: String,
     deadline: Instant,
     /// Set once the leader confirmed the read: serve when applied reaches it.
     index: Option<u64>,
-    reply: Reply<Option<Vec<u8>>>,
+    reply: Reply<u64>,
 }
 
 pub(super) struct Waiters {
@@ -53,7 +52,7 @@ impl Waiters {
     }
 
     /// Hands `req` to the core, or answers it at once.
-    pub(super) fn submit(&mut self, node: &mut RawNode<WalStorage>, kv: &KvStore, req: Request) {
+    pub(super) fn submit(&mut self, node: &mut RawNode<WalStorage>, req: Request) {
         let deadline = Instant::now() + self.timeout;
         match req {
             Request::Write { cmd, reply } => match node.propose(cmd.encode()) {
@@ -87,11 +86,7 @@ impl Waiters {
                     }
                 }
             }
-            Request::Read { key, stale, reply } => {
-                if stale {
-                    let _ = reply.send(Ok(kv.get(&key).map(<[u8]>::to_vec)));
-                    return;
-                }
+            Request::ReadIndex { reply } => {
                 let id = self.next_read_id;
                 self.next_read_id += 1;
                 match node.read_index(id.to_le_bytes().to_vec()) {
@@ -99,7 +94,6 @@ impl Waiters {
                         self.reads.insert(
                             id,
                             PendingRead {
-                                key,
                                 deadline,
                                 index: None,
                                 reply,
@@ -150,6 +144,7 @@ impl Waiters {
             WriteReply::Kv(reply) => {
                 let _ = reply.send(Ok(WriteOutcome {
                     index: e.index,
+                    term: e.term,
                     applied,
                 }));
             }
@@ -172,7 +167,7 @@ impl Waiters {
     }
 
     /// Answers confirmed reads whose index the state machine has applied.
-    pub(super) fn serve_reads(&mut self, kv: &KvStore) {
+    pub(super) fn serve_reads(&mut self, kv: &Store) {
         let applied = kv.applied_index();
         let ready: Vec<u64> = self
             .reads
@@ -182,7 +177,7 @@ impl Waiters {
             .collect();
         for id in ready {
             if let Some(r) = self.reads.remove(&id) {
-                let _ = r.reply.send(Ok(kv.get(&r.key).map(<[u8]>::to_vec)));
+                let _ = r.reply.send(Ok(applied));
             }
         }
     }

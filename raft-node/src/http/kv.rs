@@ -10,8 +10,10 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::{ApiError, ApiState, MAX_KEY_BYTES};
+use crate::api::pb::etcdserverpb::response_op::Response as OpResponse;
+use crate::api::pb::etcdserverpb::TxnResponse;
 use crate::driver::{Request, WriteOutcome};
-use crate::kv::{Applied, Command};
+use crate::mvcc::{Applied, Command, MvccError, Response as MvccResponse};
 
 fn check_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
@@ -49,12 +51,46 @@ async fn read_body(state: &ApiState, body: Body) -> Result<Bytes, ApiError> {
         })
 }
 
-async fn write(state: &ApiState, cmd: Command, uri: &Uri) -> Result<WriteOutcome, ApiError> {
+/// Proposes `cmd` and waits for what applying it did.
+async fn write(
+    state: &ApiState,
+    cmd: Command,
+    uri: &Uri,
+) -> Result<(WriteOutcome, MvccResponse), ApiError> {
     let (req, rx) = Request::write(cmd);
     state.driver.submit(req);
     let outcome = rx.await.map_err(Into::into).and_then(|r| r);
     state.metrics.count_write(&outcome);
-    outcome.map_err(|e| ApiError::from_client(state, e, path_and_query(uri)))
+    let done = outcome.map_err(|e| ApiError::from_client(state, e, path_and_query(uri)))?;
+    match &done.applied {
+        Applied::Command(Ok(resp)) => {
+            let resp = resp.clone();
+            Ok((done, resp))
+        }
+        Applied::Command(Err(e)) => Err(from_mvcc(e)),
+        Applied::Nothing => Err(ApiError::new(
+            500,
+            "internal",
+            "the applied entry held no command",
+        )),
+    }
+}
+
+fn from_mvcc(e: &MvccError) -> ApiError {
+    match e {
+        MvccError::NoSpace => ApiError::new(507, "no_space", e.message()),
+        _ => ApiError::bad_request(e.message()),
+    }
+}
+
+/// Whether a `/v1` compare-and-swap held, and the key's value afterwards
+/// (see [`Command::cas`]: the last operation of either branch reads the key).
+fn cas_outcome(t: &TxnResponse) -> (bool, Option<Vec<u8>>) {
+    let current = match t.responses.last().and_then(|r| r.response.as_ref()) {
+        Some(OpResponse::ResponseRange(r)) => r.kvs.first().map(|kv| kv.value.clone()),
+        _ => None,
+    };
+    (t.succeeded, current)
 }
 
 /// `PUT /v1/kv/{key}`: body = value; 200 `{"index":N}` once applied.
@@ -66,8 +102,11 @@ pub(super) async fn put_key(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_key(&key)?;
     let value = read_body(&state, body).await?.to_vec();
-    let done = write(&state, Command::Put { key, value }, &uri).await?;
-    Ok(Json(serde_json::json!({ "index": done.index })))
+    let (done, resp) = write(&state, Command::put(key, value), &uri).await?;
+    let revision = header_revision(&resp);
+    Ok(Json(
+        serde_json::json!({ "index": done.index, "revision": revision }),
+    ))
 }
 
 /// `DELETE /v1/kv/{key}`: 200 `{"index":N,"deleted":bool}`.
@@ -77,11 +116,13 @@ pub(super) async fn delete_key(
     uri: Uri,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_key(&key)?;
-    let done = write(&state, Command::Delete { key }, &uri).await?;
-    let deleted = matches!(done.applied, Applied::Delete { deleted: true });
-    Ok(Json(
-        serde_json::json!({ "index": done.index, "deleted": deleted }),
-    ))
+    let (done, resp) = write(&state, Command::delete(key), &uri).await?;
+    let deleted = matches!(&resp, MvccResponse::DeleteRange(d) if d.deleted > 0);
+    Ok(Json(serde_json::json!({
+        "index": done.index,
+        "deleted": deleted,
+        "revision": header_revision(&resp),
+    })))
 }
 
 /// Body of `POST /v1/cas/{key}`.
@@ -106,19 +147,20 @@ pub(super) async fn cas_key(
             "body must be {{\"expected\":string|null,\"value\":string|null}}: {e}"
         ))
     })?;
-    let cmd = Command::Cas {
-        key,
-        expected: cas.expected.map(String::into_bytes),
-        value: cas.value.map(String::into_bytes),
-    };
-    let done = write(&state, cmd, &uri).await?;
-    let Applied::Cas { succeeded, current } = done.applied else {
+    let cmd = Command::cas(
+        key.into_bytes(),
+        cas.expected.map(String::into_bytes),
+        cas.value.map(String::into_bytes),
+    );
+    let (done, resp) = write(&state, cmd, &uri).await?;
+    let MvccResponse::Txn(txn) = &resp else {
         return Err(ApiError::new(
             500,
             "internal",
             "applied entry was not a compare-and-swap",
         ));
     };
+    let (succeeded, current) = cas_outcome(txn);
     let current = current.map(|v| String::from_utf8_lossy(&v).into_owned());
     Ok(Json(serde_json::json!({
         "succeeded": succeeded,
@@ -150,13 +192,30 @@ pub(super) async fn get_key(
             )))
         }
     };
-    let (req, rx) = Request::read(key, stale);
-    state.driver.submit(req);
-    let outcome = rx.await.map_err(Into::into).and_then(|r| r);
+    let outcome = if stale {
+        Ok(())
+    } else {
+        let (req, rx) = Request::read_index();
+        state.driver.submit(req);
+        rx.await.map_err(Into::into).and_then(|r| r).map(|_| ())
+    };
+    let outcome = outcome.map(|()| state.driver.store().get(key.as_bytes()).map(<[u8]>::to_vec));
     state.metrics.count_read(&outcome);
     match outcome {
         Ok(Some(v)) => Ok((StatusCode::OK, v).into_response()),
         Ok(None) => Err(ApiError::new(404, "not_found", "key not found")),
         Err(e) => Err(ApiError::from_client(&state, e, path_and_query(&uri))),
     }
+}
+
+/// The store revision in a write's response header.
+fn header_revision(resp: &MvccResponse) -> i64 {
+    let header = match resp {
+        MvccResponse::Put(r) => r.header.as_ref(),
+        MvccResponse::DeleteRange(r) => r.header.as_ref(),
+        MvccResponse::Txn(r) => r.header.as_ref(),
+        MvccResponse::Compaction(r) => r.header.as_ref(),
+        MvccResponse::Alarm(r) => r.header.as_ref(),
+    };
+    header.map_or(0, |h| h.revision)
 }

@@ -1,0 +1,168 @@
+//! What every etcd v3 API call shares: the node's identity, its driver, the
+//! forwarder to the leader, and the paths a write and a linearizable read
+//! take (local on the leader, forwarded from a follower).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::Status;
+
+use super::grpc::status::{from_client, from_mvcc};
+use super::pb::etcdserverpb::alarm_request::AlarmAction;
+use super::pb::etcdserverpb::{AlarmRequest, AlarmType, ResponseHeader};
+use super::pb::raftnodepb::internal_request::Request as Internal;
+use crate::driver::{ClientError, DriverHandle, Request, WriteOutcome};
+use crate::forward::Forwarder;
+use crate::http::AddressBook;
+use crate::mvcc::{Applied, Command, Response, Store};
+
+/// etcd's default limit on one request (`--max-request-bytes`).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
+
+/// etcd's default backend quota (`--quota-backend-bytes`): 2 GiB.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
+
+/// The state the etcd API services share.
+pub struct EtcdApi {
+    /// This member's id.
+    pub member_id: u64,
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// The node's driver.
+    pub driver: DriverHandle,
+    /// Forwards writes and reads to the leader when this node follows.
+    pub forwarder: Arc<Forwarder>,
+    /// Where the members are.
+    pub members: AddressBook,
+    /// Largest request accepted, encoded.
+    pub max_request_bytes: usize,
+    /// Store size above which writes raise the NOSPACE alarm.
+    pub quota_bytes: u64,
+    /// How long a client waits for an answer.
+    pub request_timeout: Duration,
+}
+
+impl EtcdApi {
+    /// A response header: the store's revision and term from `inner` (or
+    /// the current ones), with this cluster's and member's ids.
+    pub fn header(&self, inner: Option<ResponseHeader>) -> Option<ResponseHeader> {
+        let mut h = inner.unwrap_or_else(|| {
+            let view = self.driver.store();
+            ResponseHeader {
+                revision: view.revision(),
+                ..Default::default()
+            }
+        });
+        if h.raft_term == 0 {
+            h.raft_term = self.driver.status().term;
+        }
+        h.cluster_id = self.cluster_id;
+        h.member_id = self.member_id;
+        Some(h)
+    }
+
+    /// Proposes `cmd` (through the leader if this node follows) and returns
+    /// what applying it produced.
+    pub async fn write(&self, cmd: Command) -> Result<Response, Status> {
+        let size = cmd.encode().len();
+        if size > self.max_request_bytes {
+            return Err(Status::invalid_argument("etcdserver: request is too large"));
+        }
+        if adds_data(&cmd) {
+            self.check_quota().await?;
+        }
+        let outcome = self.propose(&cmd).await.map_err(from_client)?;
+        match outcome.applied {
+            Applied::Command(Ok(resp)) => Ok(resp),
+            Applied::Command(Err(e)) => Err(from_mvcc(&e)),
+            Applied::Nothing => Err(Status::internal("etcdserver: the entry held no command")),
+        }
+    }
+
+    async fn propose(&self, cmd: &Command) -> Result<WriteOutcome, ClientError> {
+        let (req, rx) = Request::write(cmd.clone());
+        self.driver.submit(req);
+        match rx.await.map_err(ClientError::from).and_then(|r| r) {
+            Err(ClientError::NotLeader {
+                leader: Some(leader),
+            }) if leader != self.member_id => self.forwarder.write(leader, cmd).await,
+            other => other,
+        }
+    }
+
+    /// A write that would grow the store past the quota raises the NOSPACE
+    /// alarm (through the log, so every member refuses writes alike) and is
+    /// refused, as etcd does.
+    async fn check_quota(&self) -> Result<(), Status> {
+        let view = self.driver.store();
+        if view.size() <= self.quota_bytes {
+            return Ok(());
+        }
+        if !view.alarmed_nospace() {
+            tracing::warn!(
+                size = view.size(),
+                quota = self.quota_bytes,
+                "store exceeds its quota: raising the NOSPACE alarm"
+            );
+            let alarm = Command(Internal::Alarm(AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: self.member_id,
+                alarm: AlarmType::Nospace as i32,
+            }));
+            let _ = self.propose(&alarm).await;
+        }
+        Err(from_mvcc(&crate::mvcc::MvccError::NoSpace))
+    }
+
+    /// Proposes a membership change (through the leader if this node
+    /// follows); returns its log index once applied.
+    pub async fn change_members(
+        &self,
+        change: raft_core::ConfChange,
+        context: Vec<u8>,
+    ) -> Result<u64, Status> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.driver.submit(Request::ChangeMembers {
+            change: change.clone(),
+            context: context.clone(),
+            reply,
+        });
+        match rx.await.map_err(ClientError::from).and_then(|r| r) {
+            Err(ClientError::NotLeader {
+                leader: Some(leader),
+            }) if leader != self.member_id => self
+                .forwarder
+                .change_members(leader, change, context)
+                .await
+                .map_err(from_client),
+            other => other.map_err(from_client),
+        }
+    }
+
+    /// Waits until this node may serve a linearizable read, and returns the
+    /// view to serve it from.
+    pub async fn read_barrier(&self) -> Result<Arc<Store>, Status> {
+        let (req, rx) = Request::read_index();
+        self.driver.submit(req);
+        let index = match rx.await.map_err(ClientError::from).and_then(|r| r) {
+            Ok(index) => index,
+            Err(ClientError::NotLeader {
+                leader: Some(leader),
+            }) if leader != self.member_id => self
+                .forwarder
+                .read_index(leader)
+                .await
+                .map_err(from_client)?,
+            Err(e) => return Err(from_client(e)),
+        };
+        let store = self.driver.shared_store().clone();
+        tokio::time::timeout(self.request_timeout, store.applied(index))
+            .await
+            .map_err(|_| Status::unavailable("etcdserver: request timed out"))
+    }
+}
+
+/// Whether a command can add data (the quota applies to it).
+fn adds_data(cmd: &Command) -> bool {
+    matches!(cmd.0, Internal::Put(_) | Internal::Txn(_))
+}

@@ -1,0 +1,163 @@
+//! etcd's `KV` service: Range, Put, DeleteRange, Txn, Compact.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::status::from_mvcc;
+use crate::api::etcd::EtcdApi;
+use crate::api::pb::etcdserverpb::kv_server::Kv;
+use crate::api::pb::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use crate::api::pb::raftnodepb::internal_request::Request as Internal;
+use crate::mvcc::{check_txn, txn_is_read_only, Command, MvccError, Response as Applied};
+
+/// The `KV` service.
+pub struct KvService(pub Arc<EtcdApi>);
+
+fn unexpected(what: &str) -> Status {
+    Status::internal(format!("etcdserver: applied entry was not a {what}"))
+}
+
+impl KvService {
+    /// Serves a range (also used by the JSON gateway).
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, Status> {
+        if req.key.is_empty() {
+            return Err(from_mvcc(&MvccError::EmptyKey));
+        }
+        let view = if req.serializable {
+            self.0.driver.store()
+        } else {
+            self.0.read_barrier().await?
+        };
+        let mut resp = view.range(&req).map_err(|e| from_mvcc(&e))?;
+        resp.header = self.0.header(resp.header.take().map(|mut h| {
+            h.raft_term = 0;
+            h
+        }));
+        Ok(resp)
+    }
+
+    /// Serves a put.
+    pub async fn put(&self, req: PutRequest) -> Result<PutResponse, Status> {
+        if req.key.is_empty() {
+            return Err(from_mvcc(&MvccError::EmptyKey));
+        }
+        match self.0.write(Command(Internal::Put(req))).await? {
+            Applied::Put(mut r) => {
+                r.header = self.0.header(r.header);
+                Ok(r)
+            }
+            _ => Err(unexpected("put")),
+        }
+    }
+
+    /// Serves a delete.
+    pub async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, Status> {
+        if req.key.is_empty() {
+            return Err(from_mvcc(&MvccError::EmptyKey));
+        }
+        match self.0.write(Command(Internal::DeleteRange(req))).await? {
+            Applied::DeleteRange(mut r) => {
+                r.header = self.0.header(r.header);
+                Ok(r)
+            }
+            _ => Err(unexpected("delete")),
+        }
+    }
+
+    /// Serves a transaction. One that only reads is served like a range
+    /// (linearizable, without a log entry), as etcd does.
+    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, Status> {
+        check_txn(&req).map_err(|e| from_mvcc(&e))?;
+        if txn_is_read_only(&req) {
+            let view = self.0.read_barrier().await?;
+            let mut resp = view.read_only_txn(&req).map_err(|e| from_mvcc(&e))?;
+            resp.header = self.0.header(resp.header.map(|mut h| {
+                h.raft_term = 0;
+                h
+            }));
+            fill_headers(&self.0, &mut resp);
+            return Ok(resp);
+        }
+        let mut resp = match self.0.write(Command(Internal::Txn(req))).await? {
+            Applied::Txn(r) => r,
+            _ => return Err(unexpected("txn")),
+        };
+        resp.header = self.0.header(resp.header);
+        fill_headers(&self.0, &mut resp);
+        Ok(resp)
+    }
+
+    /// Serves a compaction.
+    pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, Status> {
+        match self.0.write(Command(Internal::Compaction(req))).await? {
+            Applied::Compaction(mut r) => {
+                r.header = self.0.header(r.header);
+                Ok(r)
+            }
+            _ => Err(unexpected("compaction")),
+        }
+    }
+}
+
+/// Sets the cluster and member ids in the headers of a txn's responses.
+fn fill_headers(api: &EtcdApi, t: &mut TxnResponse) {
+    use crate::api::pb::etcdserverpb::response_op::Response as R;
+    for op in &mut t.responses {
+        match &mut op.response {
+            Some(R::ResponseRange(r)) => r.header = api.header(r.header.take()),
+            Some(R::ResponsePut(r)) => r.header = api.header(r.header.take()),
+            Some(R::ResponseDeleteRange(r)) => r.header = api.header(r.header.take()),
+            Some(R::ResponseTxn(r)) => {
+                r.header = api.header(r.header.take());
+                fill_headers(api, r);
+            }
+            None => {}
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, r: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        KvService::range(self, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn put(&self, r: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        KvService::put(self, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_range(
+        &self,
+        r: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        KvService::delete_range(self, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn txn(&self, r: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        KvService::txn(self, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn compact(
+        &self,
+        r: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        KvService::compact(self, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+}

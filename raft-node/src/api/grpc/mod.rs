@@ -1,0 +1,34 @@
+//! etcd's v3 gRPC services on the client port (h2c beside HTTP/1.1).
+
+pub mod cluster;
+pub mod kv;
+pub mod maintenance;
+pub mod status;
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use super::etcd::EtcdApi;
+use super::pb::etcdserverpb::cluster_server::ClusterServer;
+use super::pb::etcdserverpb::kv_server::KvServer;
+use super::pb::etcdserverpb::maintenance_server::MaintenanceServer;
+
+/// gRPC framing and metadata on top of a request's encoded size (etcd
+/// allows the same margin over `--max-request-bytes`).
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Routes for the KV, Cluster and Maintenance services.
+pub fn router(api: Arc<EtcdApi>) -> Router {
+    let max = api.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let kv = KvServer::new(kv::KvService(api.clone())).max_decoding_message_size(max);
+    let cluster =
+        ClusterServer::new(cluster::ClusterService(api.clone())).max_decoding_message_size(max);
+    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService(api))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(usize::MAX);
+    Router::new()
+        .route_service("/etcdserverpb.KV/{*method}", kv)
+        .route_service("/etcdserverpb.Cluster/{*method}", cluster)
+        .route_service("/etcdserverpb.Maintenance/{*method}", maintenance)
+}

@@ -1,0 +1,139 @@
+//! The versions of one key kept until compaction.
+
+use bytes::Bytes;
+
+/// One version of a key: a put (with a value) or a delete (a tombstone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// Revision of the write.
+    pub mod_rev: i64,
+    /// Position of the write among the writes of its revision (0, 1, ...).
+    pub sub: u32,
+    /// Revision that created the key (its first put after absence); 0 for a tombstone.
+    pub create_rev: i64,
+    /// Puts since creation (1 for the first); 0 for a tombstone.
+    pub version: i64,
+    /// Attached lease (0: none).
+    pub lease: i64,
+    /// The value; `None` marks a delete.
+    pub value: Option<Bytes>,
+}
+
+impl Version {
+    /// Approximate bytes this version holds for `key` (the store's size).
+    pub fn footprint(&self, key: &[u8]) -> u64 {
+        (key.len() + self.value.as_ref().map_or(0, Bytes::len) + 40) as u64
+    }
+}
+
+/// Every retained version of a key, oldest first (ascending `mod_rev`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyHistory {
+    versions: Vec<Version>,
+}
+
+impl KeyHistory {
+    /// Builds a history from versions in ascending revision order.
+    pub fn from_versions(versions: Vec<Version>) -> Self {
+        KeyHistory { versions }
+    }
+
+    /// Every retained version, oldest first.
+    pub fn versions(&self) -> &[Version] {
+        &self.versions
+    }
+
+    /// The live version at `rev` (the newest at or below it, if not a delete).
+    pub fn at(&self, rev: i64) -> Option<&Version> {
+        let i = self.versions.partition_point(|v| v.mod_rev <= rev);
+        let v = self.versions.get(i.checked_sub(1)?)?;
+        v.value.as_ref().map(|_| v)
+    }
+
+    /// The live version now.
+    pub fn latest(&self) -> Option<&Version> {
+        let v = self.versions.last()?;
+        v.value.as_ref().map(|_| v)
+    }
+
+    /// Appends a newer version.
+    pub fn push(&mut self, v: Version) {
+        debug_assert!(self.versions.last().is_none_or(|l| l.mod_rev <= v.mod_rev));
+        self.versions.push(v);
+    }
+
+    /// Drops what no read at or above `rev` can see: every version older
+    /// than the newest one at or below `rev`, and that one too if it is a
+    /// delete. Returns the bytes freed (for `key`).
+    pub fn compact(&mut self, rev: i64, key: &[u8]) -> u64 {
+        let at_or_below = self.versions.partition_point(|v| v.mod_rev <= rev);
+        if at_or_below == 0 {
+            return 0;
+        }
+        let keep_from = if self.versions[at_or_below - 1].value.is_some() {
+            at_or_below - 1
+        } else {
+            at_or_below
+        };
+        let freed = self.versions[..keep_from]
+            .iter()
+            .map(|v| v.footprint(key))
+            .sum();
+        self.versions.drain(..keep_from);
+        freed
+    }
+
+    /// True once every version is compacted away.
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(rev: i64, value: &str) -> Version {
+        Version {
+            mod_rev: rev,
+            sub: 0,
+            create_rev: rev,
+            version: 1,
+            lease: 0,
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
+        }
+    }
+
+    fn del(rev: i64) -> Version {
+        Version {
+            mod_rev: rev,
+            sub: 0,
+            create_rev: 0,
+            version: 0,
+            lease: 0,
+            value: None,
+        }
+    }
+
+    #[test]
+    fn reads_at_revisions_and_compacts() {
+        let mut h = KeyHistory::default();
+        h.push(put(2, "a"));
+        h.push(del(4));
+        h.push(put(6, "b"));
+        assert_eq!(h.at(1), None);
+        assert_eq!(h.at(3).unwrap().mod_rev, 2);
+        assert_eq!(h.at(5), None);
+        assert_eq!(h.latest().unwrap().mod_rev, 6);
+        h.compact(3, b"k");
+        assert_eq!(h.versions().len(), 3, "the put at 2 is still visible at 3");
+        h.compact(5, b"k");
+        assert_eq!(
+            h.versions().len(),
+            1,
+            "the delete at 4 hides everything older"
+        );
+        h.compact(7, b"k");
+        assert_eq!(h.versions().len(), 1, "the newest live version stays");
+    }
+}

@@ -1,0 +1,194 @@
+//! The store's snapshot format.
+//!
+//! `RNMVCC` + format version (2 bytes), then three sections, each a count
+//! (u64 LE) followed by that many records (u32 LE length + postcard):
+//! the store's scalars (one record), the member contexts, and the keys with
+//! every retained version. Snapshots of raft-node before the MVCC store
+//! (which begin with a member count) are refused with an error naming the
+//! format; see the README's restore procedure.
+
+use std::io::{self, Read, Write};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::key_history::{KeyHistory, Version};
+use super::{pair_hash, Store};
+
+const MAGIC: &[u8; 6] = b"RNMVCC";
+const VERSION: u16 = 1;
+
+/// Upper bound of one record (keys and values are bounded far below this).
+const MAX_RECORD_BYTES: usize = 64 << 20;
+
+#[derive(Serialize, Deserialize)]
+struct Scalars {
+    revision: i64,
+    compact_revision: i64,
+    applied_term: u64,
+    alarms: Vec<(u64, i32)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct VersionRecord<'a> {
+    mod_rev: i64,
+    sub: u32,
+    create_rev: i64,
+    version: i64,
+    lease: i64,
+    #[serde(borrow, with = "serde_bytes")]
+    value: Option<&'a [u8]>,
+}
+
+fn write_record<W: Write + ?Sized, T: Serialize>(out: &mut W, r: &T) -> io::Result<()> {
+    let rec = postcard::to_stdvec(r).map_err(|e| io::Error::other(e.to_string()))?;
+    out.write_all(&(rec.len() as u32).to_le_bytes())?;
+    out.write_all(&rec)
+}
+
+fn bad(why: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why.into())
+}
+
+fn read_count<R: Read + ?Sized>(input: &mut R) -> io::Result<u64> {
+    let mut n = [0u8; 8];
+    input.read_exact(&mut n)?;
+    Ok(u64::from_le_bytes(n))
+}
+
+fn read_record<R: Read + ?Sized>(input: &mut R, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut len = [0u8; 4];
+    input.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_RECORD_BYTES {
+        return Err(bad("snapshot record too large"));
+    }
+    buf.resize(len, 0);
+    input.read_exact(buf)
+}
+
+fn decode<'a, T: Deserialize<'a>>(buf: &'a [u8]) -> io::Result<T> {
+    postcard::from_bytes(buf).map_err(|_| bad("undecodable snapshot record"))
+}
+
+impl Store {
+    /// Writes the whole store (history included) to `out`.
+    pub fn write_snapshot<W: Write + ?Sized>(&self, out: &mut W) -> io::Result<()> {
+        out.write_all(MAGIC)?;
+        out.write_all(&VERSION.to_le_bytes())?;
+        out.write_all(&1u64.to_le_bytes())?;
+        write_record(
+            out,
+            &Scalars {
+                revision: self.revision,
+                compact_revision: self.compact_revision,
+                applied_term: self.applied_term,
+                alarms: self.alarms.iter().copied().collect(),
+            },
+        )?;
+        out.write_all(&(self.members.len() as u64).to_le_bytes())?;
+        for (id, c) in &self.members {
+            write_record(out, &(*id, serde_bytes::Bytes::new(c)))?;
+        }
+        out.write_all(&(self.keys.len() as u64).to_le_bytes())?;
+        for (k, h) in self.keys.iter() {
+            let versions: Vec<VersionRecord<'_>> = h
+                .versions()
+                .iter()
+                .map(|v| VersionRecord {
+                    mod_rev: v.mod_rev,
+                    sub: v.sub,
+                    create_rev: v.create_rev,
+                    version: v.version,
+                    lease: v.lease,
+                    value: v.value.as_deref(),
+                })
+                .collect();
+            write_record(out, &(serde_bytes::Bytes::new(k), versions))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the store with one read from `input` (written by
+    /// [`Store::write_snapshot`]) and sets the applied index to `index`.
+    /// On error the store is unchanged.
+    pub fn restore_snapshot<R: Read + ?Sized>(
+        &mut self,
+        index: u64,
+        input: &mut R,
+    ) -> io::Result<()> {
+        let mut head = [0u8; 8];
+        input.read_exact(&mut head)?;
+        if &head[..6] != MAGIC {
+            return Err(bad(
+                "snapshot written by raft-node before the MVCC store (etcd v3 API); \
+                 this version cannot load it: start the cluster from a snapshot \
+                 taken by this version (see the README's restore procedure)",
+            ));
+        }
+        let version = u16::from_le_bytes([head[6], head[7]]);
+        if version != VERSION {
+            return Err(bad(format!(
+                "snapshot format version {version} is not supported (this raft-node reads {VERSION})"
+            )));
+        }
+        let mut buf = Vec::new();
+        if read_count(input)? != 1 {
+            return Err(bad("snapshot must hold one scalars record"));
+        }
+        read_record(input, &mut buf)?;
+        let scalars: Scalars = decode(&buf)?;
+        let mut restored = Store {
+            revision: scalars.revision,
+            compact_revision: scalars.compact_revision,
+            applied_index: index,
+            applied_term: scalars.applied_term,
+            alarms: scalars.alarms.into_iter().collect(),
+            ..Store::default()
+        };
+        for _ in 0..read_count(input)? {
+            read_record(input, &mut buf)?;
+            let (id, c): (u64, serde_bytes::ByteBuf) = decode(&buf)?;
+            restored.members.insert(id, c.into_vec());
+        }
+        for _ in 0..read_count(input)? {
+            read_record(input, &mut buf)?;
+            let (key, versions): (&[u8], Vec<VersionRecord<'_>>) = {
+                let (k, v): (&serde_bytes::Bytes, Vec<VersionRecord<'_>>) = decode(&buf)?;
+                (k.as_ref(), v)
+            };
+            let key = Bytes::copy_from_slice(key);
+            let mut history = Vec::with_capacity(versions.len());
+            for v in versions {
+                if history
+                    .last()
+                    .is_some_and(|p: &Version| (p.mod_rev, p.sub) >= (v.mod_rev, v.sub))
+                {
+                    return Err(bad("snapshot key history out of order"));
+                }
+                history.push(Version {
+                    mod_rev: v.mod_rev,
+                    sub: v.sub,
+                    create_rev: v.create_rev,
+                    version: v.version,
+                    lease: v.lease,
+                    value: v.value.map(Bytes::copy_from_slice),
+                });
+            }
+            let history = KeyHistory::from_versions(history);
+            restored.size += history
+                .versions()
+                .iter()
+                .map(|v| v.footprint(&key))
+                .sum::<u64>();
+            if let Some(live) = history.latest() {
+                restored.live_keys += 1;
+                let value = live.value.as_deref().unwrap_or_default();
+                restored.digest = restored.digest.wrapping_add(pair_hash(&key, value));
+            }
+            restored.keys.insert(key, history);
+        }
+        *self = restored;
+        Ok(())
+    }
+}

@@ -1,0 +1,482 @@
+//! Unit and model tests of the MVCC store.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::api::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
+use crate::api::pb::etcdserverpb::request_op::Request as Op;
+use crate::api::pb::etcdserverpb::response_op;
+use crate::api::pb::etcdserverpb::{
+    CompactionRequest, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest,
+};
+
+fn apply(s: &mut Store, req: Request) -> Result<Response, MvccError> {
+    let index = s.applied_index() + 1;
+    match s.apply(index, 1, &Command(req).encode()) {
+        Applied::Command(r) => r,
+        Applied::Nothing => panic!("command not applied"),
+    }
+}
+
+fn put(s: &mut Store, k: &str, v: &str) -> i64 {
+    match apply(s, Command::put(k, v).0).unwrap() {
+        Response::Put(p) => p.header.unwrap().revision,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn range(key: &str, end: &str) -> RangeRequest {
+    RangeRequest {
+        key: key.into(),
+        range_end: end.into(),
+        ..Default::default()
+    }
+}
+
+fn keys(r: &RangeResponse) -> Vec<String> {
+    r.kvs
+        .iter()
+        .map(|kv| String::from_utf8(kv.key.clone()).unwrap())
+        .collect()
+}
+
+#[test]
+fn revisions_versions_and_history() {
+    let mut s = Store::default();
+    assert_eq!(s.revision(), 1, "an empty store is at revision 1, as etcd");
+    assert_eq!(put(&mut s, "a", "1"), 2);
+    assert_eq!(put(&mut s, "a", "2"), 3);
+    let r = s.range(&range("a", "")).unwrap();
+    let kv = &r.kvs[0];
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
+    assert_eq!(r.header.unwrap().revision, 3);
+    let old = s
+        .range(&RangeRequest {
+            revision: 2,
+            ..range("a", "")
+        })
+        .unwrap();
+    assert_eq!(old.kvs[0].value, b"1");
+    // A delete of nothing uses no revision.
+    let d = apply(&mut s, Command::delete("zz").0).unwrap();
+    assert!(matches!(d, Response::DeleteRange(ref d) if d.deleted == 0));
+    assert_eq!(s.revision(), 3);
+    apply(&mut s, Command::delete("a").0).unwrap();
+    assert_eq!(s.revision(), 4);
+    assert_eq!(put(&mut s, "a", "3"), 5);
+    let kv = &s.range(&range("a", "")).unwrap().kvs[0];
+    assert_eq!(
+        (kv.create_revision, kv.version),
+        (5, 1),
+        "recreated after a delete"
+    );
+    assert_eq!(
+        s.range(&RangeRequest {
+            revision: 6,
+            ..range("a", "")
+        }),
+        Err(MvccError::FutureRevision)
+    );
+}
+
+#[test]
+fn compaction_refuses_old_reads_and_frees_history() {
+    let mut s = Store::default();
+    for i in 0..10 {
+        put(&mut s, "k", &i.to_string());
+    }
+    put(&mut s, "gone", "x");
+    apply(&mut s, Command::delete("gone").0).unwrap();
+    let size_before = s.size();
+    apply(
+        &mut s,
+        Request::Compaction(CompactionRequest {
+            revision: 9,
+            physical: true,
+        }),
+    )
+    .unwrap();
+    assert!(s.size() < size_before);
+    let at = |rev| {
+        s.range(&RangeRequest {
+            revision: rev,
+            ..range("k", "")
+        })
+    };
+    assert_eq!(at(8), Err(MvccError::Compacted));
+    assert_eq!(at(9).unwrap().kvs[0].value, b"7");
+    assert_eq!(
+        apply(
+            &mut s,
+            Request::Compaction(CompactionRequest {
+                revision: 9,
+                physical: false
+            })
+        ),
+        Err(MvccError::Compacted)
+    );
+    apply(
+        &mut s,
+        Request::Compaction(CompactionRequest {
+            revision: s.revision(),
+            physical: false,
+        }),
+    )
+    .unwrap();
+    assert!(
+        s.keys.get(&b"gone"[..]).is_none(),
+        "a deleted key's history is dropped"
+    );
+}
+
+#[test]
+fn range_limits_sorting_and_filters() {
+    let mut s = Store::default();
+    for k in ["a", "b", "c", "d"] {
+        put(&mut s, k, &format!("v{k}"));
+    }
+    put(&mut s, "b", "again");
+    let all = range("\0", "\0");
+    assert_eq!(keys(&s.range(&all).unwrap()), ["a", "b", "c", "d"]);
+    let limited = s
+        .range(&RangeRequest {
+            limit: 2,
+            ..all.clone()
+        })
+        .unwrap();
+    assert_eq!(
+        (keys(&limited), limited.more, limited.count),
+        (vec!["a".into(), "b".into()], true, 4)
+    );
+    let by_mod_desc = s
+        .range(&RangeRequest {
+            sort_order: SortOrder::Descend as i32,
+            sort_target: SortTarget::Mod as i32,
+            ..all.clone()
+        })
+        .unwrap();
+    assert_eq!(keys(&by_mod_desc), ["b", "d", "c", "a"]);
+    let filtered = s
+        .range(&RangeRequest {
+            min_mod_revision: 4,
+            ..all.clone()
+        })
+        .unwrap();
+    assert_eq!(
+        (keys(&filtered), filtered.count),
+        (vec!["b".to_string(), "c".into(), "d".into()], 4)
+    );
+    let count = s
+        .range(&RangeRequest {
+            count_only: true,
+            ..range("b", "d")
+        })
+        .unwrap();
+    assert_eq!((count.kvs.len(), count.count), (0, 2));
+    let keys_only = s
+        .range(&RangeRequest {
+            keys_only: true,
+            ..range("a", "")
+        })
+        .unwrap();
+    assert!(keys_only.kvs[0].value.is_empty());
+    assert_eq!(keys(&s.range(&range("c", "\0")).unwrap()), ["c", "d"]);
+    assert_eq!(
+        keys(&s.range(&range("c", "a")).unwrap()),
+        Vec::<String>::new()
+    );
+}
+
+fn op_put(k: &str, v: &str) -> RequestOp {
+    RequestOp {
+        request: Some(Op::RequestPut(PutRequest {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+#[test]
+fn txn_is_one_revision_and_atomic() {
+    let mut s = Store::default();
+    put(&mut s, "x", "1");
+    let t = TxnRequest {
+        compare: vec![],
+        success: vec![
+            op_put("a", "1"),
+            op_put("b", "2"),
+            RequestOp {
+                request: Some(Op::RequestRange(range("a", ""))),
+            },
+        ],
+        failure: vec![],
+    };
+    let Response::Txn(resp) = apply(&mut s, Request::Txn(t)).unwrap() else {
+        panic!()
+    };
+    assert!(resp.succeeded);
+    assert_eq!(s.revision(), 3, "one revision for the whole txn");
+    let Some(response_op::Response::ResponseRange(r)) = &resp.responses[2].response else {
+        panic!()
+    };
+    assert_eq!(r.kvs[0].value, b"1", "reads in a txn see its writes");
+    // A failing op (ignore_value on a missing key) rolls back everything.
+    let bad = TxnRequest {
+        compare: vec![],
+        success: vec![
+            op_put("c", "3"),
+            RequestOp {
+                request: Some(Op::RequestPut(PutRequest {
+                    key: b"missing".to_vec(),
+                    ignore_value: true,
+                    ..Default::default()
+                })),
+            },
+        ],
+        failure: vec![],
+    };
+    assert_eq!(
+        apply(&mut s, Request::Txn(bad)),
+        Err(MvccError::KeyNotFound)
+    );
+    assert_eq!((s.revision(), s.get(b"c")), (3, None));
+    let dup = TxnRequest {
+        compare: vec![],
+        success: vec![op_put("d", "1"), op_put("d", "2")],
+        failure: vec![],
+    };
+    assert_eq!(check_txn(&dup), Err(MvccError::DuplicateKey));
+    let put_in_deleted = TxnRequest {
+        compare: vec![],
+        success: vec![
+            RequestOp {
+                request: Some(Op::RequestDeleteRange(DeleteRangeRequest {
+                    key: b"a".to_vec(),
+                    range_end: b"z".to_vec(),
+                    prev_kv: false,
+                })),
+            },
+            op_put("m", "1"),
+        ],
+        failure: vec![],
+    };
+    assert_eq!(check_txn(&put_in_deleted), Err(MvccError::DuplicateKey));
+}
+
+#[test]
+fn cas_through_txn() {
+    let mut s = Store::default();
+    let cas = |s: &mut Store, e: Option<&str>, v: Option<&str>| {
+        let c = Command::cas(
+            b"k".to_vec(),
+            e.map(|x| x.as_bytes().to_vec()),
+            v.map(|x| x.as_bytes().to_vec()),
+        );
+        match apply(s, c.0).unwrap() {
+            Response::Txn(t) => t.succeeded,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(cas(&mut s, None, Some("a")));
+    assert!(!cas(&mut s, None, Some("b")));
+    assert!(!cas(&mut s, Some("b"), Some("c")));
+    assert!(cas(&mut s, Some("a"), None));
+    assert_eq!(s.get(b"k"), None);
+}
+
+#[test]
+fn nospace_alarm_refuses_puts_until_disarmed() {
+    let mut s = Store::default();
+    let alarm = |action: AlarmAction| {
+        Request::Alarm(AlarmRequest {
+            action: action as i32,
+            member_id: 1,
+            alarm: AlarmType::Nospace as i32,
+        })
+    };
+    apply(&mut s, alarm(AlarmAction::Activate)).unwrap();
+    assert_eq!(
+        apply(&mut s, Command::put("a", "1").0),
+        Err(MvccError::NoSpace)
+    );
+    apply(&mut s, Command::delete("a").0).unwrap();
+    apply(&mut s, alarm(AlarmAction::Deactivate)).unwrap();
+    put(&mut s, "a", "1");
+}
+
+#[test]
+fn snapshot_round_trip_keeps_history_and_refuses_damage() {
+    let mut s = Store::default();
+    for i in 0..50 {
+        put(&mut s, &format!("k{}", i % 7), &i.to_string());
+    }
+    apply(&mut s, Command::delete("k3").0).unwrap();
+    s.set_member(2, Some(b"ctx".to_vec()));
+    let mut bytes = Vec::new();
+    s.write_snapshot(&mut bytes).unwrap();
+    let mut r = Store::default();
+    r.restore_snapshot(s.applied_index(), &mut bytes.as_slice())
+        .unwrap();
+    assert_eq!(r.hash_kv(0).unwrap(), s.hash_kv(0).unwrap());
+    assert_eq!(
+        (r.digest(), r.len(), r.size(), r.revision()),
+        (s.digest(), s.len(), s.size(), s.revision())
+    );
+    assert_eq!(r.members().count(), 1);
+    let before = r.hash_kv(0).unwrap();
+    assert!(r
+        .restore_snapshot(999, &mut &bytes[..bytes.len() - 3])
+        .is_err());
+    assert_eq!(r.hash_kv(0).unwrap(), before);
+    // The format before the MVCC store is refused with a clear error.
+    let old = [0u8; 16];
+    let err = r.restore_snapshot(5, &mut &old[..]).unwrap_err();
+    assert!(err.to_string().contains("before the MVCC store"), "{err}");
+}
+
+// ---- model test ----
+
+/// The model: the whole map at every revision.
+#[derive(Clone, Default)]
+struct Model {
+    /// states[r] = live keys at revision r (index 0 unused, 1 = empty).
+    states: Vec<BTreeMap<Vec<u8>, (Vec<u8>, i64, i64, i64)>>,
+    compacted: i64,
+}
+
+impl Model {
+    fn new() -> Self {
+        Model {
+            states: vec![BTreeMap::new(), BTreeMap::new()],
+            compacted: 0,
+        }
+    }
+    fn rev(&self) -> i64 {
+        self.states.len() as i64 - 1
+    }
+    fn put(&mut self, k: &[u8], v: &[u8]) {
+        let mut next = self.states.last().unwrap().clone();
+        let rev = self.rev() + 1;
+        let (create, version) = match next.get(k) {
+            Some(&(_, c, _, ver)) => (c, ver + 1),
+            None => (rev, 1),
+        };
+        next.insert(k.to_vec(), (v.to_vec(), create, rev, version));
+        self.states.push(next);
+    }
+    fn delete(&mut self, r: &KeyRange) -> usize {
+        let mut next = self.states.last().unwrap().clone();
+        let before = next.len();
+        next.retain(|k, _| !r.contains(k));
+        let n = before - next.len();
+        if n > 0 {
+            self.states.push(next);
+        }
+        n
+    }
+}
+
+#[derive(Debug, Clone)]
+enum ModelOp {
+    Put(u8, u8),
+    Delete(u8, Option<u8>),
+    CasPut(u8, u8, u8),
+    Compact(u8),
+    Read(u8, Option<u8>, u8),
+}
+
+const KEYS: &[&str] = &["a", "ab", "abc", "b", "ba", "c", "d"];
+
+fn key(i: u8) -> Vec<u8> {
+    KEYS[i as usize % KEYS.len()].as_bytes().to_vec()
+}
+
+fn op_strategy() -> impl Strategy<Value = ModelOp> {
+    prop_oneof![
+        4 => (any::<u8>(), any::<u8>()).prop_map(|(k, v)| ModelOp::Put(k, v % 4)),
+        2 => (any::<u8>(), proptest::option::of(any::<u8>())).prop_map(|(k, e)| ModelOp::Delete(k, e)),
+        2 => (any::<u8>(), any::<u8>(), any::<u8>()).prop_map(|(k, e, v)| ModelOp::CasPut(k, e % 4, v % 4)),
+        1 => any::<u8>().prop_map(ModelOp::Compact),
+        4 => (any::<u8>(), proptest::option::of(any::<u8>()), any::<u8>()).prop_map(|(k, e, r)| ModelOp::Read(k, e, r)),
+    ]
+}
+
+fn end_of(e: Option<u8>) -> Vec<u8> {
+    match e {
+        None => Vec::new(),
+        Some(0) => vec![0],
+        Some(i) => key(i),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("MVCC_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200)
+    ))]
+    #[test]
+    fn store_matches_model(ops in proptest::collection::vec(op_strategy(), 1..80)) {
+        let mut s = Store::default();
+        let mut m = Model::new();
+        for op in ops {
+            match op {
+                ModelOp::Put(k, v) => {
+                    put(&mut s, std::str::from_utf8(&key(k)).unwrap(), &v.to_string());
+                    m.put(&key(k), v.to_string().as_bytes());
+                }
+                ModelOp::Delete(k, e) => {
+                    let end = end_of(e);
+                    let req = DeleteRangeRequest { key: key(k), range_end: end.clone(), prev_kv: false };
+                    let Response::DeleteRange(d) = apply(&mut s, Request::DeleteRange(req)).unwrap() else { panic!() };
+                    let n = m.delete(&KeyRange::new(&key(k), &end));
+                    prop_assert_eq!(d.deleted as usize, n);
+                }
+                ModelOp::CasPut(k, e, v) => {
+                    let c = Command::cas(key(k), Some(e.to_string().into_bytes()), Some(v.to_string().into_bytes()));
+                    let Response::Txn(t) = apply(&mut s, c.0).unwrap() else { panic!() };
+                    let holds = m.states.last().unwrap().get(&key(k)).is_some_and(|x| x.0 == e.to_string().as_bytes());
+                    prop_assert_eq!(t.succeeded, holds);
+                    if holds { m.put(&key(k), v.to_string().as_bytes()); }
+                }
+                ModelOp::Compact(r) => {
+                    let rev = 1 + i64::from(r) % m.rev();
+                    let got = apply(&mut s, Request::Compaction(CompactionRequest { revision: rev, physical: false }));
+                    if rev <= m.compacted {
+                        prop_assert_eq!(got, Err(MvccError::Compacted));
+                    } else {
+                        prop_assert!(got.is_ok());
+                        m.compacted = rev;
+                    }
+                }
+                ModelOp::Read(k, e, r) => {
+                    let rev = i64::from(r) % (m.rev() + 2);
+                    let end = end_of(e);
+                    let req = RangeRequest { key: key(k), range_end: end.clone(), revision: rev, ..Default::default() };
+                    let got = s.range(&req);
+                    let want_rev = if rev == 0 { m.rev() } else { rev };
+                    if rev > m.rev() {
+                        prop_assert_eq!(got, Err(MvccError::FutureRevision));
+                    } else if rev != 0 && rev < m.compacted {
+                        prop_assert_eq!(got, Err(MvccError::Compacted));
+                    } else {
+                        let got = got.unwrap();
+                        let r = KeyRange::new(&key(k), &end);
+                        let want: Vec<_> = m.states[want_rev as usize].iter()
+                            .filter(|(key, _)| r.contains(key))
+                            .map(|(key, &(ref v, c, md, ver))| (key.clone(), v.clone(), c, md, ver))
+                            .collect();
+                        let have: Vec<_> = got.kvs.iter()
+                            .map(|kv| (kv.key.clone(), kv.value.clone(), kv.create_revision, kv.mod_revision, kv.version))
+                            .collect();
+                        prop_assert_eq!(have, want);
+                        prop_assert_eq!(got.header.unwrap().revision, m.rev());
+                    }
+                }
+            }
+            prop_assert_eq!(s.revision(), m.rev());
+            prop_assert_eq!(s.len(), m.states.last().unwrap().len());
+        }
+    }
+}
