@@ -235,20 +235,7 @@ impl WalStorage {
         let snapshot = match recovered.snapshot {
             Some(h) => to_core_meta(&h.meta),
             None if fresh && !voters.is_empty() => {
-                let meta = SnapshotMeta {
-                    index: 1,
-                    term: 1,
-                    conf: ConfState::with_voters(voters.iter().copied()),
-                };
-                compaction::take_snapshot(&store, &mut wal, to_file_meta(&meta), 0, |w| {
-                    Store::default().write_snapshot(w)
-                })?;
-                wal.set_hard_state(raft_wal::HardState {
-                    term: 1,
-                    vote: None,
-                    commit: 1,
-                })?;
-                wal.sync()?;
+                let meta = bootstrap(&store, &mut wal, voters, &Store::default())?;
                 tracing::info!(?voters, "bootstrapped a new cluster member");
                 meta
             }
@@ -267,6 +254,33 @@ impl WalStorage {
             snapshot,
             failure: RefCell::new(None),
         })
+    }
+
+    /// Prepares `dir` (which must hold no WAL and no snapshot) as a founding
+    /// member of a new cluster of `voters` whose state starts as `state`
+    /// (a restore from an etcd API snapshot file). A later
+    /// [`open_with`](Self::open_with) continues from it.
+    pub fn seed(dir: &Path, voters: &[u64], state: &Store) -> Result<(), StorageFailure> {
+        let fs: std::sync::Arc<dyn raft_wal::fs::Fs> = std::sync::Arc::new(raft_wal::fs::StdFs);
+        fs.create_dir_all(dir)
+            .map_err(|source| StorageFailure::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        let mut wal = Wal::open_with_fs(fs.clone(), dir.join("wal"), Options::default())?;
+        let store =
+            SnapshotStore::open_with_fs(fs, dir.join("snapshots"), StoreOptions::default())?;
+        let empty = store.list()?.is_empty()
+            && wal.last_index() == 0
+            && wal.hard_state() == raft_wal::HardState::default();
+        if !empty {
+            return Err(StorageFailure::Corrupt(format!(
+                "{} already holds a node's data; restore into an empty directory",
+                dir.display()
+            )));
+        }
+        bootstrap(&store, &mut wal, voters, state)?;
+        Ok(())
     }
 
     /// The snapshot the log continues from.
@@ -510,4 +524,29 @@ mod tests {
         assert_eq!((es[1].term, es[1].data.as_slice()), (3, &b"y"[..]));
         assert!(s.take_failure().is_none());
     }
+}
+
+/// Writes a new cluster's first state: a snapshot of `state` at index 1 with
+/// `voters` as the configuration, and term 1 committed up to it.
+fn bootstrap(
+    store: &SnapshotStore,
+    wal: &mut Wal,
+    voters: &[u64],
+    state: &Store,
+) -> Result<SnapshotMeta, StorageFailure> {
+    let meta = SnapshotMeta {
+        index: 1,
+        term: 1,
+        conf: ConfState::with_voters(voters.iter().copied()),
+    };
+    compaction::take_snapshot(store, wal, to_file_meta(&meta), 0, |w| {
+        state.write_snapshot(w)
+    })?;
+    wal.set_hard_state(raft_wal::HardState {
+        term: 1,
+        vote: None,
+        commit: 1,
+    })?;
+    wal.sync()?;
+    Ok(meta)
 }

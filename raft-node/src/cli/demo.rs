@@ -214,6 +214,23 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
             println!("    raft-node put foo bar --endpoints {eps}");
             println!("    raft-node get foo --endpoints {eps}");
             println!("    raft-node status --endpoints {eps}");
+            let grpc: Vec<&str> = urls
+                .iter()
+                .map(|u| u.trim_start_matches("http://"))
+                .collect();
+            let grpc = grpc.join(",");
+            println!("etcd's v3 API (gRPC) is on the same ports, so etcdctl works unchanged:");
+            println!("    export ETCDCTL_API=3");
+            println!("    etcdctl --endpoints={grpc} put foo bar");
+            println!("    etcdctl --endpoints={grpc} get foo --prefix -w json");
+            println!("    etcdctl --endpoints={grpc} txn -i");
+            println!("    etcdctl --endpoints={grpc} member list -w table");
+            println!("    etcdctl --endpoints={grpc} endpoint status -w table");
+            println!("    etcdctl --endpoints={grpc} snapshot save backup.db");
+            println!(
+                "    curl -d '{{\"key\":\"Zm9v\"}}' {}/v3/kv/range   # the JSON gateway (base64 keys)",
+                urls[0]
+            );
             println!(
                 "Node configs: {}/node-{{1,2,3}}.toml. Press Ctrl-C to stop.",
                 args.dir.display()

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod client;
 pub mod demo;
+pub mod restore;
 pub mod serve;
 pub mod wal;
 
@@ -37,6 +38,9 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Create a cluster CA and a certificate per node id.
     Certs(serve::CertsArgs),
+    /// Prepare a founding member of a new cluster from an etcd API snapshot
+    /// file (`etcdctl snapshot save`).
+    Restore(restore::RestoreArgs),
     /// Inspect a write-ahead log directory offline (read-only).
     #[command(subcommand)]
     Wal(wal::WalCommand),
@@ -69,6 +73,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Demo(args) => finish(demo::run(&args).map(|()| None), "demo failed: "),
         Command::Serve(args) => finish(serve::serve(&args).map(|()| None), ""),
         Command::Certs(args) => finish(serve::certs(&args).map(Some), ""),
+        Command::Restore(args) => finish(restore::run(&args).map(Some), "restore failed: "),
         Command::Bench(args) => finish(bench::run(&args, &cli.endpoints).map(Some), ""),
         Command::Client(cmd) => finish(client::run(&cmd, &cli.endpoints.endpoints).map(Some), ""),
         Command::Wal(cmd) => {

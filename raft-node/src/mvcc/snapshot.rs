@@ -71,7 +71,40 @@ fn decode<'a, T: Deserialize<'a>>(buf: &'a [u8]) -> io::Result<T> {
     postcard::from_bytes(buf).map_err(|_| bad("undecodable snapshot record"))
 }
 
+/// An etcd API snapshot file (`Maintenance.Snapshot`, `etcdctl snapshot
+/// save`) rounds the store's snapshot up to a multiple of 512 bytes with
+/// zeros and appends the SHA-256 of everything before it, as etcd's files
+/// do (etcdctl refuses a file without it).
+const BACKUP_ALIGN: usize = 512;
+
 impl Store {
+    /// The store as an etcd API snapshot file.
+    pub fn to_backup(&self) -> io::Result<Vec<u8>> {
+        use sha2::Digest;
+        let mut out = Vec::new();
+        self.write_snapshot(&mut out)?;
+        out.resize(out.len().next_multiple_of(BACKUP_ALIGN), 0);
+        let sum = sha2::Sha256::digest(&out);
+        out.extend_from_slice(&sum);
+        Ok(out)
+    }
+
+    /// Reads an etcd API snapshot file written by [`Store::to_backup`]
+    /// (checksum verified), as a store at applied index `index`.
+    pub fn from_backup(bytes: &[u8], index: u64) -> io::Result<Store> {
+        use sha2::Digest;
+        if bytes.len() < 32 || (bytes.len() - 32) % BACKUP_ALIGN != 0 {
+            return Err(bad("not a raft-node snapshot file (no SHA-256 trailer)"));
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - 32);
+        if sha2::Sha256::digest(body).as_slice() != sum {
+            return Err(bad("snapshot file checksum mismatch: the file is damaged"));
+        }
+        let mut store = Store::default();
+        store.restore_snapshot(index, &mut &body[..])?;
+        Ok(store)
+    }
+
     /// Writes the whole store (history included) to `out`.
     pub fn write_snapshot<W: Write + ?Sized>(&self, out: &mut W) -> io::Result<()> {
         out.write_all(MAGIC)?;

@@ -117,10 +117,11 @@ fn compaction_refuses_old_reads_and_frees_history() {
         ),
         Err(MvccError::Compacted)
     );
+    let now = s.revision();
     apply(
         &mut s,
         Request::Compaction(CompactionRequest {
-            revision: s.revision(),
+            revision: now,
             physical: false,
         }),
     )

@@ -145,13 +145,10 @@ impl Maintenance for MaintenanceService {
         // A consistent view: O(1) to take; serialized off the async threads.
         let view = self.0.driver.store();
         let header = self.0.header(Some(view.header(0)));
-        let bytes = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            view.write_snapshot(&mut out).map(|()| out)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("etcdserver: snapshot task failed: {e}")))?
-        .map_err(|e| Status::internal(format!("etcdserver: snapshot failed: {e}")))?;
+        let bytes = tokio::task::spawn_blocking(move || view.to_backup())
+            .await
+            .map_err(|e| Status::internal(format!("etcdserver: snapshot task failed: {e}")))?
+            .map_err(|e| Status::internal(format!("etcdserver: snapshot failed: {e}")))?;
         let total = bytes.len();
         let chunks: Vec<Result<SnapshotResponse, Status>> = bytes
             .chunks(SNAPSHOT_CHUNK)
