@@ -1,0 +1,287 @@
+//! raft-node driven by the real Rust `etcd-client` crate over etcd's v3
+//! gRPC API: the KV, Cluster and Maintenance calls on a leader and on
+//! followers, and a compare-and-swap counter through `Txn` from 16 clients
+//! on every node, whose final value must equal the successful increments.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
+    TxnOp, TxnOpResponse,
+};
+use raft_tests::cluster::{node_binary, Cluster, ClusterOptions};
+
+fn start(nodes: usize) -> (tempfile::TempDir, Cluster) {
+    let bin = node_binary().unwrap_or_else(|e| panic!("no raft-node binary: {e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(&bin, dir.path(), ClusterOptions::for_tests(nodes)).unwrap();
+    (dir, cluster)
+}
+
+fn endpoint(c: &Cluster, id: u64) -> String {
+    format!("http://{}", c.node(id).client_addr)
+}
+
+async fn connect(c: &Cluster, id: u64) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match Client::connect([endpoint(c, id)], None).await {
+            Ok(client) => return client,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("cannot connect to node {id}: {e}"),
+        }
+    }
+}
+
+/// The leader as node 1's `Status` reports it, once there is one and a
+/// write through it succeeds.
+async fn leader(c: &Cluster) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut client = connect(c, 1).await;
+    loop {
+        if let Ok(s) = client.status().await {
+            if s.leader() != 0 && client.put("ready", "1", None).await.is_ok() {
+                return s.leader();
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kv_cluster_and_maintenance_calls_through_etcd_client() {
+    let (_dir, c) = start(3);
+    let leader = leader(&c).await;
+    let follower = c.ids().into_iter().find(|&id| id != leader).unwrap();
+    let mut on_leader = connect(&c, leader).await;
+    let mut on_follower = connect(&c, follower).await;
+
+    // Writes through a follower are forwarded to the leader.
+    let first = on_follower.put("app/a", "1", None).await.unwrap();
+    let rev_a = first.header().unwrap().revision();
+    on_follower.put("app/b", "2", None).await.unwrap();
+    let replaced = on_leader
+        .put("app/a", "10", Some(PutOptions::new().with_prev_key()))
+        .await
+        .unwrap();
+    assert_eq!(replaced.prev_key().unwrap().value(), b"1");
+    on_leader.put("other", "x", None).await.unwrap();
+
+    // Linearizable reads on the follower see every acknowledged write.
+    let got = on_follower
+        .get("app/", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let kvs: Vec<(&[u8], &[u8])> = got.kvs().iter().map(|kv| (kv.key(), kv.value())).collect();
+    assert_eq!(kvs, [(&b"app/a"[..], &b"10"[..]), (b"app/b", b"2")]);
+    assert_eq!(got.count(), 2);
+    let a = &got.kvs()[0];
+    assert_eq!((a.create_revision(), a.version()), (rev_a, 2));
+
+    // A read at the revision of the first put sees the old value.
+    let old = on_follower
+        .get("app/a", Some(GetOptions::new().with_revision(rev_a)))
+        .await
+        .unwrap();
+    assert_eq!(old.kvs()[0].value(), b"1");
+
+    // Limit, sort, keys-only, serializable.
+    let limited = on_leader
+        .get(
+            "",
+            Some(
+                GetOptions::new()
+                    .with_all_keys()
+                    .with_limit(2)
+                    .with_sort(SortTarget::Key, SortOrder::Descend)
+                    .with_keys_only(),
+            ),
+        )
+        .await
+        .unwrap();
+    let keys: Vec<&[u8]> = limited.kvs().iter().map(|kv| kv.key()).collect();
+    assert_eq!(keys, [&b"ready"[..], b"other"]);
+    assert!(limited.more());
+    assert!(limited.kvs()[0].value().is_empty());
+    let stale = on_follower
+        .get("other", Some(GetOptions::new().with_serializable()))
+        .await
+        .unwrap();
+    assert!(
+        stale.kvs().len() <= 1,
+        "a serializable read answers locally"
+    );
+
+    // A transaction: one revision, compares on value and version.
+    let txn = Txn::new()
+        .when([
+            Compare::value("app/a", CompareOp::Equal, "10"),
+            Compare::version("app/b", CompareOp::Equal, 1),
+        ])
+        .and_then([
+            TxnOp::put("app/c", "3", None),
+            TxnOp::delete("app/b", None),
+            TxnOp::get("app/c", None),
+        ])
+        .or_else([TxnOp::get("app/a", None)]);
+    let before = on_leader
+        .get("x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let done = on_follower.txn(txn).await.unwrap();
+    assert!(done.succeeded());
+    assert_eq!(
+        done.header().unwrap().revision(),
+        before + 1,
+        "a txn is one revision"
+    );
+    match &done.op_responses()[2] {
+        TxnOpResponse::Get(g) => assert_eq!(g.kvs()[0].value(), b"3"),
+        other => panic!("expected the get's response, got {other:?}"),
+    }
+
+    // Deletes with prev_kv and ranges.
+    let del = on_follower
+        .delete(
+            "app/",
+            Some(DeleteOptions::new().with_prefix().with_prev_key()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(del.deleted(), 2);
+    assert_eq!(del.prev_kvs().len(), 2);
+
+    // Compaction: reads below it fail with etcd's error.
+    let now = on_leader
+        .get("x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    on_follower.compact(now, None).await.unwrap();
+    let err = on_leader
+        .get("app/a", Some(GetOptions::new().with_revision(rev_a)))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("required revision has been compacted"),
+        "{err}"
+    );
+
+    // Cluster and Maintenance.
+    let members = on_follower.member_list().await.unwrap();
+    assert_eq!(members.members().len(), 3);
+    let status = on_follower.status().await.unwrap();
+    assert_eq!(status.leader(), leader);
+    let mut hashes = Vec::new();
+    for id in c.ids() {
+        let mut client = connect(&c, id).await;
+        // Wait until this member applied everything, then hash the same revision.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = client.status().await.unwrap();
+            if s.raft_applied_index() >= status.raft_index() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "member {id} did not catch up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        hashes.push(client.hash_kv(now).await.unwrap().hash());
+    }
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+    let mut snap = on_leader.snapshot().await.unwrap();
+    let mut bytes = 0;
+    while let Some(part) = snap.message().await.unwrap() {
+        bytes += part.blob().len();
+    }
+    assert!(
+        bytes > 32 && (bytes - 32) % 512 == 0,
+        "etcd's file shape: {bytes} bytes"
+    );
+    assert!(on_follower
+        .alarm(
+            etcd_client::AlarmAction::Get,
+            etcd_client::AlarmType::None,
+            None
+        )
+        .await
+        .unwrap()
+        .alarms()
+        .is_empty());
+    c.shutdown(Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cas_counter_from_16_clients_on_every_node_counts_exactly() {
+    let (_dir, c) = start(3);
+    leader(&c).await;
+    let mut seed = connect(&c, 1).await;
+    seed.put("counter", "0", None).await.unwrap();
+    let successes = Arc::new(AtomicU64::new(0));
+    let unknown = Arc::new(AtomicU64::new(0));
+    let ids = c.ids();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let mut client = connect(&c, ids[i % ids.len()]).await;
+        let successes = successes.clone();
+        let unknown = unknown.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = 0;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while mine < 6 && Instant::now() < deadline {
+                let Ok(got) = client.get("counter", None).await else {
+                    continue;
+                };
+                let kv = &got.kvs()[0];
+                let n: u64 = std::str::from_utf8(kv.value()).unwrap().parse().unwrap();
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        "counter",
+                        CompareOp::Equal,
+                        kv.mod_revision(),
+                    )])
+                    .and_then([TxnOp::put("counter", (n + 1).to_string(), None)]);
+                match client.txn(txn).await {
+                    Ok(r) if r.succeeded() => {
+                        mine += 1;
+                        successes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        unknown.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = successes.load(Ordering::Relaxed);
+    let lost = unknown.load(Ordering::Relaxed);
+    let got = seed.get("counter", None).await.unwrap();
+    let value: u64 = std::str::from_utf8(got.kvs()[0].value())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(total >= 16 * 6 / 2, "too few increments: {total}");
+    assert!(
+        value >= total && value <= total + lost,
+        "counter {value}, {total} successful increments, {lost} with unknown outcome"
+    );
+    if lost == 0 {
+        assert_eq!(value, total);
+    }
+    c.shutdown(Duration::from_secs(5));
+}
