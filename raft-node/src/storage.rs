@@ -466,6 +466,31 @@ impl Storage for WalStorage {
     }
 }
 
+/// Writes a new cluster's first state: a snapshot of `state` at index 1 with
+/// `voters` as the configuration, and term 1 committed up to it.
+fn bootstrap(
+    store: &SnapshotStore,
+    wal: &mut Wal,
+    voters: &[u64],
+    state: &Store,
+) -> Result<SnapshotMeta, StorageFailure> {
+    let meta = SnapshotMeta {
+        index: 1,
+        term: 1,
+        conf: ConfState::with_voters(voters.iter().copied()),
+    };
+    compaction::take_snapshot(store, wal, to_file_meta(&meta), 0, |w| {
+        state.write_snapshot(w)
+    })?;
+    wal.set_hard_state(raft_wal::HardState {
+        term: 1,
+        vote: None,
+        commit: 1,
+    })?;
+    wal.sync()?;
+    Ok(meta)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,29 +549,4 @@ mod tests {
         assert_eq!((es[1].term, es[1].data.as_slice()), (3, &b"y"[..]));
         assert!(s.take_failure().is_none());
     }
-}
-
-/// Writes a new cluster's first state: a snapshot of `state` at index 1 with
-/// `voters` as the configuration, and term 1 committed up to it.
-fn bootstrap(
-    store: &SnapshotStore,
-    wal: &mut Wal,
-    voters: &[u64],
-    state: &Store,
-) -> Result<SnapshotMeta, StorageFailure> {
-    let meta = SnapshotMeta {
-        index: 1,
-        term: 1,
-        conf: ConfState::with_voters(voters.iter().copied()),
-    };
-    compaction::take_snapshot(store, wal, to_file_meta(&meta), 0, |w| {
-        state.write_snapshot(w)
-    })?;
-    wal.set_hard_state(raft_wal::HardState {
-        term: 1,
-        vote: None,
-        commit: 1,
-    })?;
-    wal.sync()?;
-    Ok(meta)
 }

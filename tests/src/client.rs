@@ -280,10 +280,6 @@ impl Recording {
         key: &str,
         input: Input,
     ) -> (Outcome, Option<Output>, Answer) {
-        self.keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_string());
         let url_key = format!("{base}/v1/kv/{key}");
         let (method, url, body) = match &input {
             Input::Get => (Method::GET, url_key, None),
@@ -302,13 +298,34 @@ impl Recording {
                 )
             }
         };
-        let id = self.recorder.invoke(client, key, input.clone());
+        let id = self.begin(client, key, &input);
         let answer = api.request(method, &url, body).await;
         let output = parse_output(&input, &answer);
-        let outcome = match &output {
+        let outcome = self.finish(id, output.clone(), answer.definitely_failed());
+        (outcome, output, answer)
+    }
+
+    /// Records the invocation of `input` on `key` by logical client `client`.
+    pub(crate) fn begin(&self, client: u64, key: &str, input: &Input) -> OpId {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string());
+        self.recorder.invoke(client, key, input.clone())
+    }
+
+    /// Records the end of operation `id`: its output if it took effect, else
+    /// whether it definitely did not.
+    pub(crate) fn finish(
+        &self,
+        id: OpId,
+        output: Option<Output>,
+        definitely_failed: bool,
+    ) -> Outcome {
+        let outcome = match output {
             Some(out) => {
                 self.recorder
-                    .complete(id, out.clone())
+                    .complete(id, out)
                     .expect("completing a fresh operation");
                 Outcome::Ok
             }
@@ -316,7 +333,7 @@ impl Recording {
                 self.recorder
                     .complete_unknown(id)
                     .expect("completing a fresh operation");
-                if answer.definitely_failed() {
+                if definitely_failed {
                     self.failed
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -328,7 +345,7 @@ impl Recording {
             }
         };
         self.count(outcome);
-        (outcome, output, answer)
+        outcome
     }
 }
 

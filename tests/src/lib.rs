@@ -5,13 +5,15 @@
 //!   them for linearizability.
 //! - [`cluster`] runs real `raft-node serve` processes on 127.0.0.1..N.
 //! - [`client`] talks to the node's HTTP API and records operations with
-//!   their exact outcome (ok, definitely failed, unknown).
+//!   their exact outcome (ok, definitely failed, unknown); [`grpc_client`]
+//!   does the same through etcd's v3 gRPC API with the `etcd-client` crate.
 //! - [`nemesis`] injects faults: iptables partitions and loss, SIGKILL,
 //!   SIGSTOP, leadership transfers, membership changes.
 //! - [`suite`] runs clients against a cluster under a nemesis and checks the
 //!   result (`tests/fault_suite.rs` is the entry point).
 
 pub mod client;
+pub mod grpc_client;
 pub mod cluster;
 pub mod linearizability;
 pub mod nemesis;

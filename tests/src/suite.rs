@@ -35,6 +35,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::client::{Api, Counts, NodeStatus, Outcome, Recording};
 use crate::cluster::{Cluster, ClusterOptions};
+use crate::grpc_client::GrpcClients;
 use crate::linearizability::{check_history, CheckConfig, Input, Output, Value, Verdict};
 use crate::nemesis::{statuses, Ctx, Firewall, Nemesis};
 
@@ -191,6 +192,8 @@ impl KeySpace {
 struct Shared {
     rec: Recording,
     api: Api,
+    /// How long a gRPC client waits for an answer.
+    client_timeout: Duration,
     urls: Vec<String>,
     keys: KeySpace,
     /// The last value seen per key, to make compare-and-swaps succeed often.
@@ -203,6 +206,9 @@ struct Shared {
 
 async fn client_loop(shared: Arc<Shared>, index: u64, seed: u64) {
     let mut rng = SmallRng::seed_from_u64(seed);
+    // Half of the clients go through etcd's v3 gRPC API (Txn for CAS), the
+    // others through the /v1 HTTP API; one history holds both.
+    let mut grpc = (index % 2 == 1).then(GrpcClients::default);
     let mut process = index * 1_000_000;
     let mut seq = 0u64;
     while !shared.stop_clients.load(Ordering::Relaxed) {
@@ -231,10 +237,26 @@ async fn client_loop(shared: Arc<Shared>, index: u64, seed: u64) {
                 Input::Cas { expected, new }
             }
         };
-        let (outcome, output, _) = shared
-            .rec
-            .run(&shared.api, url, process, &key, input.clone())
-            .await;
+        let (outcome, output) = match &mut grpc {
+            Some(grpc) => {
+                grpc.run(
+                    &shared.rec,
+                    url,
+                    shared.client_timeout,
+                    process,
+                    &key,
+                    input.clone(),
+                )
+                .await
+            }
+            None => {
+                let (outcome, output, _) = shared
+                    .rec
+                    .run(&shared.api, url, process, &key, input.clone())
+                    .await;
+                (outcome, output)
+            }
+        };
         match (outcome, output) {
             (Outcome::Ok, Some(out)) => {
                 let seen = match (&input, out) {
@@ -397,6 +419,7 @@ async fn run_async(config: &RunConfig, bin: &Path, firewall: Option<&Firewall>) 
     let shared = Arc::new(Shared {
         rec: Recording::new(),
         api: Api::new(client_timeout),
+        client_timeout,
         urls: cluster.nodes().iter().map(|n| n.url()).collect(),
         keys: KeySpace {
             counters: (0..config.keys).map(|_| AtomicU64::new(0)).collect(),

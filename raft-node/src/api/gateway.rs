@@ -71,12 +71,12 @@ fn error(s: &Status) -> Response {
     json(http_status(s.code()), body.to_string().into_bytes())
 }
 
-fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Response> {
+fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
     serde_json::from_slice(body)
-        .map_err(|e| error(&Status::invalid_argument(format!("bad JSON body: {e}"))))
+        .map_err(|e| Status::invalid_argument(format!("bad JSON body: {e}")))
 }
 
 fn answer<T: Serialize>(r: Result<T, Status>) -> Response {
@@ -99,7 +99,7 @@ macro_rules! gateway_call {
             }
             let $r: $req = match parse(&body) {
                 Ok(r) => r,
-                Err(resp) => return resp,
+                Err(s) => return error(&s),
             };
             answer($call.await)
         }

@@ -93,7 +93,7 @@ impl Store {
     /// (checksum verified), as a store at applied index `index`.
     pub fn from_backup(bytes: &[u8], index: u64) -> io::Result<Store> {
         use sha2::Digest;
-        if bytes.len() < 32 || (bytes.len() - 32) % BACKUP_ALIGN != 0 {
+        if bytes.len() < 32 || !(bytes.len() - 32).is_multiple_of(BACKUP_ALIGN) {
             return Err(bad("not a raft-node snapshot file (no SHA-256 trailer)"));
         }
         let (body, sum) = bytes.split_at(bytes.len() - 32);

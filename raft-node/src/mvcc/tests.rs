@@ -340,11 +340,14 @@ fn snapshot_round_trip_keeps_history_and_refuses_damage() {
 
 // ---- model test ----
 
+/// A live key in the model: value, create revision, mod revision, version.
+type ModelKv = (Vec<u8>, i64, i64, i64);
+
 /// The model: the whole map at every revision.
 #[derive(Clone, Default)]
 struct Model {
     /// states[r] = live keys at revision r (index 0 unused, 1 = empty).
-    states: Vec<BTreeMap<Vec<u8>, (Vec<u8>, i64, i64, i64)>>,
+    states: Vec<BTreeMap<Vec<u8>, ModelKv>>,
     compacted: i64,
 }
 

@@ -155,7 +155,7 @@ impl Maintenance for MaintenanceService {
             .scan(total, |remaining, chunk| {
                 *remaining -= chunk.len();
                 Some(Ok(SnapshotResponse {
-                    header: header.clone(),
+                    header,
                     remaining_bytes: *remaining as u64,
                     blob: chunk.to_vec(),
                     version: ETCD_VERSION.into(),
