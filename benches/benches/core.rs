@@ -35,7 +35,7 @@ impl Cluster {
         loop {
             for (i, node) in self.nodes.iter_mut().enumerate() {
                 while node.has_ready() {
-                    let rd = node.ready();
+                    let rd = node.ready().unwrap();
                     self.inflight.extend(rd.messages);
                     if let Some(s) = &rd.snapshot {
                         node.storage_mut().apply_snapshot(s.clone());

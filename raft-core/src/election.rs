@@ -2,6 +2,7 @@
 
 use crate::confchange::ConfState;
 use crate::entry::{EntryId, EntryKind, NodeId};
+use crate::error::StorageError;
 use crate::message::MessageBody;
 use crate::progress::ProgressState;
 use crate::quorum::{joint, VoteResult};
@@ -78,12 +79,15 @@ impl<S: Storage> RawNode<S> {
     /// (thesis 4.1). Using the applied one instead lets a node that has not yet learned
     /// that a change committed campaign in a configuration the cluster already left, and
     /// win alongside a leader of the new configuration in the same term.
-    pub(crate) fn election_conf(&self) -> ConfState {
+    ///
+    /// A failed read is an error, never "no change in the log": campaigning under the
+    /// applied configuration could win without a quorum of the latest one.
+    pub(crate) fn election_conf(&self) -> Result<ConfState, StorageError> {
         let mut conf = self.conf.clone();
         let lo = self.log.applied.max(self.log.first_index() - 1) + 1;
         let hi = self.log.last_index() + 1;
         if lo < hi {
-            for e in self.log.entries(lo, hi, u64::MAX).unwrap_or_default() {
+            for e in self.log.entries(lo, hi, u64::MAX)? {
                 if let EntryKind::ConfChange(cc) = &e.kind {
                     if let Ok(next) = conf.apply(cc) {
                         conf = next;
@@ -91,15 +95,22 @@ impl<S: Storage> RawNode<S> {
                 }
             }
         }
-        conf
+        Ok(conf)
     }
 
     /// True if this node may campaign: it votes in the applied configuration or in the
     /// latest one in its log. A node that the latest (maybe uncommitted) configuration
     /// leaves out still campaigns, as it may be needed until that entry commits
-    /// (thesis 4.2.2); it then counts only the votes of that configuration.
+    /// (thesis 4.2.2); it then counts only the votes of that configuration. False when
+    /// the log cannot be read (the node is then stopped).
     pub(crate) fn promotable(&self) -> bool {
-        self.conf.is_voter(self.id) || self.election_conf().is_voter(self.id)
+        if self.failed() {
+            return false;
+        }
+        self.conf.is_voter(self.id)
+            || self
+                .election_conf()
+                .is_ok_and(|conf| conf.is_voter(self.id))
     }
 
     fn has_unapplied_conf_changes(&self) -> bool {
@@ -145,7 +156,20 @@ impl<S: Storage> RawNode<S> {
             self.become_candidate();
             self.term
         };
-        self.election_conf = self.election_conf();
+        self.election_conf = match self.election_conf() {
+            Ok(conf) => conf,
+            Err(e) => {
+                // Never campaign under a configuration we could not read; the failure
+                // stops the node (recorded by the log if fatal).
+                if !e.is_fatal() {
+                    self.log.fail(StorageError::Io(format!(
+                        "log entries after the applied index unreadable: {e}"
+                    )));
+                }
+                self.become_follower(self.term, None);
+                return;
+            }
+        };
         self.votes.insert(self.id, true);
         if self.tally_votes() != VoteResult::Pending {
             return;

@@ -3,12 +3,28 @@
 use std::fmt;
 
 /// Why a [`Storage`](crate::Storage) read could not be served.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// `Compacted` and `Unavailable` are answers about the log's bounds, which the algorithm
+/// expects and handles (it sends a snapshot, or rejects an append). `Io` is different: the
+/// storage is broken (a failed read, a record that does not decode). The core never
+/// guesses around it: the node stops, and every later [`RawNode::ready`](crate::RawNode::ready)
+/// and [`RawNode::step`](crate::RawNode::step) returns [`Error::Storage`] with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StorageError {
     /// The requested index is at or below the last snapshot: only the snapshot has it.
     Compacted,
     /// The requested index is beyond the last stored entry.
     Unavailable,
+    /// The storage failed to read what it holds; the text says what and where (for a
+    /// file-backed storage: the file). Fatal for the node.
+    Io(String),
+}
+
+impl StorageError {
+    /// True for a failure of the storage itself, as opposed to an index out of bounds.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, StorageError::Io(_))
+    }
 }
 
 impl fmt::Display for StorageError {
@@ -16,6 +32,7 @@ impl fmt::Display for StorageError {
         match self {
             StorageError::Compacted => write!(f, "requested index is compacted"),
             StorageError::Unavailable => write!(f, "requested index is not stored yet"),
+            StorageError::Io(what) => write!(f, "storage read failed: {what}"),
         }
     }
 }

@@ -12,7 +12,7 @@
 //!     feed inputs: node.tick() every tick, node.step(msg) per received message,
 //!                  node.propose(..), node.read_index(..), ...
 //!     if node.has_ready() {
-//!         let rd = node.ready();
+//!         let rd = node.ready()?;            // Err: storage failed, stop the node
 //!         send rd.messages                         (may overlap with the persist)
 //!         persist rd.snapshot, rd.entries, rd.hard_state   (fsync)
 //!         send rd.persisted_messages               (only after the persist!)
@@ -38,7 +38,7 @@
 //!     let mut inflight: Vec<Message> = Vec::new();
 //!     for (i, node) in nodes.iter_mut().enumerate() {
 //!         while node.has_ready() {
-//!             let rd = node.ready();
+//!             let rd = node.ready().unwrap();
 //!             inflight.extend(rd.messages);
 //!             if let Some(hs) = rd.hard_state {
 //!                 node.storage_mut().set_hard_state(hs);

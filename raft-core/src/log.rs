@@ -1,5 +1,7 @@
 //! The raft log: durable entries read through [`Storage`] plus the unstable tail.
 
+use std::cell::RefCell;
+
 use crate::entry::{Entry, EntryId, SnapshotMeta};
 use crate::error::StorageError;
 use crate::log_unstable::Unstable;
@@ -15,6 +17,9 @@ pub struct RaftLog<S: Storage> {
     pub committed: u64,
     /// Highest index the driver has applied (acknowledged through `advance`).
     pub applied: u64,
+    /// The first fatal storage failure seen by any read; once set the node is stopped.
+    /// Reads happen through `&self` all over the algorithm, hence the cell.
+    failure: RefCell<Option<StorageError>>,
 }
 
 impl<S: Storage> RaftLog<S> {
@@ -31,7 +36,36 @@ impl<S: Storage> RaftLog<S> {
             unstable: Unstable::new(offset),
             committed,
             applied,
+            failure: RefCell::new(None),
         }
+    }
+
+    /// The first fatal storage failure, if a read has failed.
+    pub fn failure(&self) -> Option<StorageError> {
+        self.failure.borrow().clone()
+    }
+
+    /// True once a fatal storage failure was recorded.
+    pub fn has_failed(&self) -> bool {
+        self.failure.borrow().is_some()
+    }
+
+    /// Records `e` as the node's fatal failure (the first one is kept).
+    pub fn fail(&self, e: StorageError) {
+        let mut f = self.failure.borrow_mut();
+        if f.is_none() {
+            *f = Some(e);
+        }
+    }
+
+    /// Passes a storage answer through, recording a fatal failure.
+    fn note<T>(&self, r: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(e) = &r {
+            if e.is_fatal() {
+                self.fail(e.clone());
+            }
+        }
+        r
     }
 
     /// First index still held as an entry.
@@ -60,7 +94,7 @@ impl<S: Storage> RaftLog<S> {
         if let Some(t) = self.unstable.maybe_term(index) {
             return Ok(t);
         }
-        self.storage.term(index)
+        self.note(self.storage.term(index))
     }
 
     /// Position of the last entry.
@@ -121,7 +155,7 @@ impl<S: Storage> RaftLog<S> {
         let offset = self.unstable.offset;
         let mut out = if lo < offset {
             let stored_hi = hi.min(offset);
-            let part = self.storage.entries(lo, stored_hi, max_bytes)?;
+            let part = self.note(self.storage.entries(lo, stored_hi, max_bytes))?;
             if (part.len() as u64) < stored_hi - lo {
                 return Ok(part);
             }
@@ -151,14 +185,37 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// Committed entries not yet handed out, up to `max_bytes` (at least one).
-    pub fn next_committed_entries(&self, max_bytes: u64) -> Vec<Entry> {
+    ///
+    /// The range is inside the log by construction, so any error here (a failed read, or
+    /// a storage that lost entries it reported) is fatal and recorded as such: handing
+    /// out an empty batch instead would leave the entries pending forever.
+    pub fn next_committed_entries(&self, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
         let lo = self.applied + 1;
         if self.committed < lo || lo < self.first_index() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        // The range is inside the log by construction; an error here means an empty batch.
-        self.entries(lo, self.committed + 1, max_bytes)
-            .unwrap_or_default()
+        match self.entries(lo, self.committed + 1, max_bytes) {
+            Ok(entries) if !entries.is_empty() => Ok(entries),
+            Ok(_) => {
+                let e = StorageError::Io(format!(
+                    "no entries returned for committed range {lo}..={}",
+                    self.committed
+                ));
+                self.fail(e.clone());
+                Err(e)
+            }
+            Err(e) => {
+                let e = match e {
+                    StorageError::Io(_) => e,
+                    other => StorageError::Io(format!(
+                        "committed entries {lo}..={} unreadable: {other}",
+                        self.committed
+                    )),
+                };
+                self.fail(e.clone());
+                Err(e)
+            }
+        }
     }
 
     /// Replaces the log with a received snapshot.

@@ -146,6 +146,9 @@ impl<S: Storage> RawNode<S> {
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
         self.debug_check_not_in_ready();
+        if self.failed() {
+            return;
+        }
         self.ticks += 1;
         if self.role == Role::Leader {
             self.tick_leader();
@@ -196,11 +199,14 @@ impl<S: Storage> RawNode<S> {
     // ----- the Ready cycle -----
 
     /// True if [`ready`](Self::ready) has work (and the previous Ready was advanced).
+    /// Also true once the storage has failed, so that a driver looping on `has_ready`
+    /// gets the error from `ready` instead of spinning or idling.
     pub fn has_ready(&self) -> bool {
         if self.in_progress.is_some() {
             return false;
         }
-        self.broadcast_pending
+        self.failed()
+            || self.broadcast_pending
             || (self.role == Role::Leader && self.read_only.round_wanted())
             || !self.msgs_now.is_empty()
             || !self.msgs_after_persist.is_empty()
@@ -216,13 +222,20 @@ impl<S: Storage> RawNode<S> {
     /// Collects everything to do since the last Ready. Handle it as [`Ready`] describes,
     /// then call [`advance`](Self::advance) before calling `ready` again.
     ///
+    /// # Errors
+    /// [`Error::Storage`] once a storage read has failed (see [`StorageError::Io`]): the
+    /// node is stopped for good. Nothing computed after the failure is handed out (no
+    /// message, no entry, no commit), so the driver must stop the node and exit; a
+    /// restart reopens the storage from what is durable.
+    ///
     /// # Panics
     /// If the previous Ready was not advanced (a driver bug, never caused by peers).
-    pub fn ready(&mut self) -> Ready {
+    pub fn ready(&mut self) -> Result<Ready> {
         assert!(
             self.in_progress.is_none(),
             "advance() must be called before the next ready()"
         );
+        self.check_failure()?;
         if self.role == Role::Leader {
             if std::mem::take(&mut self.broadcast_pending) {
                 self.bcast_append();
@@ -258,8 +271,11 @@ impl<S: Storage> RawNode<S> {
         if rd.snapshot.is_none() {
             rd.committed_entries = self
                 .log
-                .next_committed_entries(self.cfg.max_committed_bytes_per_ready);
+                .next_committed_entries(self.cfg.max_committed_bytes_per_ready)?;
         }
+        // A read may have failed while the messages above were built (their terms, their
+        // entries): none of them may leave.
+        self.check_failure()?;
         rd.read_states = std::mem::take(&mut self.read_states);
         let mut ip = InProgress {
             last_entry: rd.entries.last().map(Entry::id),
@@ -274,7 +290,7 @@ impl<S: Storage> RawNode<S> {
             }
         }
         self.in_progress = Some(ip);
-        rd
+        Ok(rd)
     }
 
     /// Acknowledges that the last [`Ready`] was fully handled: persisted, sent and applied.
@@ -355,7 +371,7 @@ impl<S: Storage> RawNode<S> {
     /// let mut node = RawNode::new(Config::new(1), MemStorage::new_bootstrap([1])).unwrap();
     /// assert_eq!(node.match_index(1), None, "not the leader yet");
     /// node.campaign();
-    /// let rd = node.ready();
+    /// let rd = node.ready().unwrap();
     /// node.storage_mut().append(&rd.entries);
     /// node.advance();
     /// assert_eq!(node.match_index(1), Some(node.last_index()));
@@ -407,6 +423,11 @@ impl<S: Storage> RawNode<S> {
         })
     }
 
+    /// The storage failure that stopped this node, if any (see [`StorageError::Io`]).
+    pub fn storage_failure(&self) -> Option<StorageError> {
+        self.log.failure()
+    }
+
     /// Number of linearizable reads waiting for confirmation.
     pub fn pending_read_count(&self) -> usize {
         self.read_only.pending_count()
@@ -428,6 +449,19 @@ impl<S: Storage> RawNode<S> {
     }
 
     // ----- crate internals shared by the algorithm files -----
+
+    /// True once a storage read has failed: the node takes no more input.
+    pub(crate) fn failed(&self) -> bool {
+        self.log.has_failed()
+    }
+
+    /// The storage failure as an error, if there was one.
+    pub(crate) fn check_failure(&self) -> Result<()> {
+        match self.log.failure() {
+            Some(e) => Err(Error::Storage(e)),
+            None => Ok(()),
+        }
+    }
 
     pub(crate) fn debug_check_not_in_ready(&self) {
         debug_assert!(
@@ -461,6 +495,7 @@ impl<S: Storage> RawNode<S> {
     }
 
     pub(crate) fn check_can_propose(&self) -> Result<()> {
+        self.check_failure()?;
         if self.role != Role::Leader {
             return Err(Error::NotLeader {
                 leader_hint: self.leader_id,

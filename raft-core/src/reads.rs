@@ -15,6 +15,7 @@ impl<S: Storage> RawNode<S> {
     /// when leadership is lost are dropped (the driver times them out and retries).
     pub fn read_index(&mut self, ctx: Vec<u8>) -> Result<()> {
         self.debug_check_not_in_ready();
+        self.check_failure()?;
         if self.role != Role::Leader {
             return Err(Error::NotLeader {
                 leader_hint: self.leader_id,

@@ -25,18 +25,21 @@ impl<S: Storage> RawNode<S> {
         }
         let next = pr.next_index;
         let prev_index = next - 1;
-        let prev_term = self.log.term(prev_index);
-        let entries = match prev_term {
-            Ok(_) => self.log.entries(
-                next,
-                self.log.last_index() + 1,
-                self.cfg.max_size_per_msg_bytes,
-            ),
-            Err(e) => Err(e),
-        };
-        let (Ok(prev_term), Ok(entries)) = (prev_term, entries) else {
+        let read = self.log.term(prev_index).and_then(|prev_term| {
+            self.log
+                .entries(
+                    next,
+                    self.log.last_index() + 1,
+                    self.cfg.max_size_per_msg_bytes,
+                )
+                .map(|entries| (prev_term, entries))
+        });
+        let (prev_term, entries) = match read {
+            Ok(read) => read,
+            // A broken storage stops the node (the log recorded the failure).
+            Err(e) if e.is_fatal() => return false,
             // The entries the follower needs are compacted: send the snapshot instead.
-            return self.send_snapshot(to);
+            Err(_) => return self.send_snapshot(to),
         };
         if entries.is_empty() && !send_if_empty {
             return false;

@@ -10,8 +10,18 @@ use crate::storage::Storage;
 impl<S: Storage> RawNode<S> {
     /// Feeds a message from a peer. Messages that are stale, duplicated, reordered,
     /// misaddressed or from non-members are ignored; nothing a peer sends can panic.
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) if a storage read failed, during this
+    /// step or before: the node is stopped (see [`RawNode::ready`]).
     pub fn step(&mut self, m: Message) -> Result<()> {
         self.debug_check_not_in_ready();
+        self.check_failure()?;
+        self.step_inner(m)?;
+        self.check_failure()
+    }
+
+    fn step_inner(&mut self, m: Message) -> Result<()> {
         if m.to != self.id || m.from == self.id || m.from == 0 {
             return Ok(());
         }

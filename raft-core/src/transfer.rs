@@ -12,6 +12,7 @@ impl<S: Storage> RawNode<S> {
     /// it is abandoned after an election timeout.
     pub fn transfer_leader(&mut self, to: NodeId) -> Result<()> {
         self.debug_check_not_in_ready();
+        self.check_failure()?;
         if self.role != Role::Leader {
             return Err(Error::NotLeader {
                 leader_hint: self.leader_id,

@@ -119,8 +119,9 @@ pub struct WalStorage {
     policy: SnapshotPolicy,
     /// The snapshot the log continues from (index 0: none yet, a joining node).
     snapshot: SnapshotMeta,
-    /// The first read failure; reads through the [`Storage`] trait cannot return
-    /// it, so the driver checks [`WalStorage::take_failure`] after each step.
+    /// The first read failure. Reads through the [`Storage`] trait return it to
+    /// the core as [`StorageError::Io`] (text only; the core then stops); the
+    /// driver takes the typed failure from here with [`WalStorage::take_failure`].
     failure: RefCell<Option<StorageFailure>>,
 }
 
@@ -404,8 +405,9 @@ impl WalStorage {
 
     fn fail(&self, f: StorageFailure) -> StorageError {
         tracing::error!(error = %f, "storage read failed");
+        let err = StorageError::Io(f.to_string());
         self.failure.borrow_mut().get_or_insert(f);
-        StorageError::Unavailable
+        err
     }
 }
 

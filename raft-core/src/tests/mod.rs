@@ -2,3 +2,4 @@
 
 mod raft_paper;
 mod scenarios;
+mod storage_failure;

@@ -44,7 +44,7 @@ impl Network {
     pub fn flush(&mut self) {
         for (id, node) in self.nodes.iter_mut() {
             while node.has_ready() {
-                let rd = node.ready();
+                let rd = node.ready().unwrap();
                 self.queue.extend(rd.messages);
                 if let Some(s) = rd.snapshot {
                     node.storage_mut().apply_snapshot(s);
@@ -291,7 +291,7 @@ fn s6_4_read_index_confirms_with_a_quorum() {
     net.node(1).read_index(b"r1".to_vec()).unwrap();
     net.isolate(1);
     net.flush();
-    let rd = net.node(1).ready();
+    let rd = net.node(1).ready().unwrap();
     assert!(rd.read_states.is_empty(), "not confirmed without a quorum");
     net.node(1).advance();
     net.queue.clear();

@@ -24,14 +24,14 @@ fn persist(n: &mut RawNode<MemStorage>, rd: &Ready) {
 #[test]
 fn leader_counts_itself_only_for_persisted_entries() {
     let mut n = single_node();
-    let rd = n.ready();
+    let rd = n.ready().unwrap();
     persist(&mut n, &rd);
     n.advance();
-    let rd = n.ready();
+    let rd = n.ready().unwrap();
     n.advance();
     drop(rd);
     let id = n.propose(b"a".to_vec()).unwrap();
-    let rd = n.ready();
+    let rd = n.ready().unwrap();
     assert_eq!(rd.entries.len(), 1);
     assert!(
         rd.committed_entries.is_empty(),
@@ -45,7 +45,7 @@ fn leader_counts_itself_only_for_persisted_entries() {
         id.index,
         "a single voter commits once persisted"
     );
-    let rd = n.ready();
+    let rd = n.ready().unwrap();
     assert_eq!(rd.committed_entries.last().map(|e| e.index), Some(id.index));
     n.advance();
 }
@@ -57,7 +57,7 @@ fn proposals_between_two_readys_are_batched() {
     for i in 0..5u8 {
         net.node(1).propose(vec![i]).unwrap();
     }
-    let rd = net.node(1).ready();
+    let rd = net.node(1).ready().unwrap();
     assert_eq!(rd.entries.len(), 5);
     let appends: Vec<_> = rd
         .messages
@@ -78,7 +78,7 @@ fn followers_ack_and_vote_only_after_persist() {
     let mut net = Network::new(&[1, 2, 3]);
     net.elect(1);
     net.node(1).propose(b"x".to_vec()).unwrap();
-    let rd = net.node(1).ready();
+    let rd = net.node(1).ready().unwrap();
     assert!(rd
         .messages
         .iter()
@@ -89,7 +89,7 @@ fn followers_ack_and_vote_only_after_persist() {
     for m in appends {
         let to = m.to;
         net.node(to).step(m).unwrap();
-        let rd = net.node(to).ready();
+        let rd = net.node(to).ready().unwrap();
         assert!(rd.messages.is_empty());
         assert!(rd
             .persisted_messages
@@ -101,7 +101,7 @@ fn followers_ack_and_vote_only_after_persist() {
     // A real vote waits for the persisted vote; a PreVote does not.
     let mut net = Network::with_config(&[1, 2, 3], |c| c.check_quorum = false);
     net.node(1).campaign();
-    let rd = net.node(1).ready();
+    let rd = net.node(1).ready().unwrap();
     assert!(rd
         .messages
         .iter()
@@ -109,7 +109,7 @@ fn followers_ack_and_vote_only_after_persist() {
     let prevotes = rd.messages.clone();
     net.node(1).advance();
     net.node(2).step(prevotes[0].clone()).unwrap();
-    let rd = net.node(2).ready();
+    let rd = net.node(2).ready().unwrap();
     assert_eq!(rd.messages.len(), 1, "PreVote answers need no persist");
     assert!(rd.hard_state.is_none());
     net.node(2).advance();
@@ -118,14 +118,14 @@ fn followers_ack_and_vote_only_after_persist() {
         c.check_quorum = false;
     });
     net.node(1).campaign();
-    let rd = net.node(1).ready();
+    let rd = net.node(1).ready().unwrap();
     assert!(rd.messages.is_empty());
     assert_eq!(rd.hard_state.map(|h| h.vote), Some(Some(1)));
     let req = rd.persisted_messages[0].clone();
     net.node(1).advance();
     let to = req.to;
     net.node(to).step(req).unwrap();
-    let rd = net.node(to).ready();
+    let rd = net.node(to).ready().unwrap();
     assert!(rd.messages.is_empty());
     assert_eq!(rd.hard_state.map(|h| h.vote), Some(Some(1)));
     assert!(matches!(
@@ -146,7 +146,7 @@ fn pipelining_respects_the_inflight_window_and_message_size() {
     for i in 0..6u8 {
         net.node(1).propose(vec![i; 10]).unwrap();
     }
-    let rd = net.node(1).ready();
+    let rd = net.node(1).ready().unwrap();
     let appends: Vec<usize> = rd
         .messages
         .iter()
@@ -254,7 +254,7 @@ fn stale_responses_for_a_removed_then_readded_node_are_ignored() {
     for m in to3 {
         net.node(3).step(m).unwrap();
     }
-    let rd = net.node(3).ready();
+    let rd = net.node(3).ready().unwrap();
     let stale_ack = rd.persisted_messages[0].clone();
     persist(net.node(3), &rd);
     net.node(3).advance();
@@ -321,7 +321,7 @@ fn lease_reads_are_immediate_when_enabled() {
     let l = net.leaders()[0];
     net.tick_all(1);
     net.node(l).read_index(b"r".to_vec()).unwrap();
-    let rd = net.node(l).ready();
+    let rd = net.node(l).ready().unwrap();
     assert_eq!(
         rd.read_states.len(),
         1,
@@ -335,7 +335,7 @@ fn lease_reads_are_immediate_when_enabled() {
         net.settle();
     }
     net.node(l).read_index(b"s".to_vec()).unwrap();
-    let rd = net.node(l).ready();
+    let rd = net.node(l).ready().unwrap();
     assert!(
         rd.read_states.is_empty(),
         "lease expired: falls back to ReadIndex"
@@ -369,12 +369,12 @@ fn a_leader_elected_in_this_batch_speaks_only_after_persisting_its_vote() {
         changes: vec![ConfChangeSingle::AddLearner(2)],
     };
     n.campaign();
-    let rd = n.ready();
+    let rd = n.ready().unwrap();
     persist(&mut n, &rd);
     n.advance();
     n.propose_conf_change(cc, vec![]).unwrap();
     for _ in 0..3 {
-        let rd = n.ready();
+        let rd = n.ready().unwrap();
         persist(&mut n, &rd);
         n.advance();
     }
@@ -392,7 +392,7 @@ fn a_leader_elected_in_this_batch_speaks_only_after_persisting_its_vote() {
     .unwrap();
     n.campaign();
     assert_eq!(n.role(), Role::Leader);
-    let rd = n.ready();
+    let rd = n.ready().unwrap();
     assert_eq!(rd.hard_state.map(|h| (h.term, h.vote)), Some((51, Some(1))));
     assert!(
         rd.messages.is_empty(),

@@ -436,7 +436,9 @@ impl Sim {
             if !r.has_ready() {
                 break;
             }
-            let rd = r.ready();
+            let rd = r
+                .ready()
+                .map_err(|e| format!("node {id}: ready failed: {e}"))?;
             self.handle_ready(id, rd)?;
         }
         self.after_event(id)

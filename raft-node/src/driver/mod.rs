@@ -301,6 +301,11 @@ fn run(
                         }
                     }
                     if let Err(e) = node.step(m) {
+                        if let raft_core::Error::Storage(_) = e {
+                            let why = read_failure(&node, &e);
+                            waiters.fail_all(ClientError::Stopped(why.clone()));
+                            return Err(why);
+                        }
                         tracing::debug!(node = id, error = %e, "peer message rejected");
                     }
                 }
@@ -336,7 +341,16 @@ fn run(
         }
         waiters.expire(now);
         while node.has_ready() {
-            let rd = node.ready();
+            let rd = match node.ready() {
+                Ok(rd) => rd,
+                Err(e) => {
+                    // A storage read failed: fail-stop (the process exits non-zero
+                    // and a supervisor restarts it from what is durable).
+                    let why = read_failure(&node, &e);
+                    waiters.fail_all(ClientError::Stopped(why.clone()));
+                    return Err(why);
+                }
+            };
             for m in rd.messages.iter().cloned() {
                 transport.send(m);
             }
@@ -420,6 +434,15 @@ fn run(
     waiters.fail_all(ClientError::Stopped("node is shutting down".into()));
     status::publish(status, &node, &kv);
     Ok(())
+}
+
+/// The reason a core stopped on a storage error, naming the file when the
+/// storage knows it.
+fn read_failure(node: &RawNode<WalStorage>, e: &raft_core::Error) -> String {
+    match node.storage().take_failure() {
+        Some(f) => format!("storage read failed: {f}"),
+        None => e.to_string(),
+    }
 }
 
 fn member_list(kv: &Store) -> Vec<(u64, Vec<u8>)> {
