@@ -33,8 +33,9 @@ pub(super) struct Waiters {
     timeout: Duration,
     /// See [`DriverOptions::promote_max_lag_entries`](super::DriverOptions).
     promote_max_lag: u64,
-    /// Pending proposals by log index.
-    writes: BTreeMap<u64, PendingWrite>,
+    /// Pending proposals by log index; several when a proposal reused the index
+    /// of an older one that has not been resolved yet (see `add_write`).
+    writes: BTreeMap<u64, Vec<PendingWrite>>,
     /// Pending linearizable reads by the id carried in their ReadIndex context.
     reads: HashMap<u64, PendingRead>,
     next_read_id: u64,
@@ -118,38 +119,45 @@ impl Waiters {
     }
 
     fn add_write(&mut self, index: u64, term: u64, deadline: Instant, reply: WriteReply) {
-        // An older waiter at this index belongs to an entry that was replaced.
-        if let Some(old) = self.writes.insert(
-            index,
-            PendingWrite {
-                term,
-                deadline,
-                reply,
-            },
-        ) {
-            old.reply.fail(ClientError::Overwritten);
-        }
+        // An older waiter at this index stays: that its entry left this node's log
+        // does not prove it will never commit (another node holding it may still win
+        // an election and commit it). Only the entry applied at the index decides.
+        self.writes.entry(index).or_default().push(PendingWrite {
+            term,
+            deadline,
+            reply,
+        });
     }
 
-    /// Entry `e` was applied with result `applied`: answer its proposer.
+    /// Entry `e` was applied with result `applied`: answer its proposer. Any
+    /// waiter at this index whose entry had another term is now certainly not
+    /// applied (the log holds exactly one entry per index once committed).
     pub(super) fn applied(&mut self, e: &Entry, applied: Applied) {
-        let Some(w) = self.writes.remove(&e.index) else {
+        let Some(waiting) = self.writes.remove(&e.index) else {
             return;
         };
-        if w.term != e.term {
-            w.reply.fail(ClientError::Overwritten);
-            return;
-        }
-        match w.reply {
-            WriteReply::Kv(reply) => {
-                let _ = reply.send(Ok(WriteOutcome {
-                    index: e.index,
-                    term: e.term,
-                    applied,
-                }));
+        let mut applied = Some(applied);
+        for w in waiting {
+            if w.term != e.term {
+                w.reply.fail(ClientError::Overwritten);
+                continue;
             }
-            WriteReply::Members(reply) => {
-                let _ = reply.send(Ok(e.index));
+            match (w.reply, applied.take()) {
+                (WriteReply::Kv(reply), Some(applied)) => {
+                    let _ = reply.send(Ok(WriteOutcome {
+                        index: e.index,
+                        term: e.term,
+                        applied,
+                    }));
+                }
+                (WriteReply::Members(reply), _) => {
+                    let _ = reply.send(Ok(e.index));
+                }
+                // Two waiters for one (index, term): impossible, as a leader
+                // proposes each index once per term. Do not guess.
+                (WriteReply::Kv(reply), None) => {
+                    let _ = reply.send(Err(ClientError::Timeout));
+                }
             }
         }
     }
@@ -187,12 +195,20 @@ impl Waiters {
         let late: Vec<u64> = self
             .writes
             .iter()
-            .filter(|(_, w)| w.deadline <= now)
+            .filter(|(_, ws)| ws.iter().any(|w| w.deadline <= now))
             .map(|(&i, _)| i)
             .collect();
         for i in late {
-            if let Some(w) = self.writes.remove(&i) {
+            let Some(waiting) = self.writes.remove(&i) else {
+                continue;
+            };
+            let (late, keep): (Vec<_>, Vec<_>) =
+                waiting.into_iter().partition(|w| w.deadline <= now);
+            for w in late {
                 w.reply.fail(ClientError::Timeout);
+            }
+            if !keep.is_empty() {
+                self.writes.insert(i, keep);
             }
         }
         let late: Vec<u64> = self
@@ -210,7 +226,7 @@ impl Waiters {
 
     /// Answers every waiter with `err` (the node is stopping).
     pub(super) fn fail_all(&mut self, err: ClientError) {
-        for (_, w) in std::mem::take(&mut self.writes) {
+        for w in std::mem::take(&mut self.writes).into_values().flatten() {
             w.reply.fail(err.clone());
         }
         for (_, r) in std::mem::take(&mut self.reads) {
@@ -308,5 +324,199 @@ mod promotion_tests {
             lagging_promotion(&conf(), &remove, 5_000, |_| Some(0), 1_000),
             None
         );
+    }
+}
+
+/// The five-node story of issue 15: an old leader's uncommitted entry is
+/// displaced from its log and its index reused by its own later proposal, yet
+/// another node that holds the old entry wins the next term and commits it.
+#[cfg(test)]
+mod reused_index_tests {
+    use std::collections::BTreeMap;
+
+    use raft_core::{Config, EntryKind, MemStorage, Message, RawNode, Role};
+
+    use super::*;
+
+    struct Cluster {
+        nodes: BTreeMap<u64, RawNode<MemStorage>>,
+        applied: BTreeMap<u64, Vec<Entry>>,
+    }
+
+    impl Cluster {
+        fn new(n: u64) -> Self {
+            let ids: Vec<u64> = (1..=n).collect();
+            let nodes = ids
+                .iter()
+                .map(|&id| {
+                    let s = MemStorage::new_bootstrap(ids.iter().copied());
+                    (id, RawNode::new(Config::new(id), s).unwrap())
+                })
+                .collect();
+            Cluster {
+                nodes,
+                applied: BTreeMap::new(),
+            }
+        }
+
+        fn node(&mut self, id: u64) -> &mut RawNode<MemStorage> {
+            self.nodes.get_mut(&id).unwrap()
+        }
+
+        /// Handles Readys and delivers the messages `allow` lets through (the
+        /// others are lost) until nothing moves.
+        fn run(&mut self, allow: impl Fn(&Message) -> bool) {
+            for _ in 0..200 {
+                let mut out = Vec::new();
+                for (id, n) in self.nodes.iter_mut() {
+                    while n.has_ready() {
+                        let rd = n.ready().unwrap();
+                        out.extend(rd.messages);
+                        if let Some(hs) = rd.hard_state {
+                            n.storage_mut().set_hard_state(hs);
+                        }
+                        n.storage_mut().append(&rd.entries);
+                        out.extend(rd.persisted_messages);
+                        self.applied
+                            .entry(*id)
+                            .or_default()
+                            .extend(rd.committed_entries);
+                        n.advance();
+                    }
+                }
+                out.retain(|m| allow(m));
+                if out.is_empty() {
+                    return;
+                }
+                for m in out {
+                    let to = m.to;
+                    self.node(to).step(m).unwrap();
+                }
+            }
+            panic!("did not settle");
+        }
+
+        fn tick(&mut self, ids: &[u64], allow: impl Fn(&Message) -> bool + Copy) {
+            for &id in ids {
+                self.node(id).tick();
+            }
+            self.run(allow);
+        }
+    }
+
+    fn within(group: &'static [u64]) -> impl Fn(&Message) -> bool + Copy {
+        move |m| group.contains(&m.from) && group.contains(&m.to)
+    }
+
+    fn votes_only(m: &Message) -> bool {
+        matches!(
+            m.body,
+            raft_core::MessageBody::RequestVote { .. }
+                | raft_core::MessageBody::VoteResponse { .. }
+        )
+    }
+
+    fn write(w: &mut Waiters, at: raft_core::EntryId) -> super::super::Pending<WriteOutcome> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        w.add_write(at.index, at.term, deadline, WriteReply::Kv(reply));
+        rx
+    }
+
+    #[test]
+    fn a_displaced_entry_that_still_commits_is_not_reported_as_not_applied() {
+        let mut c = Cluster::new(5);
+        let all = |_: &Message| true;
+        c.node(1).campaign();
+        c.run(all);
+        c.tick(&[1, 2, 3, 4, 5], all);
+        assert_eq!(c.node(1).role(), Role::Leader);
+        let t1 = c.node(1).term();
+
+        // Term t1: leader 1 proposes A, B, X; only node 3 receives them.
+        let mut w = Waiters::new(Duration::from_secs(60), 1_000);
+        let mut pending = Vec::new();
+        for data in [b"A", b"B", b"X"] {
+            let at = c.node(1).propose(data.to_vec()).unwrap();
+            pending.push((at, write(&mut w, at)));
+        }
+        c.run(within(&[1, 3]));
+        let x_at = pending[2].0;
+        assert!(
+            c.node(1).commit_index() < pending[0].0.index,
+            "not committed"
+        );
+
+        // Term t2: node 2 wins with 4 and 5; only node 1 hears its no-op, which
+        // replaces A, B and X in node 1's log.
+        for _ in 0..10 {
+            c.tick(&[2, 4, 5], within(&[2, 4, 5]));
+        }
+        if c.nodes
+            .values()
+            .all(|n| n.role() != Role::Leader || n.id() == 1)
+        {
+            c.node(2).campaign();
+        }
+        c.run(|m| within(&[2, 4, 5])(m) && votes_only(m));
+        let l2 = [2, 4, 5]
+            .into_iter()
+            .find(|&id| c.nodes[&id].role() == Role::Leader)
+            .expect("a leader of term t2");
+        // Its first append was lost; the next heartbeat round brings it to node 1.
+        c.tick(&[l2], move |m| {
+            m.from == l2 && m.to == 1 || m.from == 1 && m.to == l2
+        });
+        assert!(c.node(1).last_index() < x_at.index, "X left node 1's log");
+
+        // Term t3: node 1 wins with 4 and 5 (only votes reach them) and reuses
+        // X's index for a new proposal Y.
+        c.node(1).campaign();
+        c.run(|m| (within(&[1, 4, 5])(m)) && votes_only(m));
+        assert_eq!(c.node(1).role(), Role::Leader);
+        let y_at = c.node(1).propose(b"Y".to_vec()).unwrap();
+        assert_eq!(y_at.index, x_at.index, "Y reuses X's index");
+        assert!(y_at.term > t1);
+        let mut y_rx = write(&mut w, y_at);
+        c.run(|_| false);
+        assert!(
+            pending[2].1.try_recv().is_err(),
+            "X's client must not hear anything yet: X may still commit"
+        );
+
+        // Term t4: node 3, which holds X, wins with 4 and 5 and commits X.
+        for _ in 0..2 {
+            c.node(3).campaign();
+            c.run(|m| within(&[3, 4, 5])(m));
+        }
+        assert_eq!(c.node(3).role(), Role::Leader);
+        c.tick(&[3, 4, 5], within(&[3, 4, 5]));
+        assert!(c.node(3).commit_index() >= x_at.index);
+
+        // Everyone reconnects; node 1 applies X at its index and answers.
+        for _ in 0..3 {
+            c.tick(&[1, 2, 3, 4, 5], all);
+        }
+        let applied = c.applied.get(&1).cloned().unwrap_or_default();
+        let x = applied
+            .iter()
+            .find(|e| e.index == x_at.index)
+            .expect("node 1 applied the index");
+        assert_eq!(
+            (x.term, x.kind.clone(), x.data.as_slice()),
+            (t1, EntryKind::Normal, &b"X"[..])
+        );
+        for e in &applied {
+            w.applied(e, Applied::Nothing);
+        }
+        for (at, mut rx) in pending {
+            let got = rx.try_recv().expect("answered");
+            assert_eq!(
+                got.map(|o| o.index),
+                Ok(at.index),
+                "entry {at:?} was applied"
+            );
+        }
+        assert_eq!(y_rx.try_recv().unwrap(), Err(ClientError::Overwritten));
     }
 }
