@@ -4,6 +4,8 @@
 //! - [`linearizability`] records concurrent key-value histories and checks
 //!   them for linearizability.
 //! - [`cluster`] runs real `raft-node serve` processes on 127.0.0.1..N.
+//! - [`etcd`] runs a real etcd 3.4 cluster, to run the `etcdctl` tests
+//!   (`tests/etcdctl.rs`) against etcd itself.
 //! - [`client`] talks to the node's HTTP API and records operations with
 //!   their exact outcome (ok, definitely failed, unknown); [`grpc_client`]
 //!   does the same through etcd's v3 gRPC API with the `etcd-client` crate.
@@ -13,8 +15,9 @@
 //!   result (`tests/fault_suite.rs` is the entry point).
 
 pub mod client;
-pub mod grpc_client;
 pub mod cluster;
+pub mod etcd;
+pub mod grpc_client;
 pub mod linearizability;
 pub mod nemesis;
 pub mod suite;

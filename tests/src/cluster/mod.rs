@@ -154,6 +154,41 @@ impl Cluster {
     /// Generates certificates and configurations under `dir` (created if
     /// missing) and starts every node with binary `bin`.
     pub fn start(bin: &Path, dir: &Path, options: ClusterOptions) -> io::Result<Cluster> {
+        Self::start_with_setup(bin, dir, options, |_| Ok(()))
+    }
+
+    /// Like [`Cluster::start`], but the new cluster's founding members are
+    /// first prepared from `snapshot` (a file written by `etcdctl snapshot
+    /// save` against raft-node): `raft-node restore --snapshot <snapshot>
+    /// --config node-<id>.toml` runs for every node on its fresh data
+    /// directory before any node is spawned.
+    pub fn start_restored(
+        bin: &Path,
+        dir: &Path,
+        options: ClusterOptions,
+        snapshot: &Path,
+    ) -> io::Result<Cluster> {
+        Self::start_with_setup(bin, dir, options, |node| {
+            run_ok(
+                Command::new(bin)
+                    .arg("restore")
+                    .arg("--snapshot")
+                    .arg(snapshot)
+                    .arg("--config")
+                    .arg(&node.config),
+            )
+        })
+    }
+
+    /// Like [`Cluster::start`], but `setup` runs for every node once its
+    /// certificates and configuration are written and before any node is
+    /// spawned (an error stops the start).
+    pub fn start_with_setup(
+        bin: &Path,
+        dir: &Path,
+        options: ClusterOptions,
+        setup: impl Fn(&NodeSpec) -> io::Result<()>,
+    ) -> io::Result<Cluster> {
         assert!(
             (1..=9).contains(&options.nodes),
             "1 to 9 nodes (127.0.0.1..9)"
@@ -208,6 +243,9 @@ impl Cluster {
                 options.trailing_entries,
             );
             std::fs::write(&node.config, text)?;
+        }
+        for node in &nodes {
+            setup(node)?;
         }
         let cluster = Cluster {
             dir: dir.to_path_buf(),
