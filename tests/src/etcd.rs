@@ -16,6 +16,7 @@ use std::io::{self, Write as _};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cluster::LIVE_PIDS;
@@ -62,17 +63,41 @@ pub struct EtcdCluster {
     children: Vec<Child>,
 }
 
-/// `n` distinct free TCP ports on 127.0.0.1 (held open together while they
-/// are picked, so they differ; another process may still take one before
-/// etcd binds it, which then fails the start loudly).
+/// Ports handed out by this process (below the usual ephemeral range
+/// 32768-60999, so an outgoing connection cannot take one between the check
+/// here and etcd's bind).
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// `n` distinct ports free for TCP on 127.0.0.1.
 fn free_ports(n: usize) -> io::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect()
+    const LOW: u16 = 20_000;
+    const HIGH: u16 = 32_000;
+    if NEXT_PORT.load(Ordering::Relaxed) == 0 {
+        let base = LOW + (std::process::id() % 200) as u16 * 50;
+        let _ = NEXT_PORT.compare_exchange(0, base, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..4000 {
+        if ports.len() == n {
+            break;
+        }
+        let mut port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        if !(LOW..HIGH).contains(&port) {
+            NEXT_PORT.store(LOW + 1, Ordering::Relaxed);
+            port = LOW;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    if ports.len() == n {
+        Ok(ports)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "no free ports for etcd on 127.0.0.1",
+        ))
+    }
 }
 
 fn layout(dir: &Path, n: usize) -> io::Result<Vec<EtcdMember>> {

@@ -258,7 +258,19 @@ impl Ctl {
 
     /// Runs a command that must fail with `message` in its stderr.
     fn fails_with(&self, ck: &mut Checks, endpoints: &[&str], args: &[&str], message: &str) {
-        let out = self.run(endpoints, args, None);
+        self.fails_with_in(ck, endpoints, args, None, message);
+    }
+
+    /// Like [`Ctl::fails_with`] with `stdin`.
+    fn fails_with_in(
+        &self,
+        ck: &mut Checks,
+        endpoints: &[&str],
+        args: &[&str],
+        stdin: Option<&str>,
+        message: &str,
+    ) {
+        let out = self.run(endpoints, args, stdin);
         ck.check(!out.success() && out.stderr.contains(message), || {
             format!("expected a failure with {message:?}: {}", out.describe())
         });
@@ -862,6 +874,14 @@ fn etcdctl_kv_txn_and_compaction() {
                 kvs(&resp[1]["Response"]["ResponseRange"]),
                 vec![kv("foo", "bar3", r1, r1 + 8, 3)],
             );
+            // (etcd fills only `revision` in the headers of the responses
+            // inside a txn, raft-node the whole header: both carry the
+            // txn's revision.)
+            ck.eq(
+                "txn failure branch: the get's header revision",
+                header_revision(&resp[1]["Response"]["ResponseRange"]),
+                r1 + 9,
+            );
         }
         Err(e) => ck.fail(format!("txn -w json is not JSON ({e}): {}", out.describe())),
     }
@@ -896,6 +916,57 @@ fn etcdctl_kv_txn_and_compaction() {
         "lock was created at r1+10",
         kvs(&v),
         vec![kv("lock", "me", r1 + 10, r1 + 10, 1)],
+    );
+
+    // ---- requests etcd refuses, with its errors; none of them writes.
+    c.fails_with(
+        &mut ck,
+        &[f],
+        &["put", "no-such-key", "--ignore-value"],
+        "etcdserver: key not found",
+    );
+    c.fails_with(
+        &mut ck,
+        &[l],
+        &["put", "k", "v", "--lease=1234"],
+        "etcdserver: requested lease not found",
+    );
+    // A 1.6 MiB value (etcdctl reads it from stdin) is over etcd's default
+    // 1.5 MiB request limit.
+    let big = "x".repeat(1_600_000);
+    c.fails_with_in(
+        &mut ck,
+        &[f],
+        &["put", "big"],
+        Some(&big),
+        "etcdserver: request is too large",
+    );
+    let many: String = (0..129).map(|i| format!("put many-{i} v\n")).collect();
+    let input = format!("\n{many}\n\n");
+    c.fails_with_in(
+        &mut ck,
+        &[l],
+        &["txn"],
+        Some(&input),
+        "etcdserver: too many operations in txn request",
+    );
+    c.fails_with_in(
+        &mut ck,
+        &[f],
+        &["txn"],
+        Some("\nput dup 1\ndel dup\n\n\n"),
+        "etcdserver: duplicate key given in txn request",
+    );
+    let v = c.json(&mut ck, &[f], &["get", "", "--from-key", "--keys-only"]);
+    ck.eq(
+        "no write after the refused requests: revision",
+        header_revision(&v),
+        r1 + 10,
+    );
+    ck.eq(
+        "no write after the refused requests: count",
+        num(&v["count"]),
+        Some(3),
     );
 
     // ---- compaction at r1+5 (foo = bar2): below it is gone, at it is not.
@@ -1368,6 +1439,57 @@ fn etcdctl_cluster_and_maintenance() {
             || format!("member promote of the never-started learner through {ep} fails with etcd's \"can only promote a learner member which is in sync with leader\": {}", out.describe()),
         );
     }
+
+    // member update: a new peer URL for the learner (through the leader).
+    let peer_port2 = std::net::TcpListener::bind("127.0.0.1:0")
+        .map(|s| s.local_addr().map(|a| a.port()).unwrap_or(2))
+        .unwrap_or(2);
+    let peer_url2 = format!("http://127.0.0.1:{peer_port2}");
+    let out = c.ok(
+        &mut ck,
+        &[l],
+        &[
+            "member",
+            "update",
+            &hex,
+            &format!("--peer-urls={peer_url2}"),
+        ],
+    );
+    let words: Vec<&str> = out.stdout.split_whitespace().collect();
+    ck.check(
+        matches!(words.as_slice(), ["Member", id, "updated", "in", "cluster", _] if *id == hex),
+        || {
+            format!(
+                "member update prints `Member {hex} updated in cluster <id>`: {}",
+                out.describe()
+            )
+        },
+    );
+    for ep in [l, f] {
+        let want = |m: &Value| {
+            m["peerURLs"][0]
+                .as_str()
+                .is_some_and(|u| u.ends_with(&peer_url2[4..]))
+        };
+        let v = json_when(c, &mut ck, ep, &["member", "list"], |v| {
+            v["members"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|m| m["ID"].as_u64() == Some(new_id) && want(m))
+            })
+        });
+        let m = v["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["ID"].as_u64() == Some(new_id));
+        ck.check(m.is_some_and(want), || {
+            format!(
+                "member list on {ep} shows the updated peer URL ...{}: {v}",
+                &peer_url2[4..]
+            )
+        });
+    }
+
     let out = c.ok(&mut ck, &[f], &["member", "remove", &hex]);
     let words: Vec<&str> = out.stdout.split_whitespace().collect();
     ck.check(
@@ -1471,6 +1593,7 @@ fn etcdctl_snapshot_save_and_restore() {
     c.ok(&mut ck, &[f], &["del", "app/gone"]);
     c.ok(&mut ck, &[l], &["put", "other", "o"]); // r1+5
     let before = c.json(&mut ck, &[l], &["get", "", "--from-key"]);
+    let old_cluster_id = before["header"]["cluster_id"].as_u64();
     ck.eq(
         "keys before the snapshot",
         kvs(&before),
@@ -1560,6 +1683,16 @@ fn etcdctl_snapshot_save_and_restore() {
     for ep in t2.both() {
         let v = c.json(&mut ck, &[ep], &["get", "", "--from-key"]);
         ck.eq(&format!("restored keys on {ep}"), kvs(&v), kvs(&before));
+        let cluster_id = v["header"]["cluster_id"].as_u64();
+        if env.sys.is_etcd() {
+            // etcd gives a restored cluster a new identity. raft-node's
+            // cluster id is a hash of the founding member ids (1, 2, 3
+            // here, as in the old cluster), so it stays the same; the new
+            // cluster's own CA keeps the two apart instead.
+            ck.check(cluster_id.is_some() && cluster_id != old_cluster_id, || {
+                format!("the restored etcd cluster has a new cluster id: {cluster_id:?} vs {old_cluster_id:?}")
+            });
+        }
         ck.eq(
             &format!("restored revision on {ep}"),
             header_revision(&v),
