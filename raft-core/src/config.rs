@@ -3,6 +3,11 @@
 use crate::entry::NodeId;
 use crate::error::{Error, Result};
 
+/// The largest relative rate difference between any node's clock and real time that
+/// the leader lease tolerates, in parts per million (see
+/// [`RawNode::set_clock`](crate::RawNode::set_clock)).
+pub const MAX_CLOCK_DRIFT_PPM: u64 = 10_000;
+
 /// Configuration of one node. Times are in ticks of the driver's clock.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -29,10 +34,19 @@ pub struct Config {
     /// and followers ignore vote requests while they hear from a leader.
     pub check_quorum: bool,
     /// Serve reads from the leader lease (thesis 6.4.1) instead of waiting for a heartbeat
-    /// round: a read is answered at once if a quorum echoed a heartbeat sent less than
-    /// `election_timeout_ticks - 2` ticks ago. Sound only if every node's tick runs at
-    /// nearly the same rate (bounded clock drift). Needs `check_quorum`; off by default.
+    /// round: a read is answered at once if a quorum echoed a heartbeat sent recently
+    /// enough, measured both in ticks and on the driver's monotonic clock (see
+    /// [`RawNode::set_clock`](crate::RawNode::set_clock) for the exact bound and the
+    /// clock-drift assumption). Ticks alone do not do: a driver that stalls drops the
+    /// ticks it missed, so a stalled leader would undercount the time that passed.
+    /// Needs `check_quorum` and `tick_interval_nanos`; off by default.
     pub lease_reads: bool,
+    /// The real duration of one tick as the driver schedules it, in nanoseconds of the
+    /// clock it passes to [`RawNode::set_clock`](crate::RawNode::set_clock). The driver
+    /// must never deliver two ticks less than this apart on average (it may deliver
+    /// fewer, e.g. drop ticks it missed). Only used to bound the leader lease; 0: not
+    /// known (allowed only without `lease_reads`).
+    pub tick_interval_nanos: u64,
     /// Index the state machine has applied (on restart).
     pub applied_index: u64,
     /// Seed of the election-timeout randomness.
@@ -54,6 +68,7 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             lease_reads: false,
+            tick_interval_nanos: 0,
             applied_index: 0,
             seed: id,
         }
@@ -79,6 +94,11 @@ impl Config {
         }
         if self.lease_reads && !self.check_quorum {
             return Err(Error::InvalidConfig("lease_reads needs check_quorum"));
+        }
+        if self.lease_reads && self.tick_interval_nanos == 0 {
+            return Err(Error::InvalidConfig(
+                "lease_reads needs tick_interval_nanos (the lease is measured on a clock)",
+            ));
         }
         Ok(())
     }

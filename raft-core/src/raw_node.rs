@@ -61,8 +61,10 @@ pub struct RawNode<S: Storage> {
     pub(crate) read_only: ReadOnly,
     pub(crate) read_states: Vec<ReadState>,
     pub(crate) next_progress_tag: u64,
-    /// Ticks since this node started (the leader lease is measured in them).
+    /// Ticks since this node started (the leader lease is measured in them too).
     pub(crate) ticks: u64,
+    /// The driver's latest monotonic clock reading (see [`RawNode::set_clock`]).
+    pub(crate) clock_nanos: Option<u64>,
     /// Leader only: a TimeoutNow went out this term, so the lease may no longer hold.
     pub(crate) lease_revoked: bool,
     /// With lease reads: refuse votes for an election timeout after a restart, since
@@ -125,6 +127,7 @@ impl<S: Storage> RawNode<S> {
             read_states: Vec::new(),
             next_progress_tag: 1,
             ticks: 0,
+            clock_nanos: None,
             lease_revoked: false,
             startup_lease_guard: false,
             broadcast_pending: false,
@@ -154,6 +157,28 @@ impl<S: Storage> RawNode<S> {
             self.tick_leader();
         } else {
             self.tick_election();
+        }
+    }
+
+    /// Tells the core the driver's monotonic clock, in nanoseconds since any fixed origin
+    /// (the core never reads a clock itself). Only the leader lease uses it; a driver
+    /// with `lease_reads` must call it before every `tick` and before every `read_index`,
+    /// with a clock that keeps counting while the process is stopped or the machine
+    /// suspended (on Linux `CLOCK_BOOTTIME`). A reading below an earlier one is ignored.
+    ///
+    /// The lease: a read is served at once only if a quorum echoed a heartbeat round
+    /// whose clock reading `sent` satisfies `now < sent + lease`, with
+    /// `lease = (election_timeout_ticks - 1 - 2) * tick_interval_nanos * (1 - 2ρ)`,
+    /// and also, in ticks, fewer than `election_timeout_ticks - 2` ticks ago. A follower
+    /// that echoed the round refuses votes until it has counted `election_timeout_ticks`
+    /// ticks since receiving it, which takes at least `election_timeout_ticks - 1` tick
+    /// intervals of its own clock. With every clock running within a factor `1 ± ρ` of
+    /// real time, `ρ` = [`MAX_CLOCK_DRIFT_PPM`](crate::config::MAX_CLOCK_DRIFT_PPM)
+    /// (1%, far above real oscillators and NTP slewing at 500 ppm), no other leader can
+    /// be elected before the lease ends, however long this node stalled meanwhile.
+    pub fn set_clock(&mut self, now_nanos: u64) {
+        if self.clock_nanos.is_none_or(|c| now_nanos > c) {
+            self.clock_nanos = Some(now_nanos);
         }
     }
 

@@ -3,8 +3,9 @@
 //! Every heartbeat broadcast is a numbered round. A read registered now waits for the
 //! next round; once a quorum has echoed that round, the leader was still leader when
 //! the read arrived and the read is released. The send time of the newest confirmed
-//! round also starts the leader lease: followers that echoed it refuse to vote for
-//! anyone else for an election timeout after receiving it.
+//! round (its tick, and the driver's clock reading then) also starts the leader lease:
+//! followers that echoed it refuse to vote for anyone else for an election timeout
+//! after receiving it.
 
 use std::collections::VecDeque;
 
@@ -31,10 +32,20 @@ pub struct ReadOnly {
     pending: VecDeque<PendingRead>,
     /// Reads received before the leader committed an entry of its term.
     parked: Vec<Vec<u8>>,
-    /// `(round, tick it was sent at)`, oldest first, not yet confirmed.
-    sent_at_tick: VecDeque<(u64, u64)>,
-    /// Highest round a quorum confirmed, and the tick it was sent at.
-    confirmed: Option<(u64, u64)>,
+    /// Rounds sent and not yet confirmed, oldest first.
+    sent_at: VecDeque<SentRound>,
+    /// Highest round a quorum confirmed.
+    confirmed: Option<SentRound>,
+}
+
+/// A heartbeat round and when it was sent.
+#[derive(Clone, Copy, Debug)]
+struct SentRound {
+    round: u64,
+    tick: u64,
+    /// The driver's clock when the round was built (`None`: no reading yet). The
+    /// messages leave later, so this is never after the real send time.
+    clock_nanos: Option<u64>,
 }
 
 impl ReadOnly {
@@ -58,14 +69,19 @@ impl ReadOnly {
         self.round_wanted
     }
 
-    /// Starts a new round sent at `now_tick`; returns its number.
-    pub fn next_round(&mut self, now_tick: u64) -> u64 {
+    /// Starts a new round sent at `now_tick` and clock reading `now_clock_nanos`;
+    /// returns its number.
+    pub fn next_round(&mut self, now_tick: u64, now_clock_nanos: Option<u64>) -> u64 {
         self.sent_round += 1;
         self.round_wanted = false;
-        if self.sent_at_tick.len() == MAX_TRACKED_ROUNDS {
-            self.sent_at_tick.pop_front();
+        if self.sent_at.len() == MAX_TRACKED_ROUNDS {
+            self.sent_at.pop_front();
         }
-        self.sent_at_tick.push_back((self.sent_round, now_tick));
+        self.sent_at.push_back(SentRound {
+            round: self.sent_round,
+            tick: now_tick,
+            clock_nanos: now_clock_nanos,
+        });
         self.sent_round
     }
 
@@ -81,12 +97,12 @@ impl ReadOnly {
 
     /// A quorum has echoed `round`: release the reads it covers and extend the lease.
     pub fn confirm(&mut self, round: u64, out: &mut Vec<ReadState>) {
-        while let Some(&(r, tick)) = self.sent_at_tick.front() {
-            if r > round {
+        while let Some(&sent) = self.sent_at.front() {
+            if sent.round > round {
                 break;
             }
-            self.sent_at_tick.pop_front();
-            self.confirmed = Some((r, tick));
+            self.sent_at.pop_front();
+            self.confirmed = Some(sent);
         }
         while self.pending.front().is_some_and(|r| r.round <= round) {
             if let Some(r) = self.pending.pop_front() {
@@ -100,14 +116,19 @@ impl ReadOnly {
 
     /// Tick at which the newest quorum-confirmed round was sent.
     pub fn lease_start_tick(&self) -> Option<u64> {
-        self.confirmed.map(|(_, tick)| tick)
+        self.confirmed.map(|s| s.tick)
+    }
+
+    /// The driver's clock reading when the newest quorum-confirmed round was sent.
+    pub fn lease_start_clock_nanos(&self) -> Option<u64> {
+        self.confirmed.and_then(|s| s.clock_nanos)
     }
 
     /// Drops every pending read and the lease (leadership lost).
     pub fn reset(&mut self) {
         self.pending.clear();
         self.parked.clear();
-        self.sent_at_tick.clear();
+        self.sent_at.clear();
         self.confirmed = None;
         self.round_wanted = false;
     }
@@ -134,12 +155,13 @@ mod tests {
             out.is_empty(),
             "the current round was sent before the reads arrived"
         );
-        let r1 = ro.next_round(10);
+        let r1 = ro.next_round(10, Some(1_000));
         ro.register(7, b"c".to_vec());
-        let r2 = ro.next_round(11);
+        let r2 = ro.next_round(11, None);
         ro.confirm(r1, &mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(ro.lease_start_tick(), Some(10));
+        assert_eq!(ro.lease_start_clock_nanos(), Some(1_000));
         ro.confirm(r2, &mut out);
         assert_eq!(
             out[2],
@@ -149,6 +171,7 @@ mod tests {
             }
         );
         assert_eq!(ro.lease_start_tick(), Some(11));
+        assert_eq!(ro.lease_start_clock_nanos(), None, "no clock, no lease");
         ro.reset();
         assert_eq!(ro.lease_start_tick(), None);
     }

@@ -40,6 +40,8 @@ impl<S: Storage> RawNode<S> {
 
     /// With `lease_reads`: a quorum echoed a heartbeat sent less than an election timeout
     /// (minus a margin) ago, so no other leader can exist yet. Never during a transfer.
+    /// Measured on the driver's clock (see [`RawNode::set_clock`] for the bound) and, as
+    /// a second check, in ticks; without a clock reading there is no lease.
     fn lease_valid(&self) -> bool {
         if !self.cfg.lease_reads || self.lease_revoked || self.lead_transferee.is_some() {
             return false;
@@ -48,7 +50,22 @@ impl<S: Storage> RawNode<S> {
             return false;
         };
         let timeout = self.cfg.election_timeout_ticks as u64;
-        self.ticks + LEASE_MARGIN_TICKS < start + timeout
+        if self.ticks + LEASE_MARGIN_TICKS >= start + timeout {
+            return false;
+        }
+        let (Some(sent), Some(now)) = (self.read_only.lease_start_clock_nanos(), self.clock_nanos)
+        else {
+            return false;
+        };
+        now < sent.saturating_add(self.lease_nanos())
+    }
+
+    /// Length of the lease on the driver's clock.
+    fn lease_nanos(&self) -> u64 {
+        let ticks = (self.cfg.election_timeout_ticks as u64).saturating_sub(1 + LEASE_MARGIN_TICKS);
+        let nanos = ticks as u128 * self.cfg.tick_interval_nanos as u128;
+        let factor = 1_000_000 - 2 * crate::config::MAX_CLOCK_DRIFT_PPM as u128;
+        (nanos * factor / 1_000_000).min(u64::MAX as u128) as u64
     }
 
     /// Called on the first commit of the leader's term.

@@ -95,7 +95,7 @@ impl<S: Storage> RawNode<S> {
 
     /// Sends heartbeats carrying the current ReadIndex round.
     pub(crate) fn bcast_heartbeat(&mut self) {
-        let read_round = self.read_only.next_round(self.ticks);
+        let read_round = self.read_only.next_round(self.ticks, self.clock_nanos);
         let targets: Vec<(NodeId, u64, u64)> = self
             .progress
             .iter()

@@ -11,7 +11,12 @@ pub(crate) struct Network {
     pub applied: BTreeMap<u64, Vec<Entry>>,
     pub queue: Vec<Message>,
     pub cut: Vec<(u64, u64)>,
+    /// The drivers' clock: advanced by one tick interval per `tick_all` round.
+    pub clock_nanos: u64,
 }
+
+/// Tick interval of the test drivers.
+pub(crate) const TICK_NANOS: u64 = 10_000_000;
 
 impl Network {
     pub fn new(ids: &[u64]) -> Self {
@@ -22,6 +27,7 @@ impl Network {
         let mut nodes = BTreeMap::new();
         for &id in ids {
             let mut cfg = Config::new(id);
+            cfg.tick_interval_nanos = TICK_NANOS;
             tweak(&mut cfg);
             nodes.insert(
                 id,
@@ -33,6 +39,7 @@ impl Network {
             applied: BTreeMap::new(),
             queue: Vec::new(),
             cut: Vec::new(),
+            clock_nanos: 0,
         }
     }
 
@@ -92,7 +99,9 @@ impl Network {
 
     pub fn tick_all(&mut self, n: usize) {
         for _ in 0..n {
+            self.clock_nanos += TICK_NANOS;
             for node in self.nodes.values_mut() {
+                node.set_clock(self.clock_nanos);
                 node.tick();
             }
             self.settle();

@@ -331,6 +331,9 @@ fn lease_reads_are_immediate_when_enabled() {
     // Cut off, the lease runs out before anyone else could be elected.
     net.isolate(l);
     for _ in 0..8 {
+        net.clock_nanos += super::raft_paper::TICK_NANOS;
+        let now = net.clock_nanos;
+        net.node(l).set_clock(now);
         net.node(l).tick();
         net.settle();
     }
@@ -341,6 +344,68 @@ fn lease_reads_are_immediate_when_enabled() {
         "lease expired: falls back to ReadIndex"
     );
     net.node(l).advance();
+}
+
+#[test]
+fn a_leader_stalled_longer_than_an_election_timeout_serves_no_lease_read() {
+    use super::raft_paper::TICK_NANOS;
+    let mut net = Network::with_config(&[1, 2, 3], |c| c.lease_reads = true);
+    net.tick_all(30);
+    let l = net.leaders()[0];
+    net.tick_all(1);
+    net.node(l).read_index(b"before".to_vec()).unwrap();
+    let rd = net.node(l).ready().unwrap();
+    assert_eq!(rd.read_states.len(), 1, "the lease holds before the stall");
+    persist(net.node(l), &rd);
+    net.node(l).advance();
+    let served_at = rd.read_states[0].index;
+    // The leader stalls (a long fsync, CPU starvation): no tick, no message, for three
+    // election timeouts of real time. The others elect a leader and commit a write.
+    net.isolate(l);
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|&id| id != l).collect();
+    for _ in 0..30 {
+        net.clock_nanos += TICK_NANOS;
+        let now = net.clock_nanos;
+        for &o in &others {
+            net.node(o).set_clock(now);
+            net.node(o).tick();
+        }
+        net.settle();
+    }
+    let new_leader = others
+        .iter()
+        .copied()
+        .find(|&o| net.nodes[&o].role() == Role::Leader)
+        .expect("the others elected a leader");
+    let w = net.node(new_leader).propose(b"w".to_vec()).unwrap();
+    net.settle();
+    assert!(net.node(new_leader).commit_index() >= w.index);
+    // The old leader resumes. Its driver dropped the ticks it missed: one tick, and the
+    // clock shows the real time. A read arrives before any message from the others.
+    let now = net.clock_nanos;
+    net.node(l).set_clock(now);
+    net.node(l).tick();
+    assert_eq!(net.node(l).role(), Role::Leader, "it does not know yet");
+    net.node(l).read_index(b"after".to_vec()).unwrap();
+    let rd = net.node(l).ready().unwrap();
+    assert!(
+        rd.read_states.is_empty(),
+        "a stalled leader served a lease read at index {} (it served {served_at} before) \
+         while leader {new_leader} had committed {}",
+        rd.read_states.first().map_or(0, |r| r.index),
+        w.index
+    );
+    persist(net.node(l), &rd);
+    net.node(l).advance();
+}
+
+#[test]
+fn lease_reads_need_a_clock() {
+    let mut cfg = Config::new(1);
+    cfg.lease_reads = true;
+    assert!(RawNode::new(cfg.clone(), MemStorage::new_bootstrap([1])).is_err());
+    cfg.tick_interval_nanos = 1;
+    assert!(RawNode::new(cfg, MemStorage::new_bootstrap([1])).is_ok());
 }
 
 #[test]

@@ -265,6 +265,7 @@ impl Sim {
         cfg.pre_vote = self.params.pre_vote;
         cfg.check_quorum = self.params.check_quorum;
         cfg.lease_reads = self.params.lease_reads;
+        cfg.tick_interval_nanos = self.params.tick_ms * 1_000_000;
         cfg.applied_index = applied;
         cfg.seed = self
             .seed
@@ -346,8 +347,13 @@ impl Sim {
             .collect()
     }
 
+    /// Node `id`'s core, its clock set to the virtual time (as a driver does before
+    /// every input).
     fn raft(&mut self, id: u64) -> Option<&mut RawNode<MemStorage>> {
-        self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut())
+        let now_nanos = self.now_ms * 1_000_000;
+        let raft = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut())?;
+        raft.set_clock(now_nanos);
+        Some(raft)
     }
 
     // ----- the run -----
@@ -398,6 +404,7 @@ impl Sim {
                     node.incoming_snapshot = Some((snapshot.index, snapshot.term, sm));
                 }
                 if let Some(r) = node.raft.as_mut() {
+                    r.set_clock(self.now_ms * 1_000_000);
                     r.step(env.msg).map_err(|e| format!("step failed: {e}"))?;
                 }
                 self.process(to)?;

@@ -10,6 +10,7 @@
 //! answered. The WAL's blocking fsync runs on this dedicated thread, never on
 //! an async worker.
 
+mod clock;
 mod counters;
 mod requests;
 mod snapshot;
@@ -265,6 +266,9 @@ fn run(
     cfg.seed = opts.seed;
     cfg.election_timeout_ticks = opts.election_ticks;
     cfg.heartbeat_interval_ticks = opts.heartbeat_ticks;
+    // Ticks never come faster than this on average (missed ones are dropped);
+    // the core bounds a leader lease with it and the clock passed below.
+    cfg.tick_interval_nanos = u64::try_from(opts.tick.as_nanos()).unwrap_or(u64::MAX);
     let mut kv = Store::default();
     storage.load_state(&mut kv).map_err(|e| e.to_string())?;
     view.publish(&kv);
@@ -286,6 +290,8 @@ fn run(
             .chain(inbox.try_iter())
             .take(MAX_BATCH_INPUTS);
         for input in &mut batch {
+            // The core's lease must see the time each input is handled at.
+            node.set_clock(clock::now_nanos());
             match input {
                 Input::Peer(m) => {
                     if let Some(snap) = crate::snapshot_transfer::snapshot_of(&m) {
@@ -332,6 +338,7 @@ fn run(
         }
         let now = Instant::now();
         if now >= next_tick {
+            node.set_clock(clock::now_nanos());
             node.tick();
             next_tick += opts.tick;
             if next_tick < now {
