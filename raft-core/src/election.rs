@@ -30,6 +30,7 @@ impl<S: Storage> RawNode<S> {
         self.broadcast_pending = false;
         self.read_only.reset();
         self.lease_revoked = false;
+        self.stepping_down = None;
     }
 
     /// Becomes a follower of `leader` in `term`.
@@ -280,6 +281,15 @@ impl<S: Storage> RawNode<S> {
                 }
             }
             self.lead_transferee = None;
+        }
+        if let Some(sd) = self.stepping_down.as_mut() {
+            sd.ticks += 1;
+            if sd.ticks >= 2 * self.cfg.election_timeout_ticks {
+                // The new configuration does not answer (partitioned away): waiting
+                // longer cannot help it, and CheckQuorum may be off.
+                self.step_down_to_successor();
+                return;
+            }
         }
         let snapshot_timeout = 2 * self.cfg.election_timeout_ticks;
         for pr in self.progress.values_mut() {

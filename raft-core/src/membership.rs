@@ -3,7 +3,8 @@
 use crate::confchange::{ConfChange, ConfState};
 use crate::entry::{EntryId, EntryKind};
 use crate::error::{Error, Result};
-use crate::raw_node::RawNode;
+use crate::message::MessageBody;
+use crate::raw_node::{RawNode, StepDown};
 use crate::ready::Role;
 use crate::storage::Storage;
 
@@ -47,14 +48,61 @@ impl<S: Storage> RawNode<S> {
             self.lead_transferee = None;
         }
         if !self.conf.is_voter(self.id) {
-            // Removed (or demoted) once C_new is in force: step down (thesis 4.2.2).
-            self.become_follower(self.term, None);
+            // Removed (or demoted) once C_new is in force. Stepping down at once would
+            // be too early (thesis 4.2.2 leaves the leader in charge until C_new is
+            // committed, and here it is, but nobody may know): if no member of C_new
+            // learned that commit, their next leader still counts quorums of the
+            // configuration it last applied, which the operator may already have
+            // shut down, and the cluster stalls for good. So keep leading, without
+            // taking proposals, and keep sending heartbeats that carry the commit
+            // index, until a quorum of C_new has answered one carrying it; then hand
+            // over to a caught-up member of C_new.
+            self.stepping_down = Some(StepDown {
+                conf_index: self.log.applied,
+                ticks: 0,
+            });
+            self.broadcast_pending = true;
+            self.bcast_heartbeat();
+            self.maybe_finish_stepping_down();
             return;
         }
         if self.maybe_commit() {
             self.broadcast_pending = true;
         }
         self.broadcast_pending = true;
+    }
+
+    /// Leader removed from the configuration: steps down once a quorum of the applied
+    /// configuration has learned that the change committed (see `switch_to_conf`), and
+    /// tells the most caught-up voter to campaign at once.
+    pub(crate) fn maybe_finish_stepping_down(&mut self) {
+        let Some(sd) = self.stepping_down else {
+            return;
+        };
+        let known = crate::quorum::joint::committed_index(&self.conf, |id| {
+            self.progress.get(&id).map(|p| p.commit_acked)
+        });
+        if known < sd.conf_index {
+            return;
+        }
+        self.step_down_to_successor();
+    }
+
+    /// Leader removed from the configuration: steps down, first sending TimeoutNow to a
+    /// voter that holds the whole log, if there is one.
+    pub(crate) fn step_down_to_successor(&mut self) {
+        let last = self.log.last_index();
+        let successor = self
+            .progress
+            .iter()
+            .filter(|(id, p)| self.conf.is_voter(**id) && p.match_index == last)
+            .map(|(id, _)| *id)
+            .next();
+        if let Some(to) = successor {
+            self.lease_revoked = true;
+            self.send(to, MessageBody::TimeoutNow);
+        }
+        self.become_follower(self.term, None);
     }
 
     /// Leader: every member of the applied or the latest configuration, each once.

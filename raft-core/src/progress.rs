@@ -37,6 +37,13 @@ pub struct Progress {
     pub tag: u64,
     /// Highest ReadIndex round the peer has confirmed.
     pub read_round_acked: u64,
+    /// Highest commit index the peer is known to have learned: it answered a heartbeat
+    /// that carried it.
+    pub commit_acked: u64,
+    /// A heartbeat round that carried `commit` to the peer and is not yet answered:
+    /// `(round, commit)`. An answer to this round or a later one (later rounds carry no
+    /// smaller commit) proves the peer learned `commit`.
+    pub commit_probe: Option<(u64, u64)>,
 }
 
 impl Progress {
@@ -58,6 +65,8 @@ impl Progress {
             inflights: Inflights::new(max_inflight_msgs, max_inflight_bytes),
             tag,
             read_round_acked: 0,
+            commit_acked: 0,
+            commit_probe: None,
         }
     }
 

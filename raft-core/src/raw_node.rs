@@ -28,6 +28,15 @@ struct InProgress {
     conf_changes: Vec<ConfChange>,
 }
 
+/// A leader that applied a configuration without itself as a voter, waiting to step down.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StepDown {
+    /// A quorum of the new configuration must have learned this index committed.
+    pub conf_index: u64,
+    /// Ticks spent waiting; the leader gives up after two election timeouts.
+    pub ticks: u32,
+}
+
 /// One Raft node as a pure state machine. See the crate docs for the driver loop.
 pub struct RawNode<S: Storage> {
     pub(crate) cfg: Config,
@@ -65,6 +74,9 @@ pub struct RawNode<S: Storage> {
     pub(crate) ticks: u64,
     /// The driver's latest monotonic clock reading (see [`RawNode::set_clock`]).
     pub(crate) clock_nanos: Option<u64>,
+    /// Leader only: removed by the applied configuration, leading until the new one
+    /// knows it is in force.
+    pub(crate) stepping_down: Option<StepDown>,
     /// Leader only: a TimeoutNow went out this term, so the lease may no longer hold.
     pub(crate) lease_revoked: bool,
     /// With lease reads: refuse votes for an election timeout after a restart, since
@@ -128,6 +140,7 @@ impl<S: Storage> RawNode<S> {
             next_progress_tag: 1,
             ticks: 0,
             clock_nanos: None,
+            stepping_down: None,
             lease_revoked: false,
             startup_lease_guard: false,
             broadcast_pending: false,
@@ -528,6 +541,10 @@ impl<S: Storage> RawNode<S> {
         }
         if self.lead_transferee.is_some() {
             return Err(Error::TransferInProgress);
+        }
+        if self.stepping_down.is_some() {
+            // Removed from the configuration: only finishing the hand-over remains.
+            return Err(Error::NotLeader { leader_hint: None });
         }
         Ok(())
     }

@@ -103,6 +103,11 @@ impl<S: Storage> RawNode<S> {
             .map(|(id, pr)| (*id, pr.match_index.min(self.log.committed), pr.tag))
             .collect();
         for (to, commit, tag) in targets {
+            if let Some(pr) = self.progress.get_mut(&to) {
+                if pr.commit_probe.is_none() && commit > pr.commit_acked {
+                    pr.commit_probe = Some((read_round, commit));
+                }
+            }
             self.send(
                 to,
                 MessageBody::Heartbeat {
@@ -239,6 +244,12 @@ impl<S: Storage> RawNode<S> {
             // Nothing came back for a whole window: assume loss and probe again.
             pr.become_probe();
         }
+        if let Some((round, commit)) = pr.commit_probe {
+            if read_round >= round {
+                pr.commit_acked = pr.commit_acked.max(commit);
+                pr.commit_probe = None;
+            }
+        }
         let lagging = pr.match_index < last_index || pr.state == ProgressState::Probe;
         let round_news = read_round > pr.read_round_acked;
         if round_news {
@@ -250,6 +261,7 @@ impl<S: Storage> RawNode<S> {
         if round_news && (self.conf.is_voter(from) || self.latest_conf.is_voter(from)) {
             self.confirm_reads();
         }
+        self.maybe_finish_stepping_down();
     }
 
     // ----- follower side -----

@@ -489,3 +489,118 @@ fn a_read_starts_its_heartbeat_round_without_waiting_for_a_tick() {
         "confirmed by a quorum without any tick"
     );
 }
+
+/// Issue 15: a membership change that removes the leader, then every removed node is
+/// stopped at once, the moment the leader steps down. The commit of the change must
+/// be known to the new configuration by then, or its next leader keeps counting
+/// quorums of a configuration that is gone.
+#[test]
+fn removing_the_leader_then_stopping_every_removed_node_does_not_stall() {
+    use super::raft_paper::TICK_NANOS;
+    let mut net = Network::new(&[1, 2, 3]);
+    for id in [4, 5] {
+        let mut cfg = Config::new(id);
+        cfg.tick_interval_nanos = TICK_NANOS;
+        net.nodes
+            .insert(id, RawNode::new(cfg, MemStorage::new()).unwrap());
+    }
+    net.elect(1);
+    let learners = ConfChange {
+        changes: vec![
+            ConfChangeSingle::AddLearner(4),
+            ConfChangeSingle::AddLearner(5),
+        ],
+    };
+    net.node(1).propose_conf_change(learners, vec![]).unwrap();
+    net.tick_all(3);
+    assert!(net
+        .nodes
+        .values()
+        .all(|n| n.applied_index() == net.nodes[&1].applied_index()));
+    // C_old = {1,2,3}, C_new = {3,4,5}: the new members are no quorum of the old.
+    let swap = ConfChange {
+        changes: vec![
+            ConfChangeSingle::AddVoter(4),
+            ConfChangeSingle::AddVoter(5),
+            ConfChangeSingle::Remove(1),
+            ConfChangeSingle::Remove(2),
+        ],
+    };
+    net.node(1).propose_conf_change(swap, vec![]).unwrap();
+    // Deliver everything, except that the network loses what the leader sends in the
+    // batch where it applies C_new (the appends carrying its commit).
+    let mut lost_commit = false;
+    for _ in 0..200 {
+        for (id, node) in net.nodes.iter_mut() {
+            while node.has_ready() {
+                let rd = node.ready().unwrap();
+                let applies_c_new = *id == 1
+                    && rd.committed_entries.iter().any(
+                        |e| matches!(&e.kind, EntryKind::ConfChange(cc) if cc.changes.is_empty()),
+                    );
+                if applies_c_new {
+                    lost_commit = true;
+                } else {
+                    net.queue.extend(rd.messages);
+                }
+                if let Some(s) = &rd.snapshot {
+                    node.storage_mut().apply_snapshot(s.clone());
+                }
+                node.storage_mut().append(&rd.entries);
+                if let Some(hs) = rd.hard_state {
+                    node.storage_mut().set_hard_state(hs);
+                }
+                net.queue.extend(rd.persisted_messages);
+                node.advance();
+            }
+        }
+        if lost_commit && net.node(1).role() != Role::Leader {
+            break;
+        }
+        if net.queue.is_empty() {
+            net.tick_all(1);
+            continue;
+        }
+        for m in std::mem::take(&mut net.queue) {
+            let to = m.to;
+            net.node(to).step(m).unwrap();
+        }
+    }
+    assert!(lost_commit, "the leader applied C_new");
+    assert_ne!(
+        net.node(1).role(),
+        Role::Leader,
+        "the removed leader stepped down"
+    );
+    // The operator stops every removed node the moment the leader steps down.
+    net.isolate(1);
+    net.isolate(2);
+    net.queue.clear();
+    let mut leader = None;
+    for _ in 0..100 {
+        net.clock_nanos += TICK_NANOS;
+        let now = net.clock_nanos;
+        for id in [3, 4, 5] {
+            net.node(id).set_clock(now);
+            net.node(id).tick();
+        }
+        net.settle();
+        leader = [3, 4, 5]
+            .into_iter()
+            .find(|&id| net.nodes[&id].role() == Role::Leader);
+        if leader.is_some() {
+            break;
+        }
+    }
+    let leader = leader.expect("C_new elected a leader");
+    let w = net.node(leader).propose(b"after".to_vec()).unwrap();
+    net.tick_all(5);
+    assert!(
+        net.nodes[&leader].commit_index() >= w.index,
+        "the new configuration {{3,4,5}} cannot commit without the stopped nodes: \
+         leader {leader} commit {} < {}, applied conf {:?}",
+        net.nodes[&leader].commit_index(),
+        w.index,
+        net.nodes[&leader].conf_state()
+    );
+}
