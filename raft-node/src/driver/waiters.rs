@@ -266,6 +266,14 @@ fn lagging_promotion(
             return None;
         }
         let matched = match_of(id)?;
+        if matched == 0 {
+            // Not even the snapshot it starts from: not running, or never reached.
+            // As a voter it would count toward every quorum while helping none.
+            return Some(format!(
+                "learner {id} has replicated nothing yet as far as the leader knows; \
+                 start it and retry once it has caught up"
+            ));
+        }
         let behind = last_index.saturating_sub(matched);
         (behind > max_lag).then(|| {
             format!(
@@ -312,6 +320,11 @@ mod promotion_tests {
             lagging_promotion(&conf(), &promote(5), 5_000, |_| Some(0), 1_000),
             None
         );
+        // A learner that never answered is refused however short the log is.
+        let why = lagging_promotion(&conf(), &promote(4), 5, |_| Some(0), 1_000);
+        assert!(why
+            .unwrap()
+            .contains("learner 4 has replicated nothing yet"));
         // Off the leader nothing is known; the core refuses the change itself.
         assert_eq!(
             lagging_promotion(&conf(), &promote(4), 5_000, |_| None, 1_000),

@@ -1,6 +1,7 @@
 //! Status, metrics, membership and leadership transfer.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{header, Uri};
@@ -11,7 +12,7 @@ use serde::Deserialize;
 
 use super::{ApiError, ApiState};
 use crate::config::Member;
-use crate::driver::Request;
+use crate::driver::{ClientError, Request};
 
 fn role_name(r: Option<Role>) -> &'static str {
     match r {
@@ -99,8 +100,23 @@ async fn change(
     }
 }
 
+/// How long a member added through `POST /v1/members` as a voter may take to
+/// catch up as a learner before its automatic promotion is abandoned.
+const PROMOTE_WITHIN: Duration = Duration::from_secs(600);
+
+/// Pause between two promotion attempts.
+const PROMOTE_RETRY: Duration = Duration::from_millis(250);
+
 /// `POST /v1/members` `{"id","peer_addr","client_addr","learner"?}`: add or
 /// promote a member; answered once the change is applied.
+///
+/// A new member asked for as a voter is added as a learner first (the answer
+/// says `"learner": true`) and promoted by this node once it has caught up:
+/// an empty voter would count toward every quorum at once while it can help
+/// none, so one more failure could stall the cluster. If this node stops
+/// leading meanwhile, or the learner does not catch up within ten minutes,
+/// the promotion is abandoned (logged); posting again promotes a learner
+/// that has caught up.
 pub(super) async fn add_member(
     State(state): State<Arc<ApiState>>,
     uri: Uri,
@@ -125,6 +141,22 @@ pub(super) async fn add_member(
         client_addr: m.client_addr,
     };
     let context = postcard::to_stdvec(&member).expect("encoding into a Vec cannot fail");
+    let status = state.driver.status();
+    let is_member = [&status.voters, &status.voters_outgoing, &status.learners]
+        .iter()
+        .any(|ids| ids.contains(&m.id));
+    if !m.learner && !is_member {
+        let learner = ConfChange {
+            changes: vec![ConfChangeSingle::AddLearner(m.id)],
+        };
+        let Json(added) = change(&state, learner, context.clone(), &uri).await?;
+        promote_when_caught_up(state.clone(), m.id, context);
+        return Ok(Json(serde_json::json!({
+            "index": added["index"],
+            "learner": true,
+            "promotion": "automatic once it has caught up",
+        })));
+    }
     change(
         &state,
         ConfChange {
@@ -134,6 +166,51 @@ pub(super) async fn add_member(
         &uri,
     )
     .await
+}
+
+/// Promotes learner `id` once the driver accepts it (it refuses while the
+/// learner lags: `ClientError::Busy`).
+fn promote_when_caught_up(state: Arc<ApiState>, id: u64, context: Vec<u8>) {
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + PROMOTE_WITHIN;
+        loop {
+            tokio::time::sleep(PROMOTE_RETRY).await;
+            if !state.driver.status().learners.contains(&id) {
+                tracing::info!(
+                    member = id,
+                    "no longer a learner here; automatic promotion ends"
+                );
+                return;
+            }
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            state.driver.submit(Request::ChangeMembers {
+                change: ConfChange {
+                    changes: vec![ConfChangeSingle::AddVoter(id)],
+                },
+                context: context.clone(),
+                reply,
+            });
+            match rx.await.map_err(ClientError::from).and_then(|r| r) {
+                Ok(index) => {
+                    tracing::info!(member = id, index, "learner caught up; promoted to voter");
+                    return;
+                }
+                // Still catching up, or another change is in progress.
+                Err(ClientError::Busy(_) | ClientError::Timeout) => {}
+                Err(e) => {
+                    tracing::warn!(member = id, error = %e, "automatic promotion abandoned; POST /v1/members again to promote");
+                    return;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    member = id,
+                    "learner did not catch up in time; automatic promotion abandoned"
+                );
+                return;
+            }
+        }
+    });
 }
 
 /// `DELETE /v1/members/{id}`: remove a member.
