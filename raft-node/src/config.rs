@@ -18,7 +18,7 @@
 //! `heartbeat_interval_ms = 50`, `snapshot_threshold_entries = 10000`,
 //! `snapshot_keep = 2`, `trailing_entries = 1000`, `max_value_bytes = 1048576`,
 //! `request_timeout_ms = 5000`, `join = false`, `max_request_bytes = 1572864`,
-//! `quota_backend_bytes = 2147483648`. Unknown keys are an error that names them.
+//! `quota_backend_bytes = 2147483648`, `watch_progress_notify_interval_ms = 600000`. Unknown keys are an error that names them.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -90,6 +90,10 @@ pub struct NodeConfig {
     /// (etcd's `--quota-backend-bytes`).
     #[serde(default = "defaults::quota_backend_bytes")]
     pub quota_backend_bytes: u64,
+    /// How often an idle watch that asked for progress notifications hears
+    /// the current revision (etcd's default: 10 minutes).
+    #[serde(default = "defaults::watch_progress_notify_interval_ms")]
+    pub watch_progress_notify_interval_ms: u64,
 }
 
 mod defaults {
@@ -119,6 +123,9 @@ mod defaults {
     }
     pub fn quota_backend_bytes() -> u64 {
         crate::api::etcd::DEFAULT_QUOTA_BYTES
+    }
+    pub fn watch_progress_notify_interval_ms() -> u64 {
+        600_000
     }
 }
 
@@ -203,6 +210,9 @@ impl NodeConfig {
         }
         if self.request_timeout_ms == 0 {
             return err("request_timeout_ms must be positive".into());
+        }
+        if self.watch_progress_notify_interval_ms == 0 {
+            return err("watch_progress_notify_interval_ms must be positive".into());
         }
         Ok(())
     }

@@ -23,3 +23,4 @@ pub mod mvcc;
 pub mod server;
 pub mod snapshot_transfer;
 pub mod storage;
+pub mod watch;

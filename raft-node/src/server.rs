@@ -176,6 +176,7 @@ impl Server {
             max_request_bytes: cfg.max_request_bytes,
             quota_bytes: cfg.quota_backend_bytes,
             request_timeout,
+            watch_progress_interval: Duration::from_millis(cfg.watch_progress_notify_interval_ms),
         });
 
         let listener = tokio::net::TcpListener::bind(cfg.client_addr)

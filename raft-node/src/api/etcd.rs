@@ -40,6 +40,8 @@ pub struct EtcdApi {
     pub quota_bytes: u64,
     /// How long a client waits for an answer.
     pub request_timeout: Duration,
+    /// How often an idle watch with `progress_notify` hears the revision.
+    pub watch_progress_interval: Duration,
 }
 
 impl EtcdApi {

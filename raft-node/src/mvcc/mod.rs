@@ -13,6 +13,7 @@
 
 mod command;
 mod error;
+mod events;
 mod key_history;
 mod range;
 mod snapshot;
@@ -27,6 +28,7 @@ use imbl::OrdMap;
 
 pub use command::{Command, FORMAT_V1};
 pub use error::MvccError;
+pub use events::RECENT_CHANGES;
 pub use key_history::{KeyHistory, Version};
 pub use range::KeyRange;
 pub use txn::{check_txn, MAX_TXN_OPS};
@@ -86,6 +88,10 @@ pub struct Store {
     /// the member it added (its addresses), by node id. Replicated state: it
     /// travels in snapshots.
     members: BTreeMap<u64, Vec<u8>>,
+    /// Recent changes for watchers, oldest first (not replicated state).
+    recent: imbl::Vector<events::Change>,
+    /// Every change at or after this revision is in `recent`.
+    recent_from: i64,
 }
 
 impl Default for Store {
@@ -101,6 +107,8 @@ impl Default for Store {
             digest: 0,
             alarms: BTreeSet::new(),
             members: BTreeMap::new(),
+            recent: imbl::Vector::new(),
+            recent_from: 1,
         }
     }
 }
@@ -404,6 +412,11 @@ impl SharedStore {
     /// Publishes `store` as the latest view.
     pub fn publish(&self, store: &Store) {
         self.0.send_replace(Arc::new(store.clone()));
+    }
+
+    /// A receiver that sees every view published from now on (watchers).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Store>> {
+        self.0.subscribe()
     }
 
     /// Waits until a view that has applied `index` is published, and returns it.

@@ -172,6 +172,7 @@ impl Store {
         read_record(input, &mut buf)?;
         let scalars: Scalars = decode(&buf)?;
         let mut restored = Store {
+            recent_from: scalars.revision + 1,
             revision: scalars.revision,
             compact_revision: scalars.compact_revision,
             applied_index: index,

@@ -484,3 +484,71 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn events_come_in_revision_order_from_the_index_and_from_a_scan_alike() {
+    let mut s = Store::default();
+    put(&mut s, "a", "1");
+    put(&mut s, "b", "1");
+    let t = TxnRequest {
+        compare: vec![],
+        success: vec![
+            op_put("c", "1"),
+            op_put("a", "2"),
+            RequestOp {
+                request: Some(Op::RequestDeleteRange(DeleteRangeRequest {
+                    key: b"b".to_vec(),
+                    range_end: Vec::new(),
+                    prev_kv: false,
+                })),
+            },
+        ],
+        failure: vec![],
+    };
+    apply(&mut s, Request::Txn(t)).unwrap();
+    put(&mut s, "zz", "out of range");
+    let all = KeyRange::new(b"a", b"d");
+    let from_index = s.events(&all, 2, s.revision(), true).unwrap();
+    let summary: Vec<(String, i64, i32)> = from_index
+        .iter()
+        .map(|e| {
+            let kv = e.kv.as_ref().unwrap();
+            (
+                String::from_utf8(kv.key.clone()).unwrap(),
+                kv.mod_revision,
+                e.r#type,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("a".into(), 2, 0),
+            ("b".into(), 3, 0),
+            ("c".into(), 4, 0),
+            ("a".into(), 4, 0),
+            ("b".into(), 4, 1)
+        ]
+    );
+    assert_eq!(from_index[3].prev_kv.as_ref().unwrap().value, b"1");
+    assert_eq!(from_index[4].prev_kv.as_ref().unwrap().value, b"1");
+    // A restored store has no recent-change index: the scan answers the same.
+    let mut bytes = Vec::new();
+    s.write_snapshot(&mut bytes).unwrap();
+    let mut r = Store::default();
+    r.restore_snapshot(s.applied_index(), &mut bytes.as_slice())
+        .unwrap();
+    assert_eq!(r.events(&all, 2, r.revision(), true).unwrap(), from_index);
+    // Compacted history cannot be watched.
+    let now = s.revision();
+    apply(
+        &mut s,
+        Request::Compaction(CompactionRequest {
+            revision: now,
+            physical: false,
+        }),
+    )
+    .unwrap();
+    assert_eq!(s.events(&all, 2, now, false), Err(MvccError::Compacted));
+    assert!(s.events(&all, now + 1, now, false).unwrap().is_empty());
+}

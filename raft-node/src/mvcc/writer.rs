@@ -125,6 +125,7 @@ impl<'a> Writer<'a> {
             store.live_keys += 1;
         }
         store.keys.entry(key.clone()).or_default().push(version);
+        store.record_change(self.rev, self.sub - 1, &key);
         Ok(PutResponse {
             header: None,
             prev_kv: if p.prev_kv {
@@ -165,6 +166,7 @@ impl<'a> Writer<'a> {
             store.digest = store.digest.wrapping_sub(pair_hash(key, old));
             store.live_keys -= 1;
             store.keys.entry(key.clone()).or_default().push(tombstone);
+            store.record_change(self.rev, self.sub - 1, key);
             if d.prev_kv {
                 prev_kvs.push(key_value(key, prev, false));
             }
