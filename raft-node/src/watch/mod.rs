@@ -162,7 +162,7 @@ impl<H: Headers> WatchStream<H> {
         let view = self.store.get();
         let header = Some(self.headers.header(view.revision()));
         let refuse = |id: i64, why: &str| WatchResponse {
-            header: header.clone(),
+            header,
             watch_id: id,
             created: true,
             canceled: true,
