@@ -99,7 +99,7 @@ impl Default for SnapshotPolicy {
 pub struct StorageIo {
     /// The file system (tests inject faults through `raft_wal::fault::FaultFs`).
     pub fs: std::sync::Arc<dyn raft_wal::fs::Fs>,
-    /// WAL options (segment size...).
+    /// WAL options (segment size...); the production preset by default.
     pub wal: Options,
 }
 
@@ -107,7 +107,7 @@ impl Default for StorageIo {
     fn default() -> Self {
         StorageIo {
             fs: std::sync::Arc::new(raft_wal::fs::StdFs),
-            wal: Options::default(),
+            wal: Options::production(),
         }
     }
 }

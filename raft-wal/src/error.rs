@@ -9,6 +9,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What was wrong with a record, segment or meta file that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CorruptionKind {
     /// The stored CRC32 does not match the record's header, payload and segment id.
     BadChecksum,
@@ -41,6 +42,9 @@ pub enum CorruptionKind {
     BadMeta,
     /// A file name in the WAL directory that looks like a segment but cannot be parsed.
     BadFileName,
+    /// The metadata value is not what the layer reading it expects (for the
+    /// Raft layer: not an encoded hard state).
+    BadMetadata,
 }
 
 impl fmt::Display for CorruptionKind {
@@ -60,12 +64,16 @@ impl fmt::Display for CorruptionKind {
             CorruptionKind::Unsealed => write!(f, "sealed segment has no seal record"),
             CorruptionKind::BadMeta => write!(f, "meta file is damaged"),
             CorruptionKind::BadFileName => write!(f, "unparseable segment file name"),
+            CorruptionKind::BadMetadata => write!(f, "metadata value is not in the expected form"),
         }
     }
 }
 
 /// Every error the WAL can return.
+///
+/// Matching is by variant; new variants may be added in minor releases.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// An I/O operation failed. For writes and syncs this also poisons the handle.
     Io {
@@ -77,13 +85,14 @@ pub enum Error {
         source: io::Error,
     },
     /// The disk is full. The log is exactly as it was after the last successful
-    /// [`sync`](crate::Wal::sync); the handle stays usable.
+    /// [`sync`](crate::Log::sync); the handle stays usable.
     NoSpace {
         /// The file that could not grow.
         path: PathBuf,
     },
     /// Data on disk failed validation. The open fails rather than drop data that
-    /// may have been acknowledged.
+    /// may have been acknowledged (see [`RecoveryMode`](crate::RecoveryMode)
+    /// and [`repair`](crate::repair) for the alternatives).
     Corruption {
         /// The damaged file.
         file: PathBuf,
@@ -100,19 +109,69 @@ pub enum Error {
     /// An earlier write or fsync failed; this handle refuses all further calls.
     /// Reopen the WAL to continue from what is durably on disk.
     Poisoned {
-        /// The first failure.
-        cause: String,
+        /// What the WAL was doing when it failed (`"fdatasync"`, `"write"`...).
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The first failure: same [`kind`](io::Error::kind) and
+        /// [`raw_os_error`](io::Error::raw_os_error) as the original error.
+        source: io::Error,
     },
-    /// The caller asked for something the log cannot do (a non-contiguous append,
-    /// a truncation outside the log, an oversized entry...). Nothing was changed.
-    InvalidArgument(String),
-    /// A read asked for indexes outside `[first_index, last_index]`.
+    /// The handle was opened read-only and a write was attempted.
+    ReadOnly,
+    /// The options passed to open are unusable; nothing was opened.
+    InvalidOptions {
+        /// Which option and why.
+        reason: &'static str,
+    },
+    /// A Raft-layer append named an index other than the next one.
+    NotNextIndex {
+        /// The index given.
+        index: u64,
+        /// The index the log assigns next (`last_index + 1`).
+        expected: u64,
+    },
+    /// An entry is larger than a record can hold.
+    EntryTooLarge {
+        /// Size of the entry.
+        bytes: usize,
+        /// The limit.
+        max_bytes: usize,
+    },
+    /// A metadata value is larger than the slot holds.
+    MetadataTooLarge {
+        /// Size of the value.
+        bytes: usize,
+        /// The limit.
+        max_bytes: usize,
+    },
+    /// A truncation or compaction boundary lies outside
+    /// `[first_index, last_index + 1]`. Nothing was changed.
+    BoundaryOutOfRange {
+        /// The operation (`"truncate_from"`, `"compact_before"`...).
+        op: &'static str,
+        /// The boundary given.
+        index: u64,
+        /// First index held.
+        first_index: u64,
+        /// Last index held.
+        last_index: u64,
+    },
+    /// A Raft-layer snapshot marker does not move forward (or has index 0).
+    SnapshotMarkerNotNewer {
+        /// The marker given.
+        index: u64,
+        /// The current marker's index (0: none).
+        current: u64,
+    },
+    /// A read asked for indexes outside `[first_index, last_index]` (for a
+    /// [`LogReader`](crate::LogReader): `[first_index, last_synced_index]`).
     OutOfRange {
         /// Requested index.
         index: u64,
         /// First index held.
         first_index: u64,
-        /// Last index held.
+        /// Last index held (or visible).
         last_index: u64,
     },
 }
@@ -140,10 +199,39 @@ impl fmt::Display for Error {
                 "WAL directory {} is locked by another process or handle",
                 dir.display()
             ),
-            Error::Poisoned { cause } => {
-                write!(f, "WAL handle is poisoned by an earlier failure: {cause}")
-            }
-            Error::InvalidArgument(msg) => write!(f, "invalid WAL request: {msg}"),
+            Error::Poisoned { op, path, source } => write!(
+                f,
+                "WAL handle is poisoned by an earlier failure during {op} on {}: {source}",
+                path.display()
+            ),
+            Error::ReadOnly => write!(f, "the WAL was opened read-only"),
+            Error::InvalidOptions { reason } => write!(f, "invalid WAL options: {reason}"),
+            Error::NotNextIndex { index, expected } => write!(
+                f,
+                "append of index {index}, but the next index is {expected}"
+            ),
+            Error::EntryTooLarge { bytes, max_bytes } => write!(
+                f,
+                "entry of {bytes} bytes exceeds the limit of {max_bytes} bytes"
+            ),
+            Error::MetadataTooLarge { bytes, max_bytes } => write!(
+                f,
+                "metadata of {bytes} bytes exceeds the limit of {max_bytes} bytes"
+            ),
+            Error::BoundaryOutOfRange {
+                op,
+                index,
+                first_index,
+                last_index,
+            } => write!(
+                f,
+                "{op}({index}) outside [{first_index}, {}]",
+                last_index + 1
+            ),
+            Error::SnapshotMarkerNotNewer { index, current } => write!(
+                f,
+                "snapshot marker at index {index} is not newer than the current one at {current}"
+            ),
             Error::OutOfRange {
                 index,
                 first_index,
@@ -159,7 +247,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io { source, .. } => Some(source),
+            Error::Io { source, .. } | Error::Poisoned { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -183,9 +271,97 @@ impl Error {
             kind,
         }
     }
+
+    /// True if this is a full disk ([`Error::NoSpace`]).
+    ///
+    /// ```
+    /// let e = raft_wal::Error::NoSpace { path: "/wal/x".into() };
+    /// assert!(e.is_no_space());
+    /// ```
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Error::NoSpace { .. })
+    }
+}
+
+/// The first failure that poisoned a handle, kept so that every later call
+/// can return an [`Error::Poisoned`] with the same kind and OS error.
+#[derive(Debug, Clone)]
+pub(crate) struct PoisonCause {
+    op: &'static str,
+    path: PathBuf,
+    kind: io::ErrorKind,
+    raw_os_error: Option<i32>,
+    message: String,
+}
+
+impl PoisonCause {
+    pub(crate) fn of(err: &Error, dir: &std::path::Path) -> PoisonCause {
+        match err {
+            Error::Io { op, path, source } | Error::Poisoned { op, path, source } => PoisonCause {
+                op,
+                path: path.clone(),
+                kind: source.kind(),
+                raw_os_error: source.raw_os_error(),
+                message: source.to_string(),
+            },
+            Error::NoSpace { path } => PoisonCause {
+                op: "write",
+                path: path.clone(),
+                kind: io::ErrorKind::StorageFull,
+                raw_os_error: enospc(),
+                message: "no space left on device".into(),
+            },
+            other => PoisonCause {
+                op: "wal",
+                path: dir.to_path_buf(),
+                kind: io::ErrorKind::Other,
+                raw_os_error: None,
+                message: other.to_string(),
+            },
+        }
+    }
+
+    pub(crate) fn to_error(&self) -> Error {
+        let source = match self.raw_os_error {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(self.kind, self.message.clone()),
+        };
+        Error::Poisoned {
+            op: self.op,
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+#[cfg(unix)]
+fn enospc() -> Option<i32> {
+    Some(libc::ENOSPC)
+}
+
+#[cfg(not(unix))]
+fn enospc() -> Option<i32> {
+    None
 }
 
 /// True if `err` means the device is out of space.
 pub(crate) fn is_no_space(err: &io::Error) -> bool {
-    err.raw_os_error() == Some(libc::ENOSPC) || err.kind() == io::ErrorKind::StorageFull
+    err.kind() == io::ErrorKind::StorageFull || {
+        #[cfg(unix)]
+        {
+            err.raw_os_error() == Some(libc::ENOSPC)
+        }
+        #[cfg(not(unix))]
+        {
+            false
+        }
+    }
+}
+
+/// The I/O error for "no space", as the OS reports it.
+pub(crate) fn no_space_io_error() -> io::Error {
+    match enospc() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::from(io::ErrorKind::StorageFull),
+    }
 }

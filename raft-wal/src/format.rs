@@ -10,8 +10,12 @@
 //! `len_kind` word and the payload, so a record copied into another segment fails
 //! the check. Entry payloads carry their index and term, so those are covered too.
 //! A header word of all zeros marks the end of written data in a preallocated file.
+//!
+//! Segment format versions: 1 had entries, hard states, truncations, seals and
+//! snapshot markers; 2 adds the opaque metadata record (kind 7). Version 1
+//! segments are still read; new segments are written as version 2.
 
-use crate::types::HardState;
+use crate::raft::HardState;
 
 /// Bytes of the fixed record header (crc + len_kind).
 pub(crate) const RECORD_HEADER_BYTES: usize = 8;
@@ -21,7 +25,13 @@ pub(crate) const MAX_PAYLOAD_BYTES: usize = (1 << 28) - 1;
 pub(crate) const ENTRY_PREFIX_BYTES: usize = 16;
 
 const SEGMENT_MAGIC: &[u8; 8] = b"RAFTWAL\x01";
-const FORMAT_VERSION: u32 = 1;
+/// Segment format this version writes.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// Oldest segment format this version reads.
+const OLDEST_FORMAT_VERSION: u32 = 1;
+/// Largest metadata value [`encode_metadata`] accepts (it is copied into the
+/// head of every new segment, so it must stay small).
+pub(crate) const MAX_METADATA_BYTES: usize = 64 << 10;
 const META_MAGIC: &[u8; 8] = b"RWALMETA";
 /// Format of the meta file this version writes (2 added the snapshot marker;
 /// format 1 files are still read).
@@ -42,6 +52,7 @@ pub(crate) enum Kind {
     Truncate = 4,
     Seal = 5,
     SnapshotMarker = 6,
+    Metadata = 7,
 }
 
 impl Kind {
@@ -53,13 +64,16 @@ impl Kind {
             4 => Kind::Truncate,
             5 => Kind::Seal,
             6 => Kind::SnapshotMarker,
+            7 => Kind::Metadata,
             _ => return None,
         })
     }
 }
 
-/// A decoded record borrowing from the segment bytes.
+/// A decoded record borrowing from the segment bytes, as shown to
+/// [`inspect`](crate::inspect) visitors.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Record<'a> {
     /// First record of every segment.
     Header {
@@ -72,13 +86,18 @@ pub enum Record<'a> {
     Entry {
         /// Entry index.
         index: u64,
-        /// Entry term.
+        /// Entry term (Raft layer); 0 for entries appended through the
+        /// general [`Log`](crate::Log) API.
         term: u64,
         /// Entry payload.
         data: &'a [u8],
     },
-    /// A hard state; the newest one wins.
+    /// A hard state written by format 1 (the newest metadata record of
+    /// either kind wins; format 2 writes [`Record::Metadata`] instead).
     HardState(HardState),
+    /// The opaque metadata value set with
+    /// [`Log::set_metadata`](crate::Log::set_metadata); the newest one wins.
+    Metadata(&'a [u8]),
     /// Every entry at or above `from` is discarded.
     Truncate {
         /// First discarded index.
@@ -107,7 +126,7 @@ pub(crate) enum Decoded<'a> {
 pub(crate) type SnapshotMarker = (u64, u64);
 
 /// Highest record kind this version knows.
-pub(crate) const MAX_KIND: u32 = Kind::SnapshotMarker as u32;
+pub(crate) const MAX_KIND: u32 = Kind::Metadata as u32;
 
 fn crc(seq: u64, len_kind: u32, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
@@ -161,15 +180,42 @@ pub(crate) fn encode_entry(out: &mut Vec<u8>, seq: u64, index: u64, term: u64, d
     encode(out, seq, Kind::Entry, &[&p, data]);
 }
 
-pub(crate) fn encode_hard_state(out: &mut Vec<u8>, seq: u64, hs: &HardState) {
-    let mut p = [0u8; 25];
+/// Bytes of an encoded hard state.
+pub(crate) const HARD_STATE_BYTES: usize = 25;
+
+/// The 25-byte encoding of a hard state (the payload of a format-1 hard-state
+/// record, and the Raft layer's metadata value).
+pub(crate) fn hard_state_bytes(hs: &HardState) -> [u8; HARD_STATE_BYTES] {
+    let mut p = [0u8; HARD_STATE_BYTES];
     p[0..8].copy_from_slice(&hs.term.to_le_bytes());
     p[8..16].copy_from_slice(&hs.commit.to_le_bytes());
     if let Some(v) = hs.vote {
         p[16..24].copy_from_slice(&v.to_le_bytes());
         p[24] = 1;
     }
-    encode(out, seq, Kind::HardState, &[&p]);
+    p
+}
+
+/// Decodes [`hard_state_bytes`]; `None` if `p` is not such an encoding.
+pub(crate) fn decode_hard_state(p: &[u8]) -> Option<HardState> {
+    if p.len() != HARD_STATE_BYTES || p[24] > 1 {
+        return None;
+    }
+    Some(HardState {
+        term: u64_at(p, 0),
+        commit: u64_at(p, 8),
+        vote: (p[24] == 1).then(|| u64_at(p, 16)),
+    })
+}
+
+#[cfg(test)]
+pub(crate) fn encode_hard_state(out: &mut Vec<u8>, seq: u64, hs: &HardState) {
+    encode(out, seq, Kind::HardState, &[&hard_state_bytes(hs)]);
+}
+
+pub(crate) fn encode_metadata(out: &mut Vec<u8>, seq: u64, value: &[u8]) {
+    debug_assert!(value.len() <= MAX_METADATA_BYTES, "caller checks size");
+    encode(out, seq, Kind::Metadata, &[value]);
 }
 
 pub(crate) fn encode_truncate(out: &mut Vec<u8>, seq: u64, from: u64) {
@@ -222,7 +268,7 @@ pub(crate) fn decode(buf: &[u8], off: usize, seq: u64) -> Decoded<'_> {
         Kind::Header => {
             if len != 32
                 || &payload[0..8] != SEGMENT_MAGIC
-                || u32_at(payload, 8) != FORMAT_VERSION
+                || !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&u32_at(payload, 8))
                 || u64_at(payload, 16) != seq
             {
                 return Decoded::Invalid(C::BadSegmentHeader);
@@ -242,16 +288,11 @@ pub(crate) fn decode(buf: &[u8], off: usize, seq: u64) -> Decoded<'_> {
                 data: &payload[ENTRY_PREFIX_BYTES..],
             }
         }
-        Kind::HardState => {
-            if len != 25 || payload[24] > 1 {
-                return Decoded::Invalid(C::BadPayload);
-            }
-            Record::HardState(HardState {
-                term: u64_at(payload, 0),
-                commit: u64_at(payload, 8),
-                vote: (payload[24] == 1).then(|| u64_at(payload, 16)),
-            })
-        }
+        Kind::HardState => match decode_hard_state(payload) {
+            Some(hs) => Record::HardState(hs),
+            None => return Decoded::Invalid(C::BadPayload),
+        },
+        Kind::Metadata => Record::Metadata(payload),
         Kind::Truncate => {
             if len != 8 {
                 return Decoded::Invalid(C::BadPayload);

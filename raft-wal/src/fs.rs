@@ -5,8 +5,6 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Deref;
-use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -104,11 +102,11 @@ impl FsFile for StdFile {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.0.read_exact_at(buf, offset)
+        positional::read_exact_at(&self.0, buf, offset)
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.0.write_all_at(buf, offset)
+        positional::write_all_at(&self.0, buf, offset)
     }
 
     fn sync_data(&self) -> io::Result<()> {
@@ -116,19 +114,7 @@ impl FsFile for StdFile {
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {
-        let len_off = libc::off_t::try_from(len)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
-        // SAFETY: plain syscall on a file descriptor we own.
-        let rc = unsafe { libc::fallocate(self.0.as_raw_fd(), 0, 0, len_off) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
-            // File systems without fallocate get a sparse file of the right size.
-            return self.0.set_len(len);
-        }
-        Err(err)
+        reserve(&self.0, len)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
@@ -144,6 +130,88 @@ impl FsFile for StdFile {
         // mapped file below bytes it reads.
         let map = unsafe { memmap2::Mmap::map(&self.0)? };
         Ok(Mapping::new(Arc::new(map), true))
+    }
+}
+
+/// Reserves `len` bytes for `file` with `fallocate(2)`, so a full disk fails
+/// here rather than at a later write.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn reserve(file: &File, len: u64) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let len_off = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+    // SAFETY: plain syscall on a file descriptor we own.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len_off) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        // File systems without fallocate get a sparse file of the right size.
+        return file.set_len(len);
+    }
+    Err(err)
+}
+
+/// Portable reservation: extend the file to `len`. The caller zero-fills the
+/// file with real writes and fsyncs it, and those writes are what allocate
+/// the blocks (and fail with `ENOSPC` on a full disk).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn reserve(file: &File, len: u64) -> io::Result<()> {
+    if file.metadata()?.len() < len {
+        file.set_len(len)?;
+    }
+    Ok(())
+}
+
+/// Positional reads and writes (`pread`/`pwrite` on Unix, `seek_read`/
+/// `seek_write` on Windows).
+mod positional {
+    use std::fs::File;
+    use std::io;
+
+    #[cfg(unix)]
+    pub fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(f, buf, offset)
+    }
+
+    #[cfg(unix)]
+    pub fn write_all_at(f: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(f, buf, offset)
+    }
+
+    #[cfg(windows)]
+    pub fn read_exact_at(f: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        use std::os::windows::fs::FileExt;
+        while !buf.is_empty() {
+            match f.seek_read(buf, offset) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(windows)]
+    pub fn write_all_at(f: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+        use std::os::windows::fs::FileExt;
+        while !buf.is_empty() {
+            match f.seek_write(buf, offset) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    buf = &buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 

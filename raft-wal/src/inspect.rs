@@ -5,7 +5,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::format::Record;
 use crate::fs::Fs;
-use crate::recovery::{self, RecoveryReport};
+use crate::recovery::{self, Access, RecoveryMode, RecoveryReport};
 
 /// Replays the WAL in `dir` without changing anything, calling `visit` for
 /// every valid record with its file and offset, and verifying every checksum.
@@ -13,12 +13,12 @@ use crate::recovery::{self, RecoveryReport};
 /// the WAL open.
 ///
 /// ```
-/// use raft_wal::{fs::StdFs, Options, Record, Wal};
+/// use raft_wal::{fs::StdFs, Log, Record};
 /// let dir = tempfile::tempdir().unwrap();
-/// let mut wal = Wal::open(dir.path(), Options::default()).unwrap();
-/// wal.append(1, 7, b"x").unwrap();
-/// wal.sync().unwrap();
-/// drop(wal);
+/// let log = Log::open(dir.path(), Default::default()).unwrap();
+/// log.append(b"x").unwrap();
+/// log.sync().unwrap();
+/// drop(log);
 /// let mut entries = 0;
 /// let report = raft_wal::inspect(&StdFs, dir.path(), &mut |_file, _offset, rec| {
 ///     if let Record::Entry { .. } = rec { entries += 1 }
@@ -36,6 +36,12 @@ pub fn inspect(
         },
         _ => Error::io("lock", dir, e),
     })?;
-    let rec = recovery::recover(fs, dir, true, Some(visit))?;
+    let rec = recovery::recover(
+        fs,
+        dir,
+        RecoveryMode::TolerateTornTail,
+        Access::ReadOnly,
+        Some(visit),
+    )?;
     Ok(rec.report)
 }

@@ -1,23 +1,26 @@
 //! A segmented, checksummed, fsync-correct write-ahead log.
 //!
-//! `raft-wal` stores log entries `(index, term, bytes)` and a small
-//! [`HardState`] (`term`, `vote`, `commit`) in one append-only stream of
-//! segment files. It knows nothing about Raft messages and can be used on its
-//! own by anything that needs a durable, index-addressed log.
+//! [`Log`] stores opaque entries, numbered by the log from 1, and one opaque
+//! metadata value, in an append-only stream of segment files. The
+//! [`raft`] module is a thin layer on top with Raft's terms, hard state and
+//! snapshot marker.
 //!
-//! - **Group commit**: [`Wal::append`], [`Wal::set_hard_state`] and
-//!   [`Wal::truncate_suffix`] buffer; [`Wal::sync`] writes the batch with one
-//!   `write` and one `fdatasync`. A sync with nothing new does nothing.
+//! - **Group commit**: [`Log::append`] and [`Log::set_metadata`] buffer;
+//!   [`Log::sync`] writes the batch with one `write` and one `fdatasync`.
+//!   `Log` handles are `Clone + Send + Sync`, and concurrent
+//!   [`Log::append_sync`] callers share one `fdatasync`.
+//! - **Readers**: [`LogReader`] sees synced entries and never waits for an
+//!   fsync; [`Log::iter`] takes any range and borrows payloads from the
+//!   memory-mapped segment.
 //! - **Checksums**: every record carries a CRC32 over its header, payload and
-//!   the id of the segment it belongs in.
-//! - **Recovery**: [`Wal::open`] replays the segments. A torn record at the very
-//!   tail is cut and reported in the [`RecoveryReport`]; any other damage is an
-//!   [`Error::Corruption`] naming the file and offset, and the open fails.
+//!   the id of the segment it belongs in, checked on every read.
+//! - **Recovery**: [`Log::open`] replays the segments; [`RecoveryMode`] says
+//!   what to do with damage (by default a torn record at the very tail is
+//!   cut and reported, anything else fails the open with an
+//!   [`Error::Corruption`] naming the file and offset). [`repair`] is the
+//!   operator's tool after a strict open failed.
 //! - **Crash safety**: truncation is a single durable record; compaction
 //!   durably records the new first index before deleting whole segments.
-//! - **Snapshots**: [`Wal::mark_snapshot`] durably records the newest snapshot
-//!   the log relies on; it survives compaction and answers [`Wal::term`] for
-//!   its index.
 //! - **Fail-stop**: a failed write or fsync poisons the handle; `ENOSPC`
 //!   discards the unsynced batch and leaves the handle usable.
 //! - **Testability**: all I/O goes through [`fs::Fs`]; [`fault::FaultFs`]
@@ -26,22 +29,22 @@
 //! # Example
 //!
 //! ```
-//! use raft_wal::{HardState, Options, Wal};
+//! use raft_wal::{Log, LogOptions};
 //!
 //! # fn main() -> Result<(), raft_wal::Error> {
 //! let dir = tempfile::tempdir().unwrap();
-//! let mut wal = Wal::open(dir.path(), Options::default())?;
-//! wal.append(1, 1, b"first")?;
-//! wal.append(2, 1, b"second")?;
-//! wal.set_hard_state(HardState { term: 1, vote: Some(3), commit: 1 })?;
-//! wal.sync()?; // one fdatasync for all three records
-//! drop(wal);
+//! let log = Log::open(dir.path(), LogOptions::default())?;
+//! let first = log.append(b"event 1")?;
+//! log.append(b"event 2")?;
+//! log.set_metadata(b"applied=1")?;
+//! log.sync()?; // one fdatasync for all three changes
 //!
-//! let wal = Wal::open(dir.path(), Options::default())?;
-//! assert_eq!((wal.first_index(), wal.last_index()), (1, 2));
-//! assert_eq!(wal.term(2)?, Some(1));
-//! assert_eq!(wal.entries(1, 3, u64::MAX)?[1].data, b"second");
-//! assert_eq!(wal.hard_state().vote, Some(3));
+//! for entry in log.iter(first..)? {
+//!     let entry = entry?;
+//!     println!("{}: {:?}", entry.index(), entry.data());
+//! }
+//! log.compact_before(2)?; // entries before 2 are gone, durably
+//! assert_eq!(log.first_index(), 2);
 //! # Ok(())
 //! # }
 //! ```
@@ -53,22 +56,33 @@ mod format;
 pub mod fs;
 mod index;
 mod inspect;
+mod log;
+mod options;
 mod prealloc;
+pub mod raft;
 mod recovery;
+mod repair;
 mod segment;
-mod types;
-mod wal;
 
 pub use error::{CorruptionKind, Error, Result};
 pub use format::Record;
 pub use inspect::inspect;
-pub use recovery::{RecoveryReport, TornTail};
-pub use types::{Entry, HardState};
-pub use wal::{Options, Wal};
+pub use log::{Iter, Log, LogEntry, LogReader, MAX_ENTRY_BYTES};
+pub use options::{LogOptions, Metrics, Preallocate};
+pub use recovery::{DroppedTail, RecoveryMode, RecoveryReport, TornTail};
+pub use repair::repair;
 
-/// A `Wal` moves to whichever thread does the disk I/O.
+/// The Raft layer under the names it had before the general [`Log`] API
+/// existed: [`raft::RaftWal`], [`raft::Options`], [`raft::HardState`] and
+/// [`raft::Entry`].
+pub use raft::{Entry, HardState, Options, RaftWal as Wal};
+
 #[allow(dead_code)]
-fn assert_wal_is_send() {
-    fn is_send<T: Send>() {}
-    is_send::<Wal>();
+fn assert_handles_are_shareable() {
+    fn shareable<T: Send + Sync + Clone>() {}
+    fn send<T: Send>() {}
+    shareable::<Log>();
+    shareable::<LogReader>();
+    send::<Wal>();
+    send::<Iter>();
 }

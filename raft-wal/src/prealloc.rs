@@ -1,6 +1,7 @@
 //! Preparing the next segment file ahead of time, off the append path.
 //!
-//! The file is reserved with `fallocate` (so a full disk fails fast) and then
+//! The file is reserved (`fallocate` on Linux, so a full disk fails fast; the
+//! zero-fill does the reserving elsewhere) and then
 //! filled with real zeros and fsynced. Appends into a segment then overwrite
 //! blocks that already exist, so their `fdatasync` writes only data, never
 //! extent or size metadata. Filling 64 MiB takes a while, so by default it runs
@@ -34,6 +35,11 @@ pub(crate) fn prepare(fs: &dyn Fs, dir: &Path, size_bytes: u64) -> Result<Box<dy
     let file = fs
         .open(&path, OpenMode::CreateNew)
         .map_err(|e| Error::io("create", &path, e))?;
+    if size_bytes == 0 {
+        // No preallocation: the segment grows as it is written. Its name is
+        // made durable by the directory sync after the rename.
+        return Ok(file);
+    }
     let filled = (|| {
         file.allocate(size_bytes)
             .map_err(|e| Error::io("fallocate", &path, e))?;

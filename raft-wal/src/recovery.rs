@@ -1,5 +1,6 @@
-//! Replay of a WAL directory on open: rebuild the index and hard state, cut a
-//! torn tail, refuse anything else that is damaged.
+//! Replay of a WAL directory on open: rebuild the index and metadata, then
+//! deal with damage as the [`RecoveryMode`] says: refuse it, cut a torn tail,
+//! or cut everything from the first damaged record on.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -8,8 +9,8 @@ use crate::error::{CorruptionKind, Error, Result};
 use crate::format::{self, Decoded, Record, SnapshotMarker, MAX_KIND, RECORD_HEADER_BYTES};
 use crate::fs::{Fs, OpenMode};
 use crate::index::{Loc, LogIndex};
+use crate::raft::HardState;
 use crate::segment::Segment;
-use crate::types::HardState;
 
 /// Name of the file holding the durable first index.
 pub(crate) const META_FILE: &str = "meta";
@@ -22,6 +23,57 @@ pub(crate) const PREALLOC_FILE: &str = "prealloc.tmp";
 /// hides valid records; past it the damage is reported as corruption.
 const TAIL_SCAN_BUDGET_BYTES: u64 = 256 << 20;
 
+/// What [`Log::open`](crate::Log::open) does with damaged data.
+///
+/// A crash can leave a partly written record at the very end of the log (a
+/// *torn tail*); that record was never acknowledged as synced, so cutting it
+/// loses nothing. Damage anywhere else may be data that was acknowledged.
+///
+/// ```
+/// use raft_wal::{LogOptions, RecoveryMode};
+/// let opts = LogOptions::default().recovery_mode(RecoveryMode::Strict);
+/// assert_eq!(opts.recovery_mode, RecoveryMode::Strict);
+/// assert_eq!(RecoveryMode::default(), RecoveryMode::TolerateTornTail);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RecoveryMode {
+    /// Refuse any damage, even a torn tail: the open fails with
+    /// [`Error::Corruption`] and nothing is changed. For tools and for
+    /// deployments that want a person to look at every crash.
+    Strict,
+    /// Cut a torn record at the very tail of the last segment (nothing valid
+    /// after it) and report it in [`RecoveryReport::torn_tail`]; refuse any
+    /// other damage. The default: it never drops data that may have been
+    /// acknowledged.
+    #[default]
+    TolerateTornTail,
+    /// Keep everything before the first damaged record and cut the rest: the
+    /// remainder of that segment and every later segment. Reported in
+    /// [`RecoveryReport::dropped`]. Entries after the damage are lost even if
+    /// they were acknowledged; use it when availability matters more than
+    /// the tail of the log (or run [`repair`](crate::repair), which keeps
+    /// copies of what it cuts).
+    TruncateCorruptTail,
+}
+
+/// Damage cut off by [`RecoveryMode::TruncateCorruptTail`] or
+/// [`repair`](crate::repair).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DroppedTail {
+    /// The segment holding the first damaged record.
+    pub file: PathBuf,
+    /// Offset of the first damaged record; the log now ends there.
+    pub offset: u64,
+    /// What was wrong at `offset`.
+    pub kind: CorruptionKind,
+    /// The last index kept (`first_index - 1` if none).
+    pub last_index_kept: u64,
+    /// Later segments removed whole (or, by `repair`, renamed to `*.broken`).
+    pub removed_segments: Vec<PathBuf>,
+}
+
 /// A torn record cut from the end of the last segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TornTail {
@@ -33,8 +85,9 @@ pub struct TornTail {
     pub discarded_bytes: u64,
 }
 
-/// What [`Wal::open`](crate::Wal::open) found and did.
+/// What [`Log::open`](crate::Log::open) found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecoveryReport {
     /// Segment files replayed.
     pub segments: usize,
@@ -44,12 +97,17 @@ pub struct RecoveryReport {
     pub first_index: u64,
     /// Last index after recovery (`first_index - 1` if empty).
     pub last_index: u64,
-    /// Newest hard state found.
+    /// Newest hard state found: the metadata value decoded as a Raft
+    /// [`HardState`] (the default if the value is not one).
     pub hard_state: HardState,
+    /// Newest metadata value found (empty if none was ever set).
+    pub metadata: Vec<u8>,
+    /// Damage cut off under [`RecoveryMode::TruncateCorruptTail`].
+    pub dropped: Option<DroppedTail>,
     /// A torn record at the end of the last segment, if one was cut off.
     pub torn_tail: Option<TornTail>,
     /// The newest snapshot marker `(index, term)` found, if any (see
-    /// [`Wal::mark_snapshot`](crate::Wal::mark_snapshot)).
+    /// [`RaftWal::mark_snapshot`](crate::raft::RaftWal::mark_snapshot)).
     pub snapshot_marker: Option<(u64, u64)>,
     /// Leftover files removed (an unused preallocated segment, a half-written
     /// meta file, an empty segment from an interrupted rotation).
@@ -62,29 +120,59 @@ pub type Visitor<'v> = &'v mut dyn FnMut(&Path, u64, &Record<'_>);
 pub(crate) struct Recovered {
     pub segments: VecDeque<Segment>,
     pub index: LogIndex,
-    pub hard_state: HardState,
+    pub metadata: Vec<u8>,
     pub snapshot_marker: Option<SnapshotMarker>,
     pub report: RecoveryReport,
+}
+
+/// How [`recover`] may change the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Change nothing (a read-only open or an inspection).
+    ReadOnly,
+    /// Cut damage and remove leftovers.
+    Write,
+    /// Like `Write`, but keep a `*.broken` copy of every file cut or removed.
+    Repair,
 }
 
 fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> Error + 'p {
     move |e| Error::io(op, path, e)
 }
 
-/// Replays `dir`. With `read_only`, nothing on disk is changed (a torn tail is
-/// reported but not cut).
+/// Suffix of the copy `repair` keeps of a file it cuts or removes.
+pub(crate) const BROKEN_SUFFIX: &str = ".broken";
+
+/// Keeps a copy of `path` as `path.broken` (replacing an older copy).
+fn backup(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(BROKEN_SUFFIX);
+    let dst = PathBuf::from(name);
+    let _ = fs.remove_file(&dst);
+    let f = fs
+        .open(&dst, OpenMode::CreateNew)
+        .map_err(io_err("create", &dst))?;
+    f.write_at(bytes, 0).map_err(io_err("write", &dst))?;
+    f.sync_data().map_err(io_err("fdatasync", &dst))
+}
+
+/// Replays `dir`. Damage is handled as `mode` says; with
+/// [`Access::ReadOnly`] nothing on disk is changed (what would be cut is only
+/// reported).
 pub(crate) fn recover(
     fs: &dyn Fs,
     dir: &Path,
-    read_only: bool,
+    mode: RecoveryMode,
+    access: Access,
     mut visit: Option<Visitor<'_>>,
 ) -> Result<Recovered> {
+    let writable = access != Access::ReadOnly;
     let mut report = RecoveryReport::default();
     let mut seg_names: Vec<(u64, String)> = Vec::new();
     let mut has_meta = false;
     for name in fs.list_dir(dir).map_err(io_err("list", dir))? {
         if name == PREALLOC_FILE || name == META_TMP_FILE {
-            if !read_only {
+            if writable {
                 let path = dir.join(&name);
                 fs.remove_file(&path).map_err(io_err("remove", &path))?;
                 report.removed_files.push(path);
@@ -102,14 +190,19 @@ pub(crate) fn recover(
         fs.sync_dir(dir).map_err(io_err("sync_dir", dir))?;
     }
     seg_names.sort();
-    for pair in seg_names.windows(2) {
-        if pair[1].0 != pair[0].0 + 1 {
+    // A missing segment in the middle: everything from the gap on is damage.
+    let mut gap: Option<(PathBuf, u64)> = None;
+    if let Some(pos) = seg_names.windows(2).position(|p| p[1].0 != p[0].0 + 1) {
+        let missing = seg_names[pos].0 + 1;
+        let after = dir.join(&seg_names[pos + 1].1);
+        if mode != RecoveryMode::TruncateCorruptTail {
             return Err(Error::corruption(
-                dir.join(&pair[1].1),
+                after,
                 0,
-                CorruptionKind::MissingSegment { seq: pair[0].0 + 1 },
+                CorruptionKind::MissingSegment { seq: missing },
             ));
         }
+        gap = Some((after, missing));
     }
 
     let (first_index, meta_marker) = if has_meta {
@@ -129,42 +222,139 @@ pub(crate) fn recover(
     let mut replay = Replay {
         meta_first: first_index,
         index: LogIndex::new(first_index),
-        hard_state: HardState::default(),
+        metadata: Vec::new(),
         hole_at: None,
         marker: meta_marker,
     };
     let mut segments = VecDeque::new();
     let count = seg_names.len();
-    for (i, (seq, name)) in seg_names.into_iter().enumerate() {
+    let mut names = seg_names.into_iter().enumerate();
+    let mut dropped: Option<DroppedTail> = None;
+    for (i, (seq, name)) in names.by_ref() {
         let path = dir.join(&name);
+        if gap.as_ref().is_some_and(|(after, _)| *after == path) {
+            let (after, missing) = gap.take().expect("checked");
+            dropped = Some(DroppedTail {
+                file: after,
+                offset: 0,
+                kind: CorruptionKind::MissingSegment { seq: missing },
+                last_index_kept: replay.index.last_index(),
+                removed_segments: vec![path],
+            });
+            break;
+        }
         let is_last = i + 1 == count;
-        let mode = if read_only {
-            OpenMode::Read
-        } else {
+        let open_mode = if writable {
             OpenMode::ReadWrite
+        } else {
+            OpenMode::Read
         };
-        let file = fs.open(&path, mode).map_err(io_err("open", &path))?;
-        let mut seg = Segment::new(seq, path, file);
-        replay_segment(
-            &mut seg,
-            is_last,
-            read_only,
-            &mut replay,
-            &mut report,
-            &mut visit,
-        )?;
-        report.bytes_replayed += seg.written;
-        if is_last && seg.written == 0 {
-            // A rotation died before the header was durable: nothing in here.
-            if !read_only {
+        let file = fs.open(&path, open_mode).map_err(io_err("open", &path))?;
+        let seg = Segment::new(seq, path, file.into());
+        let map = seg.file.map().map_err(io_err("map", &seg.path))?;
+        let buf = map.bytes();
+        seg.set_file_len(buf.len() as u64);
+        let (end, outcome) = replay_segment(&seg, buf, is_last, &mut replay, &mut visit);
+        let damage = match outcome {
+            Outcome::Clean => None,
+            Outcome::Torn { kind } => match mode {
+                RecoveryMode::Strict => {
+                    return Err(Error::corruption(&seg.path, end as u64, kind));
+                }
+                _ => {
+                    let garbage_end = buf.iter().rposition(|&b| b != 0).map_or(end, |p| p + 1);
+                    tracing::warn!(
+                        file = %seg.path.display(),
+                        offset = end,
+                        discarded_bytes = garbage_end - end,
+                        "cutting torn record at the tail of the WAL"
+                    );
+                    report.torn_tail = Some(TornTail {
+                        file: seg.path.clone(),
+                        offset: end as u64,
+                        discarded_bytes: (garbage_end - end) as u64,
+                    });
+                    Some(garbage_end)
+                }
+            },
+            Outcome::Damaged { kind } => {
+                if mode != RecoveryMode::TruncateCorruptTail {
+                    return Err(Error::corruption(&seg.path, end as u64, kind));
+                }
+                let garbage_end = buf.iter().rposition(|&b| b != 0).map_or(end, |p| p + 1);
+                tracing::warn!(
+                    file = %seg.path.display(),
+                    offset = end,
+                    error = %kind,
+                    "cutting the WAL at a damaged record"
+                );
+                dropped = Some(DroppedTail {
+                    file: seg.path.clone(),
+                    offset: end as u64,
+                    kind,
+                    last_index_kept: replay.index.last_index(),
+                    removed_segments: Vec::new(),
+                });
+                Some(garbage_end)
+            }
+        };
+        if let Some(garbage_end) = damage {
+            if writable && garbage_end > end {
+                if access == Access::Repair {
+                    backup(fs, &seg.path, buf)?;
+                }
+                // Zero the garbage so a later, shorter write cannot leave
+                // stale bytes that look like records after it.
+                let zeros = vec![0u8; garbage_end - end];
+                seg.file
+                    .write_at(&zeros, end as u64)
+                    .map_err(io_err("write", &seg.path))?;
+                seg.file
+                    .sync_data()
+                    .map_err(io_err("fdatasync", &seg.path))?;
+                seg.invalidate_view();
+            }
+        }
+        drop(map);
+        seg.set_written(end as u64);
+        report.bytes_replayed += end as u64;
+        let cut_here = dropped.is_some();
+        if end == 0 && (is_last || cut_here) {
+            // A rotation died before the header was durable, or the header
+            // itself is what was cut: nothing in here.
+            if writable {
                 fs.remove_file(&seg.path)
                     .map_err(io_err("remove", &seg.path))?;
                 fs.sync_dir(dir).map_err(io_err("sync_dir", dir))?;
                 report.removed_files.push(seg.path.clone());
             }
-            continue;
+        } else {
+            segments.push_back(seg);
         }
-        segments.push_back(seg);
+        if cut_here {
+            break;
+        }
+    }
+    if let Some(d) = dropped.as_mut() {
+        for (_, (_, name)) in names {
+            d.removed_segments.push(dir.join(name));
+        }
+        if writable {
+            for path in &d.removed_segments {
+                if access == Access::Repair {
+                    let mut to = path.as_os_str().to_owned();
+                    to.push(BROKEN_SUFFIX);
+                    fs.rename(path, Path::new(&to))
+                        .map_err(io_err("rename", path))?;
+                } else {
+                    fs.remove_file(path).map_err(io_err("remove", path))?;
+                }
+            }
+            fs.sync_dir(dir).map_err(io_err("sync_dir", dir))?;
+        }
+        report
+            .removed_files
+            .extend(d.removed_segments.iter().cloned());
     }
     if let Some((seq, offset)) = replay.hole_at {
         let file = segments
@@ -183,12 +373,17 @@ pub(crate) fn recover(
     report.segments = segments.len();
     report.first_index = replay.index.first_index();
     report.last_index = replay.index.last_index();
-    report.hard_state = replay.hard_state;
+    report.hard_state = format::decode_hard_state(&replay.metadata).unwrap_or_default();
+    report.metadata = replay.metadata.clone();
     report.snapshot_marker = replay.marker;
+    if let Some(d) = dropped.as_mut() {
+        d.last_index_kept = replay.index.last_index();
+    }
+    report.dropped = dropped;
     Ok(Recovered {
         segments,
         index: replay.index,
-        hard_state: replay.hard_state,
+        metadata: replay.metadata,
         snapshot_marker: replay.marker,
         report,
     })
@@ -201,7 +396,7 @@ pub(crate) fn recover(
 struct Replay {
     meta_first: u64,
     index: LogIndex,
-    hard_state: HardState,
+    metadata: Vec<u8>,
     /// Where the current hole was first seen (segment seq and offset).
     hole_at: Option<(u64, u64)>,
     /// Newest snapshot marker (highest index) from the meta file or records.
@@ -209,6 +404,7 @@ struct Replay {
 }
 
 impl Replay {
+    /// Applies one record; on error nothing was changed.
     fn apply(&mut self, seg: u64, offset: u64, record: &Record<'_>) -> Result<(), CorruptionKind> {
         match *record {
             Record::Header { .. } => return Err(CorruptionKind::BadSegmentHeader),
@@ -235,7 +431,15 @@ impl Replay {
                     data_len: data.len() as u32,
                 });
             }
-            Record::HardState(hs) => self.hard_state = hs,
+            Record::HardState(hs) => {
+                self.metadata.clear();
+                self.metadata
+                    .extend_from_slice(&format::hard_state_bytes(&hs));
+            }
+            Record::Metadata(value) => {
+                self.metadata.clear();
+                self.metadata.extend_from_slice(value);
+            }
             Record::Truncate { from } => {
                 if from <= self.index.first_index() {
                     let start = from.max(self.meta_first);
@@ -253,44 +457,53 @@ impl Replay {
     }
 }
 
+/// How the replay of one segment ended.
+enum Outcome {
+    /// At the end of written data (or a seal).
+    Clean,
+    /// At a damaged record in the last segment with nothing valid after it.
+    Torn { kind: CorruptionKind },
+    /// At damage that is not a torn tail.
+    Damaged { kind: CorruptionKind },
+}
+
+/// Replays the records of `seg` (whose bytes are `buf`) into `replay`.
+/// Returns the offset where valid data ends and why it ends there.
 fn replay_segment(
-    seg: &mut Segment,
+    seg: &Segment,
+    buf: &[u8],
     is_last: bool,
-    read_only: bool,
     replay: &mut Replay,
-    report: &mut RecoveryReport,
     visit: &mut Option<Visitor<'_>>,
-) -> Result<()> {
-    let map = seg.file.map().map_err(io_err("map", &seg.path))?;
-    let buf = map.bytes();
-    seg.file_len = buf.len() as u64;
+) -> (usize, Outcome) {
     let mut off = 0usize;
-    loop {
+    let mut sealed = false;
+    let outcome = loop {
         match format::decode(buf, off, seg.seq) {
             Decoded::Record(record, next) => {
-                if let Some(v) = visit.as_mut() {
-                    v(&seg.path, off as u64, &record);
-                }
                 let first = off == 0;
                 let res = match (&record, first) {
                     (Record::Header { .. }, true) => Ok(()),
                     (_, true) => Err(CorruptionKind::BadSegmentHeader),
                     _ => replay.apply(seg.seq, off as u64, &record),
                 };
-                res.map_err(|kind| Error::corruption(&seg.path, off as u64, kind))?;
+                if let Err(kind) = res {
+                    break Outcome::Damaged { kind };
+                }
+                if let Some(v) = visit.as_mut() {
+                    v(&seg.path, off as u64, &record);
+                }
                 off = next;
                 if record == Record::Seal {
-                    seg.sealed = true;
-                    break;
+                    sealed = true;
+                    break Outcome::Clean;
                 }
             }
             Decoded::Marker(marker, next) => {
                 if off == 0 {
-                    return Err(Error::corruption(
-                        &seg.path,
-                        0,
-                        CorruptionKind::BadSegmentHeader,
-                    ));
+                    break Outcome::Damaged {
+                        kind: CorruptionKind::BadSegmentHeader,
+                    };
                 }
                 if replay.marker.is_none_or(|m| marker.0 >= m.0) {
                     replay.marker = Some(marker);
@@ -299,53 +512,32 @@ fn replay_segment(
             }
             Decoded::End => {
                 if off == 0 && !is_last {
-                    return Err(Error::corruption(
-                        &seg.path,
-                        0,
-                        CorruptionKind::BadSegmentHeader,
-                    ));
+                    break Outcome::Damaged {
+                        kind: CorruptionKind::BadSegmentHeader,
+                    };
                 }
-                break;
+                break Outcome::Clean;
             }
             Decoded::Invalid(kind) => {
                 if !is_last || valid_record_after(buf, off + 1, seg.seq) {
-                    return Err(Error::corruption(&seg.path, off as u64, kind));
+                    break Outcome::Damaged { kind };
                 }
-                let end = buf.iter().rposition(|&b| b != 0).map_or(off, |p| p + 1);
-                tracing::warn!(
-                    file = %seg.path.display(),
-                    offset = off,
-                    discarded_bytes = end - off,
-                    "cutting torn record at the tail of the WAL"
-                );
-                report.torn_tail = Some(TornTail {
-                    file: seg.path.clone(),
-                    offset: off as u64,
-                    discarded_bytes: (end - off) as u64,
-                });
-                if !read_only {
-                    // Zero the garbage so a later, shorter write cannot leave
-                    // stale bytes that look like records after it.
-                    let zeros = vec![0u8; end - off];
-                    seg.file
-                        .write_at(&zeros, off as u64)
-                        .map_err(io_err("write", &seg.path))?;
-                    seg.file.sync_data().map_err(io_err("sync", &seg.path))?;
-                    seg.invalidate_view();
-                }
-                break;
+                break Outcome::Torn { kind };
             }
         }
+    };
+    if sealed {
+        seg.set_sealed();
     }
-    if !is_last && !seg.sealed {
-        return Err(Error::corruption(
-            &seg.path,
-            off as u64,
-            CorruptionKind::Unsealed,
-        ));
+    if matches!(outcome, Outcome::Clean) && !is_last && !sealed {
+        return (
+            off,
+            Outcome::Damaged {
+                kind: CorruptionKind::Unsealed,
+            },
+        );
     }
-    seg.written = off as u64;
-    Ok(())
+    (off, outcome)
 }
 
 /// Whether any valid record of segment `seq` starts at or after `from`. Used to

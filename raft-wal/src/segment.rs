@@ -1,8 +1,13 @@
 //! One segment file: its identity, write head and read view.
+//!
+//! A segment is shared (through an `Arc`) between the writer and readers.
+//! Its mutable fields are atomics that only the writer changes, under its
+//! lock; readers only load them.
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::fs::{FsFile, Mapping};
 
@@ -13,30 +18,54 @@ pub(crate) struct Segment {
     /// Full path of the file.
     pub path: PathBuf,
     /// The open file.
-    pub file: Box<dyn FsFile>,
+    pub file: Arc<dyn FsFile>,
     /// Bytes of valid records in the file (the write head).
-    pub written: u64,
+    written: AtomicU64,
     /// A seal record ends the segment; nothing more is written to it.
-    pub sealed: bool,
+    sealed: AtomicBool,
     /// Length of the file, tracked here so the write path never needs a
     /// `stat` (which would make the next fdatasync write the inode too).
-    pub file_len: u64,
+    file_len: AtomicU64,
     /// Cached read view and how many bytes of it are valid (everything for a
     /// live memory map; the write head at copy time for a copied view).
     view: Mutex<Option<(Mapping, u64)>>,
 }
 
 impl Segment {
-    pub fn new(seq: u64, path: PathBuf, file: Box<dyn FsFile>) -> Segment {
+    pub fn new(seq: u64, path: PathBuf, file: Arc<dyn FsFile>) -> Segment {
         Segment {
             seq,
             path,
             file,
-            written: 0,
-            sealed: false,
-            file_len: 0,
+            written: AtomicU64::new(0),
+            sealed: AtomicBool::new(false),
+            file_len: AtomicU64::new(0),
             view: Mutex::new(None),
         }
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    pub fn set_written(&self, v: u64) {
+        self.written.store(v, Ordering::Release);
+    }
+
+    pub fn sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    pub fn set_sealed(&self) {
+        self.sealed.store(true, Ordering::Release);
+    }
+
+    pub fn file_len(&self) -> u64 {
+        self.file_len.load(Ordering::Acquire)
+    }
+
+    pub fn set_file_len(&self, v: u64) {
+        self.file_len.store(v, Ordering::Release);
     }
 
     /// A read view that shows at least the first `end` bytes of the file, and
@@ -49,8 +78,12 @@ impl Segment {
             }
         }
         let m = self.file.map()?;
-        let valid = if m.is_live() { u64::MAX } else { self.written };
-        if (m.bytes().len() as u64) < end {
+        let valid = if m.is_live() {
+            u64::MAX
+        } else {
+            self.written()
+        };
+        if (m.bytes().len() as u64) < end || valid < end {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "segment is shorter than the index says",

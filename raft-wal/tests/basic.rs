@@ -135,11 +135,19 @@ fn rejects_bad_requests_without_changing_anything() {
     fill(&mut wal, 1, 5, 1);
     assert!(matches!(
         wal.append(7, 1, b"gap"),
-        Err(Error::InvalidArgument(_))
+        Err(Error::NotNextIndex {
+            index: 7,
+            expected: 6
+        })
     ));
     assert!(matches!(
         wal.truncate_suffix(9),
-        Err(Error::InvalidArgument(_))
+        Err(Error::BoundaryOutOfRange {
+            index: 9,
+            first_index: 1,
+            last_index: 5,
+            ..
+        })
     ));
     assert!(matches!(
         wal.entries(4, 9, u64::MAX),
@@ -201,10 +209,7 @@ fn read_only_open_and_inspect_do_not_modify() {
         },
     )
     .unwrap();
-    assert!(matches!(
-        ro2.append(301, 2, b"x"),
-        Err(Error::InvalidArgument(_))
-    ));
+    assert!(matches!(ro2.append(301, 2, b"x"), Err(Error::ReadOnly)));
     assert!(matches!(
         Wal::open(dir.path(), small()),
         Err(Error::Locked { .. })

@@ -308,8 +308,19 @@ fn fsync_eio_poisons_the_handle() {
     fs.fail_next(FaultOp::Sync, libc::EIO);
     let err = wal.sync().unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
-    // Every later call fails, including the one that might "succeed" falsely.
-    assert!(matches!(wal.sync(), Err(Error::Poisoned { .. })));
+    // Every later call fails, including the one that might "succeed" falsely,
+    // and says what the first failure was.
+    match wal.sync() {
+        Err(Error::Poisoned { op, source, .. }) => {
+            assert_eq!(op, "fdatasync");
+            assert_eq!(source.raw_os_error(), Some(libc::EIO));
+            assert_eq!(
+                source.kind(),
+                std::io::Error::from_raw_os_error(libc::EIO).kind()
+            );
+        }
+        other => panic!("expected Poisoned, got {other:?}"),
+    }
     assert!(matches!(
         wal.append(12, 1, b"y"),
         Err(Error::Poisoned { .. })

@@ -124,15 +124,21 @@ fn markers_only_move_forward() {
     );
     assert!(matches!(
         wal.mark_snapshot(9, 1),
-        Err(Error::InvalidArgument(_))
+        Err(Error::SnapshotMarkerNotNewer {
+            index: 9,
+            current: 10
+        })
     ));
     assert!(matches!(
         wal.mark_snapshot(10, 2),
-        Err(Error::InvalidArgument(_))
+        Err(Error::SnapshotMarkerNotNewer {
+            index: 10,
+            current: 10
+        })
     ));
     assert!(matches!(
         wal.mark_snapshot(0, 0),
-        Err(Error::InvalidArgument(_))
+        Err(Error::SnapshotMarkerNotNewer { index: 0, .. })
     ));
     assert_eq!(wal.snapshot_marker(), Some((10, 1)));
 }

@@ -197,6 +197,8 @@ struct Stats {
     hard_states: u64,
     truncations: u64,
     seals: u64,
+    /// Records of kinds this tool does not know.
+    other: u64,
     /// Segment files, in replay order (each starts with a header record).
     files: Vec<PathBuf>,
 }
@@ -209,9 +211,11 @@ impl Stats {
                 self.entries += 1;
                 self.entry_data_bytes += data.len() as u64;
             }
-            Record::HardState(_) => self.hard_states += 1,
+            // The Raft layer keeps its hard state in the metadata slot.
+            Record::HardState(_) | Record::Metadata(_) => self.hard_states += 1,
             Record::Truncate { .. } => self.truncations += 1,
             Record::Seal => self.seals += 1,
+            _ => self.other += 1,
         }
     }
 }
@@ -250,8 +254,13 @@ impl fmt::Display for RecordLine<'_, '_> {
                 }
             }
             Record::HardState(hs) => write!(f, "hard_state {}", HardStateFmt(hs)),
+            Record::Metadata(value) => match HardState::from_metadata(value) {
+                Some(hs) => write!(f, "hard_state {}", HardStateFmt(hs)),
+                None => write!(f, "metadata   len={} (not a hard state)", value.len()),
+            },
             Record::Truncate { from } => write!(f, "truncate   from={from}"),
             Record::Seal => f.write_str("seal"),
+            ref other => write!(f, "other      {other:?}"),
         }
     }
 }
@@ -300,6 +309,12 @@ fn print_summary(out: &mut Out<'_>, dir: &Path, report: &RecoveryReport, stats: 
         "records:     {} entries ({} data bytes), {} hard states, {} truncations, {} seals",
         stats.entries, stats.entry_data_bytes, stats.hard_states, stats.truncations, stats.seals
     ));
+    if stats.other > 0 {
+        out.line(format_args!(
+            "other:       {} records of other kinds",
+            stats.other
+        ));
+    }
     out.line(format_args!(
         "hard state:  {}",
         HardStateFmt(report.hard_state)

@@ -1,0 +1,1423 @@
+//! The log handle: appends with log-assigned indexes, group commit across
+//! threads, truncation, compaction, the metadata slot, and reads.
+//!
+//! Locking: `Inner::w` (the writer state) is held for memory work and
+//! `pwrite`s, never across an `fdatasync` of appended data; `Inner::r` (the
+//! index and segment list readers use) is write-locked only for short updates.
+//! Readers take only `r`, so they never wait for an fsync.
+
+use std::collections::VecDeque;
+use std::ops::{Bound, Range, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
+
+use crate::error::{no_space_io_error, CorruptionKind, Error, PoisonCause, Result};
+use crate::format::{
+    self, Decoded, Record, SnapshotMarker, ENTRY_PREFIX_BYTES, MAX_METADATA_BYTES,
+    MAX_PAYLOAD_BYTES,
+};
+use crate::fs::{Fs, FsFile, Mapping, OpenMode, StdFs};
+use crate::index::{Loc, LogIndex};
+use crate::options::{LogOptions, Preallocate};
+use crate::prealloc::{self, Prealloc};
+use crate::recovery::{self, Access, RecoveryReport, META_FILE, META_TMP_FILE, PREALLOC_FILE};
+use crate::segment::Segment;
+
+/// Largest entry the log accepts, in bytes.
+pub const MAX_ENTRY_BYTES: usize = MAX_PAYLOAD_BYTES - ENTRY_PREFIX_BYTES;
+
+/// What readers see: the index of every entry written to a segment file, the
+/// segments, and how far the log is durable.
+struct ReadState {
+    index: LogIndex,
+    segments: VecDeque<Arc<Segment>>,
+    /// Every entry in `[first_index, synced_last]` is durable.
+    synced_last: u64,
+}
+
+impl ReadState {
+    fn segment(&self, seq: u64) -> Option<&Arc<Segment>> {
+        let front = self.segments.front()?.seq;
+        self.segments
+            .get(usize::try_from(seq.checked_sub(front)?).ok()?)
+    }
+}
+
+/// Undo information for the changes made since the last sync began.
+struct Batch {
+    /// Metadata before the batch, if the batch changed it.
+    base_metadata: Option<Vec<u8>>,
+    /// Snapshot marker before the batch.
+    base_marker: Option<SnapshotMarker>,
+    /// `synced_last` before the batch.
+    base_synced_last: u64,
+    /// The index entries `(low, base_last]` of the log before the batch were
+    /// truncated by this batch and are kept here, ascending, to put back.
+    low: u64,
+    stash: Vec<Loc>,
+    /// Write head and file length of the active segment when the batch began.
+    start_offset: u64,
+    start_file_len: u64,
+    /// Furthest byte any write of this batch reached.
+    dirty_end: u64,
+    /// Change numbers of this batch start after this one.
+    base_change: u64,
+}
+
+/// The writer's state, behind `Inner::w`.
+struct Writer {
+    /// The segment appends go to (`None`: the last one is sealed, or none).
+    active: Option<Arc<Segment>>,
+    /// Sequence number of the last segment (0: none yet).
+    last_seq: u64,
+    /// Encoded records not yet written to the active segment.
+    pending: Vec<u8>,
+    /// Locations of the entries in `pending`, in order.
+    pending_locs: Vec<Loc>,
+    first_index: u64,
+    next_index: u64,
+    metadata: Vec<u8>,
+    marker: Option<SnapshotMarker>,
+    batch: Option<Batch>,
+    prealloc: Prealloc,
+    poisoned: Option<PoisonCause>,
+    /// A thread is in an `fdatasync` of appended data, outside the lock.
+    sync_running: bool,
+    /// Number of changes made (never decreases, also not on rollback).
+    change: u64,
+    /// Every change numbered up to here is durable or was rolled back.
+    synced_change: u64,
+    /// Change-number ranges `(after, upto]` discarded by disk-full rollbacks.
+    rolled_back: Vec<(u64, u64)>,
+    /// Lowest `from - 1` of the truncations made since the running sync
+    /// captured its batch.
+    truncated_below: u64,
+}
+
+struct Inner {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    options: LogOptions,
+    _lock: Box<dyn Send + Sync>,
+    w: Mutex<Writer>,
+    /// Signalled whenever a sync finishes.
+    synced: Condvar,
+    r: RwLock<ReadState>,
+    report: RecoveryReport,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The preparation thread writes in our directory: finish it before the
+        // lock is released.
+        let w = self.w.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = std::mem::replace(&mut w.prealloc, Prealloc::Idle).settle();
+    }
+}
+
+/// A segmented, checksummed write-ahead log of opaque entries, with one
+/// opaque metadata value.
+///
+/// The log assigns indexes: [`append`](Log::append) returns the entry's
+/// index, starting at 1. Changes ([`append`](Log::append),
+/// [`set_metadata`](Log::set_metadata)) are buffered and become durable
+/// together at the next [`sync`](Log::sync), which costs one `fdatasync`.
+/// [`truncate_from`](Log::truncate_from) and
+/// [`compact_before`](Log::compact_before) are durable when they return.
+///
+/// A `Log` is a cheap, cloneable handle (`Clone + Send + Sync`): clones
+/// share one log, and concurrent [`append_sync`](Log::append_sync) or
+/// [`sync`](Log::sync) callers share one `fdatasync` (group commit). Reads
+/// through a `Log` see every appended entry, synced or not; a
+/// [`LogReader`] sees only synced ones and never waits for an fsync.
+///
+/// ```
+/// use raft_wal::{Log, LogOptions};
+///
+/// # fn main() -> Result<(), raft_wal::Error> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let log = Log::open(dir.path(), LogOptions::default())?;
+/// assert_eq!(log.append(b"first")?, 1);
+/// assert_eq!(log.append_batch([&b"second"[..], b"third"])?, 2..4);
+/// log.set_metadata(b"checkpoint=1")?;
+/// log.sync()?; // one fdatasync for all four changes
+/// drop(log);
+///
+/// let log = Log::open(dir.path(), LogOptions::default())?;
+/// assert_eq!((log.first_index(), log.last_index()), (1, 3));
+/// let all: Vec<Vec<u8>> = log.iter(..)?.map(|e| e.map(|e| e.to_vec())).collect::<Result<_, _>>()?;
+/// assert_eq!(all, [&b"first"[..], b"second", b"third"]);
+/// assert_eq!(log.metadata(), b"checkpoint=1");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.inner.dir)
+            .field("first_index", &self.first_index())
+            .field("last_index", &self.last_index())
+            .field("last_synced_index", &self.last_synced_index())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir` on the real file system.
+    ///
+    /// Takes an exclusive lock on the directory (a shared one with
+    /// [`read_only`](LogOptions::read_only)); a second open fails with
+    /// [`Error::Locked`]. Replays the segments and handles damage as
+    /// [`LogOptions::recovery_mode`] says; see
+    /// [`recovery_report`](Log::recovery_report) for what was found.
+    pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
+        Log::open_with_fs(Arc::new(StdFs), dir, options)
+    }
+
+    /// Opens the log in `dir` through `fs` (for example a
+    /// [`FaultFs`](crate::fault::FaultFs) in tests).
+    pub fn open_with_fs(
+        fs: Arc<dyn Fs>,
+        dir: impl AsRef<Path>,
+        options: LogOptions,
+    ) -> Result<Log> {
+        let dir = dir.as_ref().to_path_buf();
+        if options.segment_size_bytes < 4096 {
+            return Err(Error::InvalidOptions {
+                reason: "segment_size_bytes must be at least 4096",
+            });
+        }
+        if !options.read_only {
+            fs.create_dir_all(&dir)
+                .map_err(|e| Error::io("create_dir", &dir, e))?;
+        }
+        let dir_lock = fs
+            .lock_dir(&dir, !options.read_only)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::WouldBlock => Error::Locked { dir: dir.clone() },
+                _ => Error::io("lock", &dir, e),
+            })?;
+        let access = if options.read_only {
+            Access::ReadOnly
+        } else {
+            Access::Write
+        };
+        let rec = recovery::recover(fs.as_ref(), &dir, options.recovery_mode, access, None)?;
+        let segments: VecDeque<Arc<Segment>> = rec.segments.into_iter().map(Arc::new).collect();
+        let active = segments.back().filter(|s| !s.sealed()).cloned();
+        let last_seq = segments.back().map_or(0, |s| s.seq);
+        let (first_index, last_index) = (rec.index.first_index(), rec.index.last_index());
+        let writer = Writer {
+            active,
+            last_seq,
+            pending: Vec::new(),
+            pending_locs: Vec::new(),
+            first_index,
+            next_index: last_index + 1,
+            metadata: rec.metadata,
+            marker: rec.snapshot_marker,
+            batch: None,
+            prealloc: Prealloc::Idle,
+            poisoned: None,
+            sync_running: false,
+            change: 0,
+            synced_change: 0,
+            rolled_back: Vec::new(),
+            truncated_below: u64::MAX,
+        };
+        let inner = Inner {
+            fs,
+            dir,
+            options,
+            _lock: dir_lock,
+            w: Mutex::new(writer),
+            synced: Condvar::new(),
+            r: RwLock::new(ReadState {
+                index: rec.index,
+                segments,
+                synced_last: last_index,
+            }),
+            report: rec.report,
+        };
+        tracing::info!(
+            dir = %inner.dir.display(),
+            first_index,
+            last_index,
+            segments = inner.report.segments,
+            torn_tail = inner.report.torn_tail.is_some(),
+            dropped = inner.report.dropped.is_some(),
+            "opened WAL"
+        );
+        if !inner.options.read_only {
+            // Finish a compaction that was cut short before its deletes.
+            let mut w = lock(&inner.w);
+            inner.remove_obsolete_segments(&mut w)?;
+        }
+        Ok(Log {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// What recovery found and did when this log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.report
+    }
+
+    /// The directory this log lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The options this log was opened with.
+    pub fn options(&self) -> &LogOptions {
+        &self.inner.options
+    }
+
+    /// First index held (1 for a new log, or the boundary of the last
+    /// compaction).
+    pub fn first_index(&self) -> u64 {
+        lock(&self.inner.w).first_index
+    }
+
+    /// Last index held, synced or not; `first_index() - 1` when empty.
+    pub fn last_index(&self) -> u64 {
+        lock(&self.inner.w).next_index - 1
+    }
+
+    /// Last index that is durable: every entry in
+    /// `[first_index, last_synced_index]` survives a crash.
+    /// `first_index() - 1` when none is.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let log = raft_wal::Log::open(dir.path(), Default::default()).unwrap();
+    /// log.append(b"a").unwrap();
+    /// assert_eq!((log.last_index(), log.last_synced_index()), (1, 0));
+    /// log.sync().unwrap();
+    /// assert_eq!(log.last_synced_index(), 1);
+    /// ```
+    pub fn last_synced_index(&self) -> u64 {
+        read(&self.inner.r).synced_last
+    }
+
+    /// The newest metadata value, including one set but not yet synced
+    /// (empty if none was ever set).
+    pub fn metadata(&self) -> Vec<u8> {
+        lock(&self.inner.w).metadata.clone()
+    }
+
+    /// True if there are changes that the next [`sync`](Log::sync) will make
+    /// durable.
+    pub fn has_unsynced(&self) -> bool {
+        let w = lock(&self.inner.w);
+        w.batch.is_some() || w.change > w.synced_change
+    }
+
+    /// A handle for reading synced entries from other threads. It never
+    /// waits for an fsync in progress and keeps the log open (and its
+    /// directory locked) while it lives.
+    pub fn reader(&self) -> LogReader {
+        LogReader {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Buffers `data` as the next entry and returns its index. Durable after
+    /// the next [`sync`](Log::sync); readable through this handle at once.
+    pub fn append(&self, data: &[u8]) -> Result<u64> {
+        let mut w = lock(&self.inner.w);
+        self.inner.append(&mut w, 0, data)
+    }
+
+    /// Buffers several entries and returns the range of indexes they got.
+    /// On error, entries appended before the failing one stay buffered
+    /// (except after a disk-full rollback, which discards the whole unsynced
+    /// batch).
+    pub fn append_batch<I, T>(&self, entries: I) -> Result<Range<u64>>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<[u8]>,
+    {
+        let mut w = lock(&self.inner.w);
+        let start = w.next_index;
+        for e in entries {
+            self.inner.append(&mut w, 0, e.as_ref())?;
+        }
+        Ok(start..w.next_index)
+    }
+
+    /// Appends `data` and waits until it is durable; returns its index.
+    /// Concurrent callers share one `fdatasync` (group commit). Fails with
+    /// [`Error::NoSpace`] if a full disk discarded this entry.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let log = raft_wal::Log::open(dir.path(), Default::default()).unwrap();
+    /// let threads: Vec<_> = (0..4).map(|t| {
+    ///     let log = log.clone();
+    ///     std::thread::spawn(move || log.append_sync(format!("from {t}").as_bytes()).unwrap())
+    /// }).collect();
+    /// for t in threads { t.join().unwrap(); }
+    /// assert_eq!(log.last_synced_index(), 4);
+    /// ```
+    pub fn append_sync(&self, data: &[u8]) -> Result<u64> {
+        let mut w = lock(&self.inner.w);
+        let index = self.inner.append(&mut w, 0, data)?;
+        let mine = w.change;
+        let w = self.inner.sync_to(w, mine, mine - 1)?;
+        drop(w);
+        Ok(index)
+    }
+
+    /// Buffers a new metadata value (at most 64 KiB), written with the
+    /// entries at the next [`sync`](Log::sync). Setting the current value
+    /// again does nothing. The value survives compaction: it is copied into
+    /// every new segment.
+    pub fn set_metadata(&self, value: &[u8]) -> Result<()> {
+        let mut w = lock(&self.inner.w);
+        self.inner.set_metadata(&mut w, value)
+    }
+
+    /// Makes every buffered change durable with one `fdatasync` shared with
+    /// concurrent callers. Does nothing if nothing changed.
+    ///
+    /// On [`Error::NoSpace`] every change not yet synced is discarded and
+    /// the handle stays usable; a `sync` whose changes a full disk discarded
+    /// (possibly in another thread) also fails with `NoSpace`. Any other
+    /// failure poisons the handle.
+    pub fn sync(&self) -> Result<()> {
+        let w = lock(&self.inner.w);
+        self.inner.check_writable(&w)?;
+        let (target, from) = (w.change, w.synced_change);
+        drop(self.inner.sync_to(w, target, from)?);
+        Ok(())
+    }
+
+    /// Removes every entry at or after `index` (the log then ends at
+    /// `index - 1`), syncing buffered changes with it. **Durable when it
+    /// returns**, like [`compact_before`](Log::compact_before). `index` must
+    /// lie in `[first_index, last_index + 1]`.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let log = raft_wal::Log::open(dir.path(), Default::default()).unwrap();
+    /// log.append_batch([b"a", b"b", b"c"]).unwrap();
+    /// log.truncate_from(2).unwrap(); // removes 2..
+    /// assert_eq!((log.last_index(), log.last_synced_index()), (1, 1));
+    /// assert_eq!(log.append(b"B").unwrap(), 2);
+    /// ```
+    pub fn truncate_from(&self, index: u64) -> Result<()> {
+        let mut w = lock(&self.inner.w);
+        self.inner
+            .truncate_buffered(&mut w, index, "truncate_from")?;
+        let (target, from) = (w.change, w.synced_change);
+        drop(self.inner.sync_to(w, target, from)?);
+        Ok(())
+    }
+
+    /// Removes every entry before `index` (the log then starts at `index`),
+    /// syncing buffered changes first. **Durable when it returns**, like
+    /// [`truncate_from`](Log::truncate_from). Whole segments holding only
+    /// removed entries are deleted. `index` must lie in
+    /// `[first_index, last_index + 1]`: compacting past the end is an error
+    /// ([`Error::BoundaryOutOfRange`]); `last_index + 1` empties the log.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let log = raft_wal::Log::open(dir.path(), Default::default()).unwrap();
+    /// log.append_batch([b"a", b"b", b"c"]).unwrap();
+    /// log.compact_before(3).unwrap(); // removes ..3
+    /// assert_eq!((log.first_index(), log.last_index()), (3, 3));
+    /// assert!(log.compact_before(5).is_err());
+    /// ```
+    pub fn compact_before(&self, index: u64) -> Result<()> {
+        let w = lock(&self.inner.w);
+        self.inner.check_writable(&w)?;
+        if index < w.first_index || index > w.next_index {
+            return Err(Error::BoundaryOutOfRange {
+                op: "compact_before",
+                index,
+                first_index: w.first_index,
+                last_index: w.next_index - 1,
+            });
+        }
+        self.inner.compact(w, index)
+    }
+
+    /// The entry at `index`.
+    pub fn read(&self, index: u64) -> Result<LogEntry> {
+        match self.iter(index..=index)?.next() {
+            Some(e) => e,
+            None => Err(self.inner.out_of_range(index, false)),
+        }
+    }
+
+    /// Iterates over the entries in `range` (`..`, `lo..`, `lo..hi`,
+    /// `lo..=hi`), synced or not. The range must lie within
+    /// `[first_index, last_index]` (an empty range anywhere in
+    /// `[first_index, last_index + 1]` is fine). Payloads are borrowed from
+    /// the memory-mapped segment where possible; each entry's checksum is
+    /// verified as it is read.
+    ///
+    /// The end is fixed when the iterator is made; entries truncated away
+    /// meanwhile end it early, and entries compacted away yield
+    /// [`Error::OutOfRange`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let log = raft_wal::Log::open(dir.path(), Default::default()).unwrap();
+    /// for i in 0..10u8 { log.append(&[i]).unwrap(); }
+    /// let tail: Vec<u64> = log.iter(8..).unwrap().map(|e| e.unwrap().index()).collect();
+    /// assert_eq!(tail, [8, 9, 10]);
+    /// assert_eq!(log.iter(3..5).unwrap().next().unwrap().unwrap().data(), &[2]);
+    /// ```
+    pub fn iter(&self, range: impl RangeBounds<u64>) -> Result<Iter> {
+        let mut w = lock(&self.inner.w);
+        self.inner.check_usable(&w)?;
+        if !w.pending_locs.is_empty() {
+            // Entries are read from the segment file: write them there first.
+            self.inner.flush(&mut w)?;
+        }
+        let (first, last) = (w.first_index, w.next_index - 1);
+        drop(w);
+        Iter::new(self.inner.clone(), range, first, last, false)
+    }
+
+    /// Raft layer: appends an entry with a term.
+    pub(crate) fn append_with_term(&self, term: u64, data: &[u8]) -> Result<u64> {
+        let mut w = lock(&self.inner.w);
+        self.inner.append(&mut w, term, data)
+    }
+
+    /// Raft layer: a truncation buffered until the next sync.
+    pub(crate) fn truncate_buffered(&self, from: u64) -> Result<()> {
+        let mut w = lock(&self.inner.w);
+        self.inner
+            .truncate_buffered(&mut w, from, "truncate_suffix")
+    }
+
+    /// Raft layer: compaction that may pass the end of the log (a follower
+    /// installing a newer snapshot); the next index is then `index`.
+    pub(crate) fn compact_or_reset(&self, index: u64) -> Result<()> {
+        let w = lock(&self.inner.w);
+        self.inner.check_writable(&w)?;
+        if index <= w.first_index {
+            let (target, from) = (w.change, w.synced_change);
+            drop(self.inner.sync_to(w, target, from)?);
+            return Ok(());
+        }
+        self.inner.compact(w, index)
+    }
+
+    /// Raft layer: the term of entry `index`.
+    pub(crate) fn term(&self, index: u64) -> Result<Option<u64>> {
+        let w = lock(&self.inner.w);
+        self.inner.check_usable(&w)?;
+        if let Some(l) = w
+            .pending_locs
+            .get(index.wrapping_sub(w.next_index - w.pending_locs.len() as u64) as usize)
+        {
+            return Ok(Some(l.term));
+        }
+        drop(w);
+        Ok(read(&self.inner.r).index.get(index).map(|l| l.term))
+    }
+
+    /// Raft layer: the snapshot marker.
+    pub(crate) fn marker(&self) -> Option<SnapshotMarker> {
+        lock(&self.inner.w).marker
+    }
+
+    /// Raft layer: durably records a snapshot marker.
+    pub(crate) fn mark_snapshot(&self, marker: SnapshotMarker) -> Result<()> {
+        let mut w = lock(&self.inner.w);
+        self.inner.check_writable(&w)?;
+        match w.marker {
+            Some(m) if m == marker => {}
+            Some(m) if marker.0 <= m.0 => {
+                return Err(Error::SnapshotMarkerNotNewer {
+                    index: marker.0,
+                    current: m.0,
+                })
+            }
+            _ if marker.0 == 0 => {
+                return Err(Error::SnapshotMarkerNotNewer {
+                    index: 0,
+                    current: 0,
+                })
+            }
+            _ => {
+                self.inner.begin_batch(&mut w)?;
+                let seq = w.active.as_ref().expect("batch has a segment").seq;
+                format::encode_snapshot_marker(&mut w.pending, seq, marker);
+                w.marker = Some(marker);
+                w.change += 1;
+            }
+        }
+        let (target, from) = (w.change, w.synced_change);
+        drop(self.inner.sync_to(w, target, from)?);
+        Ok(())
+    }
+
+    pub(crate) fn check_usable(&self) -> Result<()> {
+        self.inner.check_usable(&lock(&self.inner.w))
+    }
+}
+
+impl Inner {
+    fn check_usable(&self, w: &Writer) -> Result<()> {
+        match &w.poisoned {
+            Some(cause) => Err(cause.to_error()),
+            None => Ok(()),
+        }
+    }
+
+    fn check_writable(&self, w: &Writer) -> Result<()> {
+        self.check_usable(w)?;
+        if self.options.read_only {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
+    }
+
+    /// Records `err` as the reason this handle is unusable, and returns it.
+    fn poison(&self, w: &mut Writer, err: Error) -> Error {
+        if w.poisoned.is_none() {
+            tracing::error!(dir = %self.dir.display(), error = %err, "WAL poisoned");
+            w.poisoned = Some(PoisonCause::of(&err, &self.dir));
+        }
+        err
+    }
+
+    fn out_of_range(&self, index: u64, reader: bool) -> Error {
+        let w = lock(&self.w);
+        let last = if reader {
+            read(&self.r).synced_last
+        } else {
+            w.next_index - 1
+        };
+        Error::OutOfRange {
+            index,
+            first_index: w.first_index,
+            last_index: last,
+        }
+    }
+
+    fn append(&self, w: &mut Writer, term: u64, data: &[u8]) -> Result<u64> {
+        self.check_writable(w)?;
+        if data.len() > MAX_ENTRY_BYTES {
+            return Err(Error::EntryTooLarge {
+                bytes: data.len(),
+                max_bytes: MAX_ENTRY_BYTES,
+            });
+        }
+        self.begin_batch(w)?;
+        let seg = w.active.as_ref().expect("a batch has an active segment");
+        let (seq, offset) = (seg.seq, seg.written() + w.pending.len() as u64);
+        let index = w.next_index;
+        format::encode_entry(&mut w.pending, seq, index, term, data);
+        w.pending_locs.push(Loc {
+            seq,
+            offset,
+            term,
+            data_len: data.len() as u32,
+        });
+        w.next_index += 1;
+        w.change += 1;
+        if w.pending.len() >= self.options.flush_threshold_bytes {
+            self.flush(w)?;
+        }
+        Ok(index)
+    }
+
+    fn set_metadata(&self, w: &mut Writer, value: &[u8]) -> Result<()> {
+        self.check_writable(w)?;
+        if value.len() > MAX_METADATA_BYTES {
+            return Err(Error::MetadataTooLarge {
+                bytes: value.len(),
+                max_bytes: MAX_METADATA_BYTES,
+            });
+        }
+        if value == w.metadata.as_slice() {
+            return Ok(());
+        }
+        self.begin_batch(w)?;
+        let seq = w
+            .active
+            .as_ref()
+            .expect("a batch has an active segment")
+            .seq;
+        format::encode_metadata(&mut w.pending, seq, value);
+        let old = std::mem::replace(&mut w.metadata, value.to_vec());
+        let batch = w.batch.as_mut().expect("batch begun");
+        batch.base_metadata.get_or_insert(old);
+        w.change += 1;
+        Ok(())
+    }
+
+    fn truncate_buffered(&self, w: &mut Writer, from: u64, op: &'static str) -> Result<()> {
+        self.check_writable(w)?;
+        let (first, next) = (w.first_index, w.next_index);
+        if from < first || from > next {
+            return Err(Error::BoundaryOutOfRange {
+                op,
+                index: from,
+                first_index: first,
+                last_index: next - 1,
+            });
+        }
+        if from == next {
+            return Ok(());
+        }
+        // Truncation works on the shared index: move pending entries there.
+        self.flush(w)?;
+        self.begin_batch(w)?;
+        let seq = w
+            .active
+            .as_ref()
+            .expect("a batch has an active segment")
+            .seq;
+        format::encode_truncate(&mut w.pending, seq, from);
+        let popped = {
+            let mut r = write(&self.r);
+            r.synced_last = r.synced_last.min(from - 1);
+            r.index.truncate_from(from)
+        };
+        w.next_index = from;
+        w.change += 1;
+        w.truncated_below = w.truncated_below.min(from - 1);
+        let batch = w.batch.as_mut().expect("batch begun");
+        if from <= batch.low {
+            // Entries (from-1, low] predate the batch: keep them for a rollback.
+            let n = (batch.low - (from - 1)) as usize;
+            let mut older: Vec<Loc> = popped[..n].to_vec();
+            older.append(&mut batch.stash);
+            batch.stash = older;
+            batch.low = from - 1;
+        }
+        Ok(())
+    }
+
+    /// Opens a batch if none is open, starting a new segment first if the
+    /// active one is full. On error nothing has changed.
+    fn begin_batch(&self, w: &mut Writer) -> Result<()> {
+        if w.batch.is_some() {
+            return Ok(());
+        }
+        let full = match &w.active {
+            None => true,
+            Some(s) => s.written() >= self.options.segment_size_bytes,
+        };
+        if full {
+            self.rotate(w)?;
+        }
+        let seg = w.active.as_ref().expect("rotate leaves an active segment");
+        let (start_offset, start_file_len) = (seg.written(), seg.file_len());
+        let base_synced_last = read(&self.r).synced_last;
+        w.batch = Some(Batch {
+            base_metadata: None,
+            base_marker: w.marker,
+            base_synced_last,
+            low: w.next_index - 1,
+            stash: Vec::new(),
+            start_offset,
+            start_file_len,
+            dirty_end: start_offset,
+            base_change: w.change,
+        });
+        Ok(())
+    }
+
+    /// Writes buffered records to the active segment without syncing, and
+    /// publishes their entries to the index.
+    fn flush(&self, w: &mut Writer) -> Result<()> {
+        if w.pending.is_empty() {
+            return Ok(());
+        }
+        let seg = w
+            .active
+            .clone()
+            .expect("pending records belong to a segment");
+        let at = seg.written();
+        let end = at + w.pending.len() as u64;
+        if let Some(b) = w.batch.as_mut() {
+            b.dirty_end = b.dirty_end.max(end);
+        }
+        match seg.file.write_at(&w.pending, at) {
+            Ok(()) => {
+                seg.set_written(end);
+                seg.set_file_len(seg.file_len().max(end));
+                if let Some(m) = &self.options.metrics {
+                    m.bytes_written(w.pending.len() as u64);
+                }
+                w.pending.clear();
+                if !w.pending_locs.is_empty() {
+                    let mut r = write(&self.r);
+                    for loc in w.pending_locs.drain(..) {
+                        r.index.push(loc);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let err = Error::io("write", seg.path.clone(), e);
+                Err(self.fail_batch(w, err))
+            }
+        }
+    }
+
+    /// Waits until every change numbered up to `target` is durable, leading
+    /// the sync if no other thread is. Fails with [`Error::NoSpace`] if a
+    /// rollback discarded any change in `(from, target]`.
+    fn sync_to<'a>(
+        &'a self,
+        mut w: MutexGuard<'a, Writer>,
+        target: u64,
+        from: u64,
+    ) -> Result<MutexGuard<'a, Writer>> {
+        loop {
+            self.check_usable(&w)?;
+            if w.synced_change >= target {
+                break;
+            }
+            if !w.sync_running {
+                w = self.lead_sync(w)?;
+                continue;
+            }
+            w = self.synced.wait(w).unwrap_or_else(|e| e.into_inner());
+        }
+        let lost = w.rolled_back.iter().find(|(a, b)| *a < target && *b > from);
+        if let Some(_range) = lost {
+            let path = w
+                .active
+                .as_ref()
+                .map_or_else(|| self.dir.clone(), |s| s.path.clone());
+            return Err(Error::NoSpace { path });
+        }
+        Ok(w)
+    }
+
+    /// Writes and fsyncs the current batch, releasing the lock during the
+    /// `fdatasync` so other threads can append (and readers read) meanwhile.
+    fn lead_sync<'a>(&'a self, mut w: MutexGuard<'a, Writer>) -> Result<MutexGuard<'a, Writer>> {
+        if let Err(err) = self.flush(&mut w) {
+            w.synced_change = w.change;
+            self.synced.notify_all();
+            return Err(err);
+        }
+        let upto = w.change;
+        let Some(_batch) = w.batch.take() else {
+            w.synced_change = upto;
+            return Ok(w);
+        };
+        let seg = w.active.clone().expect("a batch has an active segment");
+        let captured_last = w.next_index - 1;
+        w.truncated_below = u64::MAX;
+        w.sync_running = true;
+        drop(w);
+        let started = Instant::now();
+        let res = seg.file.sync_data();
+        let mut w = lock(&self.w);
+        w.sync_running = false;
+        let out = match res {
+            Ok(()) => {
+                if let Some(m) = &self.options.metrics {
+                    m.synced(started.elapsed());
+                }
+                w.synced_change = w.synced_change.max(upto);
+                let synced = captured_last.min(w.truncated_below);
+                let mut r = write(&self.r);
+                r.synced_last = r.synced_last.max(synced).min(w.next_index - 1);
+                drop(r);
+                Ok(())
+            }
+            Err(e) => {
+                // Never retry: the kernel may have dropped the dirty pages.
+                let err = match Error::io("fdatasync", seg.path.clone(), e) {
+                    Error::NoSpace { path } => Error::Io {
+                        op: "fdatasync",
+                        path,
+                        source: no_space_io_error(),
+                    },
+                    other => other,
+                };
+                Err(self.poison(&mut w, err))
+            }
+        };
+        self.synced.notify_all();
+        out.map(|()| w)
+    }
+
+    /// Handles a failed write of the current batch: ENOSPC rolls the batch
+    /// back (the log is as of the last sync); anything else poisons.
+    fn fail_batch(&self, w: &mut Writer, err: Error) -> Error {
+        if !matches!(err, Error::NoSpace { .. }) {
+            return self.poison(w, err);
+        }
+        let batch = w.batch.take().expect("writes happen inside a batch");
+        let seg = w.active.clone().expect("batch has an active segment");
+        // Scrub what the failed write may have left so it can never be
+        // replayed as records, then give back any space it took.
+        let scrub_end = batch.dirty_end.min(batch.start_file_len);
+        let scrub = (|| -> std::io::Result<()> {
+            if scrub_end > batch.start_offset {
+                let zeros = vec![0u8; (scrub_end - batch.start_offset) as usize];
+                seg.file.write_at(&zeros, batch.start_offset)?;
+            }
+            if seg.file.len()? > batch.start_file_len {
+                seg.file.set_len(batch.start_file_len)?;
+            }
+            seg.file.sync_data()
+        })();
+        seg.invalidate_view();
+        if let Err(e) = scrub {
+            return self.poison(w, Error::io("rollback", seg.path.clone(), e));
+        }
+        seg.set_written(batch.start_offset);
+        seg.set_file_len(batch.start_file_len);
+        w.pending.clear();
+        w.pending_locs.clear();
+        {
+            let mut r = write(&self.r);
+            r.index.truncate_from(batch.low + 1);
+            for loc in batch.stash {
+                r.index.push(loc);
+            }
+            w.next_index = r.index.last_index() + 1;
+            // The batch's truncations lowered it; a sync that finished
+            // meanwhile may have raised it.
+            r.synced_last = r
+                .synced_last
+                .max(batch.base_synced_last)
+                .min(w.next_index - 1);
+        }
+        if let Some(m) = batch.base_metadata {
+            w.metadata = m;
+        }
+        w.marker = batch.base_marker;
+        let discarded = w.change - batch.base_change;
+        w.rolled_back.push((batch.base_change, w.change));
+        if let Some(m) = &self.options.metrics {
+            m.rolled_back(discarded);
+        }
+        tracing::warn!(dir = %self.dir.display(), discarded, "disk full: discarded the unsynced batch");
+        err
+    }
+
+    /// Takes the prepared next segment file, preparing it now if needed.
+    /// On error nothing has changed (a failed fsync poisons).
+    fn take_prealloc(&self, w: &mut Writer) -> Result<Arc<dyn FsFile>> {
+        let state = std::mem::replace(&mut w.prealloc, Prealloc::Idle).settle();
+        if let Prealloc::Ready(file) = state {
+            return Ok(file.into());
+        }
+        let size = match self.options.preallocate {
+            Preallocate::None => 0,
+            _ => self.options.segment_size_bytes,
+        };
+        match prealloc::prepare(self.fs.as_ref(), &self.dir, size) {
+            Ok(file) => Ok(file.into()),
+            Err(err @ Error::NoSpace { .. }) => Err(err),
+            Err(err) => Err(self.poison(w, err)),
+        }
+    }
+
+    /// Starts preparing the segment after the one just opened.
+    fn start_prealloc(&self, w: &mut Writer) -> Result<()> {
+        let size = self.options.segment_size_bytes;
+        match self.options.preallocate {
+            Preallocate::None => Ok(()),
+            Preallocate::Background => {
+                w.prealloc = prealloc::spawn(self.fs.clone(), self.dir.clone(), size);
+                Ok(())
+            }
+            Preallocate::Inline => {
+                match prealloc::prepare(self.fs.as_ref(), &self.dir, size) {
+                    Ok(file) => w.prealloc = Prealloc::Ready(file),
+                    // Not an error yet: the next rotation retries and reports it.
+                    Err(Error::NoSpace { .. }) => {
+                        tracing::warn!(dir = %self.dir.display(), "no space to preallocate the next segment");
+                    }
+                    Err(err) => return Err(self.poison(w, err)),
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Seals the active segment (if any) and starts the next one.
+    fn rotate(&self, w: &mut Writer) -> Result<()> {
+        let next_file = self.take_prealloc(w)?;
+        if let Some(seg) = w.active.clone() {
+            let mut seal = Vec::new();
+            format::encode_seal(&mut seal, seg.seq);
+            let at = seg.written();
+            if let Err(e) = seg.file.write_at(&seal, at) {
+                let err = Error::io("write", seg.path.clone(), e);
+                return Err(match err {
+                    // A partial seal is a torn tail; the next write overwrites it.
+                    Error::NoSpace { .. } => err,
+                    other => self.poison(w, other),
+                });
+            }
+            if let Err(e) = seg.file.sync_data() {
+                let err = Error::io("fdatasync", seg.path.clone(), e);
+                return Err(self.poison(w, err));
+            }
+            seg.set_written(at + seal.len() as u64);
+            seg.set_file_len(seg.file_len().max(seg.written()));
+            seg.set_sealed();
+            w.active = None;
+        }
+        let seq = w.last_seq + 1;
+        let first_index = w.next_index;
+        let path = self.dir.join(format::segment_name(seq, first_index));
+        let from = self.dir.join(PREALLOC_FILE);
+        let mut head = Vec::new();
+        format::encode_header(&mut head, seq, first_index);
+        // Like the metadata, so deleting older segments never loses them.
+        format::encode_metadata(&mut head, seq, &w.metadata);
+        if let Some(marker) = w.marker {
+            format::encode_snapshot_marker(&mut head, seq, marker);
+        }
+        let res = (|| -> Result<()> {
+            self.fs
+                .rename(&from, &path)
+                .map_err(|e| Error::io("rename", &path, e))?;
+            next_file
+                .write_at(&head, 0)
+                .map_err(|e| Error::io("write", &path, e))?;
+            next_file
+                .sync_data()
+                .map_err(|e| Error::io("fdatasync", &path, e))?;
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io("sync_dir", &self.dir, e))
+        })();
+        if let Err(err) = res {
+            return Err(self.poison(w, err));
+        }
+        let seg = Segment::new(seq, path, next_file);
+        seg.set_written(head.len() as u64);
+        let file_len = match self.options.preallocate {
+            Preallocate::None => head.len() as u64,
+            _ => self.options.segment_size_bytes.max(head.len() as u64),
+        };
+        seg.set_file_len(file_len);
+        let seg = Arc::new(seg);
+        tracing::debug!(seq, first_index, "started WAL segment");
+        write(&self.r).segments.push_back(seg.clone());
+        w.active = Some(seg);
+        w.last_seq = seq;
+        if let Some(m) = &self.options.metrics {
+            m.segment_created(seq);
+        }
+        self.start_prealloc(w)
+    }
+
+    /// Syncs, then makes `index` the durable first index and deletes the
+    /// segments holding only entries before it. `index` may pass the end
+    /// (the next append then gets `index`).
+    fn compact(&self, w: MutexGuard<'_, Writer>, index: u64) -> Result<()> {
+        let (target, from) = (w.change, w.synced_change);
+        let mut w = self.sync_to(w, target, from)?;
+        if index <= w.first_index {
+            return Ok(());
+        }
+        self.write_meta(&mut w, index)?;
+        {
+            let mut r = write(&self.r);
+            r.index.compact_to(index);
+            r.synced_last = r.synced_last.max(index - 1);
+        }
+        w.first_index = index;
+        w.next_index = w.next_index.max(index);
+        self.remove_obsolete_segments(&mut w)
+    }
+
+    /// Atomically replaces the meta file: temp write, fsync, rename, dir fsync.
+    fn write_meta(&self, w: &mut Writer, first_index: u64) -> Result<()> {
+        let tmp = self.dir.join(META_TMP_FILE);
+        let dst = self.dir.join(META_FILE);
+        let _ = self.fs.remove_file(&tmp);
+        let file = self
+            .fs
+            .open(&tmp, OpenMode::CreateNew)
+            .map_err(|e| Error::io("create", &tmp, e))?;
+        let meta = format::encode_meta(first_index, w.marker);
+        if let Err(e) = file.write_at(&meta, 0) {
+            drop(file);
+            let _ = self.fs.remove_file(&tmp);
+            return Err(Error::io("write", &tmp, e));
+        }
+        let res = (|| {
+            file.sync_data()
+                .map_err(|e| Error::io("fdatasync", &tmp, e))?;
+            self.fs
+                .rename(&tmp, &dst)
+                .map_err(|e| Error::io("rename", &dst, e))?;
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io("sync_dir", &self.dir, e))
+        })();
+        res.map_err(|err| self.poison(w, err))
+    }
+
+    /// Deletes leading segments that hold no live entry (never the last one).
+    fn remove_obsolete_segments(&self, w: &mut Writer) -> Result<()> {
+        loop {
+            let seg = {
+                let mut r = write(&self.r);
+                let Some(last_seq) = r.segments.back().map(|s| s.seq) else {
+                    return Ok(());
+                };
+                let needed = r.index.first_seq().unwrap_or(last_seq).min(last_seq);
+                if r.segments.front().is_none_or(|s| s.seq >= needed) {
+                    return Ok(());
+                }
+                r.segments.pop_front().expect("checked")
+            };
+            let res = self
+                .fs
+                .remove_file(&seg.path)
+                .map_err(|e| Error::io("remove", &seg.path, e))
+                .and_then(|()| {
+                    self.fs
+                        .sync_dir(&self.dir)
+                        .map_err(|e| Error::io("sync_dir", &self.dir, e))
+                });
+            if let Err(err) = res {
+                return Err(self.poison(w, err));
+            }
+            if let Some(m) = &self.options.metrics {
+                m.segment_removed(seg.seq);
+            }
+            tracing::debug!(seq = seg.seq, "deleted compacted WAL segment");
+        }
+    }
+}
+
+/// A read-only handle on a [`Log`] for other threads: `Clone + Send + Sync`.
+///
+/// It sees only synced entries (`[first_index, last_synced_index]`) and
+/// never waits for an fsync in progress: a writer holds no lock a reader
+/// needs while it syncs.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let log = raft_wal::Log::open(dir.path(), Default::default()).unwrap();
+/// let reader = log.reader();
+/// log.append(b"unsynced").unwrap();
+/// assert_eq!(reader.iter(..).unwrap().count(), 0);
+/// log.sync().unwrap();
+/// let t = std::thread::spawn(move || reader.read(1).unwrap().to_vec());
+/// assert_eq!(t.join().unwrap(), b"unsynced");
+/// ```
+#[derive(Clone)]
+pub struct LogReader {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LogReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogReader")
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+impl LogReader {
+    /// First index held.
+    pub fn first_index(&self) -> u64 {
+        read(&self.inner.r).index.first_index()
+    }
+
+    /// Last durable index; what this reader can see.
+    pub fn last_synced_index(&self) -> u64 {
+        read(&self.inner.r).synced_last
+    }
+
+    /// The synced entry at `index`.
+    pub fn read(&self, index: u64) -> Result<LogEntry> {
+        match self.iter(index..=index)?.next() {
+            Some(e) => e,
+            None => Err(self.inner.out_of_range(index, true)),
+        }
+    }
+
+    /// Iterates over synced entries in `range`, which must lie within
+    /// `[first_index, last_synced_index]`; see [`Log::iter`].
+    pub fn iter(&self, range: impl RangeBounds<u64>) -> Result<Iter> {
+        let (first, last) = {
+            let r = read(&self.inner.r);
+            (r.index.first_index(), r.synced_last)
+        };
+        Iter::new(self.inner.clone(), range, first, last, true)
+    }
+}
+
+/// One entry read from the log. Its payload is borrowed from the segment's
+/// memory map where possible (no copy); [`to_vec`](LogEntry::to_vec) copies.
+#[derive(Clone)]
+pub struct LogEntry {
+    index: u64,
+    term: u64,
+    payload: Payload,
+}
+
+#[derive(Clone)]
+enum Payload {
+    Mapped {
+        map: Mapping,
+        start: usize,
+        len: usize,
+    },
+    Owned(Vec<u8>),
+}
+
+impl std::fmt::Debug for LogEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogEntry")
+            .field("index", &self.index)
+            .field("len", &self.data().len())
+            .finish()
+    }
+}
+
+impl LogEntry {
+    /// The entry's index.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// The entry's bytes.
+    pub fn data(&self) -> &[u8] {
+        match &self.payload {
+            Payload::Mapped { map, start, len } => &map.bytes()[*start..*start + *len],
+            Payload::Owned(v) => v,
+        }
+    }
+
+    /// A copy of the entry's bytes.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.data().to_vec()
+    }
+
+    /// The entry's bytes, copied only if they are borrowed from a mapping.
+    pub fn into_vec(self) -> Vec<u8> {
+        match self.payload {
+            Payload::Owned(v) => v,
+            Payload::Mapped { .. } => self.to_vec(),
+        }
+    }
+
+    pub(crate) fn term(&self) -> u64 {
+        self.term
+    }
+}
+
+impl AsRef<[u8]> for LogEntry {
+    fn as_ref(&self) -> &[u8] {
+        self.data()
+    }
+}
+
+/// Entries fetched from the index per lock of it.
+const ITER_CHUNK: usize = 64;
+
+/// An iterator over log entries; see [`Log::iter`].
+pub struct Iter {
+    inner: Arc<Inner>,
+    next: u64,
+    end: u64,
+    reader: bool,
+    buf: VecDeque<(u64, Loc, Arc<Segment>)>,
+    view: Option<(u64, Mapping, u64)>,
+    /// `synced_last` when `buf` was filled: entries at or below it never
+    /// change on disk, so their payloads can stay borrowed.
+    synced: u64,
+}
+
+impl std::fmt::Debug for Iter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Iter")
+            .field("next", &self.next)
+            .field("end", &self.end)
+            .finish()
+    }
+}
+
+impl Iter {
+    fn new(
+        inner: Arc<Inner>,
+        range: impl RangeBounds<u64>,
+        first: u64,
+        last: u64,
+        reader: bool,
+    ) -> Result<Iter> {
+        let lo = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => first,
+        };
+        let hi = match range.end_bound() {
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => last + 1,
+        };
+        if lo < hi {
+            for i in [lo, hi - 1] {
+                if i < first || i > last {
+                    return Err(Error::OutOfRange {
+                        index: i,
+                        first_index: first,
+                        last_index: last,
+                    });
+                }
+            }
+        } else if lo < first || lo > last + 1 {
+            return Err(Error::OutOfRange {
+                index: lo,
+                first_index: first,
+                last_index: last,
+            });
+        }
+        Ok(Iter {
+            inner,
+            next: lo,
+            end: hi.max(lo),
+            reader,
+            buf: VecDeque::new(),
+            view: None,
+            synced: 0,
+        })
+    }
+
+    fn refill(&mut self) -> Result<()> {
+        let r = read(&self.inner.r);
+        self.synced = r.synced_last;
+        let limit = if self.reader {
+            r.synced_last.saturating_add(1).min(self.end)
+        } else {
+            self.end
+        };
+        let mut i = self.next;
+        while i < limit && self.buf.len() < ITER_CHUNK {
+            let Some(loc) = r.index.get(i) else {
+                if i < r.index.first_index() {
+                    return Err(Error::OutOfRange {
+                        index: i,
+                        first_index: r.index.first_index(),
+                        last_index: r.index.last_index(),
+                    });
+                }
+                break;
+            };
+            let seg = r
+                .segment(loc.seq)
+                .expect("live entries have segments")
+                .clone();
+            self.buf.push_back((i, *loc, seg));
+            i += 1;
+        }
+        if self.buf.is_empty() {
+            // Truncated meanwhile (or, for a reader, no longer synced).
+            self.end = self.next;
+        }
+        Ok(())
+    }
+
+    fn read_one(&mut self, index: u64, loc: &Loc, seg: &Segment) -> Result<LogEntry> {
+        let record_len = format::entry_record_bytes(loc.data_len as usize) as u64;
+        let end = loc.offset + record_len;
+        let reusable = matches!(&self.view, Some((seq, m, valid)) if *seq == seg.seq
+            && end <= *valid && end <= m.bytes().len() as u64);
+        if !reusable {
+            let (m, valid) = seg
+                .view(end)
+                .map_err(|e| Error::io("map", seg.path.clone(), e))?;
+            self.view = Some((seg.seq, m, valid));
+        }
+        let (_, map, _) = self.view.as_ref().expect("set above");
+        let off = loc.offset as usize;
+        match format::decode(map.bytes(), off, seg.seq) {
+            Decoded::Record(
+                Record::Entry {
+                    index: got,
+                    term,
+                    data,
+                },
+                _,
+            ) if got == index && term == loc.term => {
+                let start = data.as_ptr() as usize - map.bytes().as_ptr() as usize;
+                // Unsynced bytes can be rolled back (and the file shrunk)
+                // under a mapping: copy them; synced ones never change.
+                let payload = if index <= self.synced || !map.is_live() {
+                    Payload::Mapped {
+                        map: map.clone(),
+                        start,
+                        len: data.len(),
+                    }
+                } else {
+                    Payload::Owned(data.to_vec())
+                };
+                Ok(LogEntry {
+                    index,
+                    term,
+                    payload,
+                })
+            }
+            Decoded::Invalid(kind) => Err(Error::corruption(&seg.path, loc.offset, kind)),
+            _ => Err(Error::corruption(
+                &seg.path,
+                loc.offset,
+                CorruptionKind::BadPayload,
+            )),
+        }
+    }
+}
+
+impl Iterator for Iter {
+    type Item = Result<LogEntry>;
+
+    fn next(&mut self) -> Option<Result<LogEntry>> {
+        if self.next >= self.end {
+            return None;
+        }
+        if self.buf.is_empty() {
+            if let Err(e) = self.refill() {
+                self.end = self.next;
+                return Some(Err(e));
+            }
+        }
+        let (index, loc, seg) = self.buf.pop_front()?;
+        self.next = index + 1;
+        let out = self.read_one(index, &loc, &seg);
+        if out.is_err() {
+            self.end = self.next;
+        }
+        Some(out)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, usize::try_from(self.end - self.next).ok())
+    }
+}
