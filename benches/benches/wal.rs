@@ -10,6 +10,13 @@
 //!   from a warm page cache.
 //! - `recovery_1GiB` (only with `WAL_BENCH_RECOVERY=1`): `Wal::open` of a WAL
 //!   holding 1 GiB of records, warm cache.
+//! - `group_commit_1024x256B`: 1,024 entries of 256 B made durable by 1, 4,
+//!   16 or 64 threads each calling `Log::append_sync` (one shared handle,
+//!   group commit), versus one thread appending all 1,024 then calling
+//!   `sync()` once.
+//!
+//! `wal` is the Raft layer (`raft_wal::Wal`, what raft-node uses); `log` is
+//! the general `raft_wal::Log` API. Both use the production preset.
 //!
 //! The raw baselines come in two flavours:
 //!
@@ -33,7 +40,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use raft_wal::{Options, Wal};
+use raft_wal::{Log, LogOptions, Options, Wal};
 use tempfile::TempDir;
 
 /// User data per entry.
@@ -118,6 +125,11 @@ impl WalWriter {
     fn sync(&mut self) {
         self.wal.sync().expect("sync");
     }
+}
+
+/// The general API with the production preset.
+fn open_log(dir: &Path) -> Log {
+    Log::open(dir, LogOptions::production()).expect("open log")
 }
 
 /// Plain file, appended to with one `pwrite` + one `fdatasync` per call.
@@ -252,6 +264,18 @@ fn batched_append(c: &mut Criterion) {
     });
     drop(wal);
 
+    let mut log = Lazy::new();
+    g.bench_function("log", |b| {
+        let l = log.get(open_log);
+        b.iter(|| {
+            for _ in 0..BATCH_ENTRIES {
+                l.append(&data).expect("append");
+            }
+            l.sync().expect("sync");
+        })
+    });
+    drop(log);
+
     let mut raw = Lazy::new();
     g.bench_function("raw_fallocated", |b| {
         let r = raw.get(|d| RawLog::fallocated(&d.join("raw")));
@@ -284,6 +308,13 @@ fn append_sync(c: &mut Criterion) {
         })
     });
     drop(wal);
+
+    let mut log = Lazy::new();
+    g.bench_function("log", |b| {
+        let l = log.get(open_log);
+        b.iter(|| l.append_sync(&data).expect("append_sync"))
+    });
+    drop(log);
 
     let mut raw = Lazy::new();
     g.bench_function("raw_fallocated", |b| {
@@ -336,6 +367,60 @@ fn read_range(c: &mut Criterion) {
         });
         b.iter(|| black_box(w.wal.entries(lo, hi, u64::MAX).expect("read")))
     });
+    g.finish();
+}
+
+/// Entries per iteration of the group-commit group (divisible by every
+/// thread count).
+const GROUP_ENTRIES: usize = 1_024;
+
+fn group_commit(c: &mut Criterion) {
+    let data = payload();
+    let mut g = c.benchmark_group("group_commit_1024x256B");
+    g.throughput(Throughput::Elements(GROUP_ENTRIES as u64));
+    g.sampling_mode(SamplingMode::Flat);
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+
+    let mut log = Lazy::new();
+    g.bench_function("one_thread_batched", |b| {
+        let l = log.get(open_log);
+        b.iter(|| {
+            for _ in 0..GROUP_ENTRIES {
+                l.append(&data).expect("append");
+            }
+            l.sync().expect("sync");
+        })
+    });
+    drop(log);
+
+    for threads in [1usize, 4, 16, 64] {
+        let mut log = Lazy::new();
+        g.bench_function(format!("append_sync_threads_{threads}"), |b| {
+            let l = log.get(open_log).clone();
+            b.iter_custom(|iters| {
+                let per_thread = GROUP_ENTRIES / threads * iters as usize;
+                let start = std::sync::Barrier::new(threads + 1);
+                std::thread::scope(|s| {
+                    for _ in 0..threads {
+                        let (l, start, data) = (&l, &start, &data);
+                        s.spawn(move || {
+                            start.wait();
+                            for _ in 0..per_thread {
+                                l.append_sync(data).expect("append_sync");
+                            }
+                        });
+                    }
+                    start.wait();
+                    let t = Instant::now();
+                    // Scope end joins the threads.
+                    t
+                })
+                .elapsed()
+            })
+        });
+    }
     g.finish();
 }
 
@@ -403,10 +488,10 @@ fn recovery(c: &mut Criterion) {
 ///
 /// The disk is shared, and background fsync traffic shifts `fdatasync` latency
 /// by several times between one criterion window and the next, so ratios of
-/// separately measured medians are noisy. Here every round runs the WAL
-/// operation and both raw baselines back to back (in a rotating order), so all
-/// three see the same background; the ratio of their medians is the robust
-/// figure. Results go to stderr.
+/// separately measured medians are noisy. Here every round runs the Raft
+/// layer (`wal`), the general API (`log`) and both raw baselines back to
+/// back (in a rotating order), so all four see the same background; the ratio
+/// of their medians is the robust figure. Results go to stderr.
 fn paired(_: &mut Criterion) {
     if std::env::var_os("WAL_BENCH_PAIRED").is_none_or(|v| v != "1") {
         eprintln!("wal bench: skipping paired rounds (set WAL_BENCH_PAIRED=1 to run them)");
@@ -422,28 +507,41 @@ fn paired(_: &mut Criterion) {
     // With both CPUs busy (PREEMPT_NONE, HZ=250), the task woken when its
     // fdatasync completes waits for the next 4 ms tick; see benches/README.md.
     const STALL: Duration = Duration::from_micros(3_500);
+    const LABELS: [&str; 4] = ["wal", "log", "raw_fallocated", "raw_prewritten"];
     let root = bench_root();
-    let run = |name: &str, rounds: usize, wal_op: &dyn Fn(&mut WalWriter), raw_buf: &[u8]| {
-        let dirs = [tempdir(&root), tempdir(&root), tempdir(&root)];
+    let run = |name: &str,
+               rounds: usize,
+               wal_op: &dyn Fn(&mut WalWriter),
+               log_op: &dyn Fn(&Log),
+               raw_buf: &[u8]| {
+        let dirs = [
+            tempdir(&root),
+            tempdir(&root),
+            tempdir(&root),
+            tempdir(&root),
+        ];
         let mut w = WalWriter::open(dirs[0].path());
-        let mut fa = RawLog::fallocated(&dirs[1].path().join("raw"));
-        let mut pw = RawLog::prewritten(&dirs[2].path().join("raw"));
-        let mut times: [Vec<Duration>; 3] = Default::default();
+        let l = open_log(dirs[1].path());
+        let mut fa = RawLog::fallocated(&dirs[2].path().join("raw"));
+        let mut pw = RawLog::prewritten(&dirs[3].path().join("raw"));
+        let mut times: [Vec<Duration>; 4] = Default::default();
+        let mut op = |which: usize| match which {
+            0 => wal_op(&mut w),
+            1 => log_op(&l),
+            2 => fa.append_sync(raw_buf),
+            _ => pw.append_sync(raw_buf),
+        };
         // Warm-up rounds, not recorded: first segment, first chunk, page cache.
         for _ in 0..rounds / 10 {
-            wal_op(&mut w);
-            fa.append_sync(raw_buf);
-            pw.append_sync(raw_buf);
+            for which in 0..4 {
+                op(which);
+            }
         }
         for round in 0..rounds {
-            for k in 0..3 {
-                let which = (round + k) % 3;
+            for k in 0..4 {
+                let which = (round + k) % 4;
                 let t = Instant::now();
-                match which {
-                    0 => wal_op(&mut w),
-                    1 => fa.append_sync(raw_buf),
-                    _ => pw.append_sync(raw_buf),
-                }
+                op(which);
                 times[which].push(t.elapsed());
             }
         }
@@ -451,11 +549,8 @@ fn paired(_: &mut Criterion) {
             v.sort();
             v[((v.len() - 1) as f64 * p).round() as usize]
         };
-        let mut med = [Duration::ZERO; 3];
-        for (i, label) in ["wal", "raw_fallocated", "raw_prewritten"]
-            .iter()
-            .enumerate()
-        {
+        let mut med = [Duration::ZERO; 4];
+        for (i, label) in LABELS.iter().enumerate() {
             let v = &mut times[i];
             med[i] = q(v, 0.5);
             let stalled = v.iter().filter(|t| **t >= STALL).count();
@@ -468,11 +563,15 @@ fn paired(_: &mut Criterion) {
             );
         }
         let r = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-        eprintln!(
-            "paired {name}: wal/raw_fallocated time {:.2}x, wal/raw_prewritten time {:.2}x",
-            r(med[0], med[1]),
-            r(med[0], med[2])
-        );
+        for (i, label) in LABELS.iter().enumerate().take(2) {
+            eprintln!(
+                "paired {name}: {label}/raw_fallocated time {:.2}x, {label}/raw_prewritten time {:.2}x \
+                 (throughput {:.2} of raw_prewritten)",
+                r(med[i], med[2]),
+                r(med[i], med[3]),
+                r(med[3], med[i])
+            );
+        }
     };
     run(
         "batched_append_1000x256B",
@@ -483,6 +582,12 @@ fn paired(_: &mut Criterion) {
             }
             w.sync();
         },
+        &|l| {
+            for _ in 0..BATCH_ENTRIES {
+                l.append(&data).expect("append");
+            }
+            l.sync().expect("sync");
+        },
         &batch,
     );
     run(
@@ -491,6 +596,9 @@ fn paired(_: &mut Criterion) {
         &|w| {
             w.append(&data);
             w.sync();
+        },
+        &|l| {
+            l.append_sync(&data).expect("append_sync");
         },
         &data,
     );
@@ -505,6 +613,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = batched_append, append_sync, read_range, paired, recovery
+    targets = batched_append, append_sync, read_range, group_commit, paired, recovery
 }
 criterion_main!(benches);

@@ -132,7 +132,11 @@ fn damage_in_a_sealed_segment_is_refused_or_cut_at_the_first_bad_record() {
     let log = open(&fs, RecoveryMode::Strict).unwrap();
     check_prefix(&log, index);
     for f in &later {
-        assert!(fs.list_dir(&dir()).unwrap().iter().all(|n| *f != dir().join(n)));
+        assert!(fs
+            .list_dir(&dir())
+            .unwrap()
+            .iter()
+            .all(|n| *f != dir().join(n)));
     }
 }
 
@@ -170,7 +174,10 @@ fn repair_keeps_copies_of_what_it_cuts_and_makes_a_strict_open_work() {
 
     let report = raft_wal::repair(&fs, &dir()).unwrap();
     let dropped = report.dropped.clone().expect("repair cut something");
-    assert_eq!((dropped.file.as_path(), dropped.offset), (file.as_path(), off));
+    assert_eq!(
+        (dropped.file.as_path(), dropped.offset),
+        (file.as_path(), off)
+    );
     assert_eq!(report.last_index, index - 1);
     let names = fs.list_dir(&dir()).unwrap();
     let broken = |p: &Path| format!("{}.broken", p.file_name().unwrap().to_string_lossy());
