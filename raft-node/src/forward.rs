@@ -26,6 +26,7 @@ use tokio::sync::{oneshot, Semaphore};
 use crate::api::pb::raftnodepb::internal_response::Response as Resp;
 use crate::api::pb::raftnodepb::InternalResponse;
 use crate::driver::{ClientError, DriverHandle, Request, WriteOutcome};
+use crate::lease::Lessor;
 use crate::mvcc::{Applied, Command, MvccError, Response};
 use crate::snapshot_transfer::{PeerNet, SnapshotPiece};
 
@@ -77,6 +78,12 @@ pub enum ForwardBody {
     ),
     /// The membership change was applied at this index.
     Changed(u64),
+    /// Renew a lease.
+    KeepAlive(i64),
+    /// How long a lease has left.
+    TimeToLive(i64),
+    /// A lease's TTL: renewed (0: no such lease) or remaining (-1: none).
+    Ttl(i64),
     /// The write was applied: its entry, and the encoded `InternalResponse`.
     Written {
         /// Log index of the entry.
@@ -214,6 +221,18 @@ impl Forwarder {
         }
     }
 
+    /// Has `leader` renew lease `id` (or tell its remaining time); returns the TTL.
+    pub async fn lease(&self, leader: u64, body: ForwardBody) -> Result<i64, ClientError> {
+        match self.call(leader, body).await? {
+            ForwardBody::Ttl(ttl) => Ok(ttl),
+            ForwardBody::Failed(e) => Err(e),
+            other => {
+                tracing::warn!(leader, answer = ?other, "unexpected forwarded answer");
+                Err(ClientError::Timeout)
+            }
+        }
+    }
+
     /// Hands an answer from `from` to the request waiting for it.
     fn answer(&self, from: u64, id: u64, body: ForwardBody) {
         let mut pending = self.pending();
@@ -230,16 +249,18 @@ pub struct ForwardServer {
     me: u64,
     net: PeerNet,
     driver: DriverHandle,
+    lessor: Arc<Lessor>,
     slots: Arc<Semaphore>,
 }
 
 impl ForwardServer {
     /// Serves forwarded requests for node `me`.
-    pub fn new(me: u64, net: PeerNet, driver: DriverHandle) -> Self {
+    pub fn new(me: u64, net: PeerNet, driver: DriverHandle, lessor: Arc<Lessor>) -> Self {
         ForwardServer {
             me,
             net,
             driver,
+            lessor,
             slots: Arc::new(Semaphore::new(MAX_FORWARDS_IN_FLIGHT)),
         }
     }
@@ -250,7 +271,11 @@ impl ForwardServer {
         let Forward { from, id, body } = f;
         let request = matches!(
             body,
-            ForwardBody::Write(_) | ForwardBody::ReadIndex | ForwardBody::ChangeMembers(..)
+            ForwardBody::Write(_)
+                | ForwardBody::ReadIndex
+                | ForwardBody::ChangeMembers(..)
+                | ForwardBody::KeepAlive(_)
+                | ForwardBody::TimeToLive(_)
         );
         if !request {
             forwarder.answer(from, id, body);
@@ -264,8 +289,9 @@ impl ForwardServer {
         let driver = self.driver.clone();
         let net = self.net.clone();
         let me = self.me;
+        let lessor = self.lessor.clone();
         tokio::spawn(async move {
-            let answer = serve(&driver, body).await;
+            let answer = serve(&driver, &lessor, body).await;
             let reply = PeerBulk::Forward(Forward {
                 from: me,
                 id,
@@ -288,8 +314,19 @@ impl ForwardServer {
     }
 }
 
-async fn serve(driver: &DriverHandle, body: ForwardBody) -> ForwardBody {
+async fn serve(driver: &DriverHandle, lessor: &Lessor, body: ForwardBody) -> ForwardBody {
+    let not_leader = || {
+        ForwardBody::Failed(ClientError::NotLeader {
+            leader: driver.status().leader,
+        })
+    };
     match body {
+        ForwardBody::KeepAlive(id) => lessor
+            .keep_alive(id)
+            .map_or_else(not_leader, ForwardBody::Ttl),
+        ForwardBody::TimeToLive(id) => lessor
+            .remaining(id)
+            .map_or_else(not_leader, ForwardBody::Ttl),
         ForwardBody::Write(data) => {
             let cmd = match Command::decode(&data) {
                 Ok(c) => c,
@@ -349,6 +386,8 @@ fn encode_response(resp: Response) -> Vec<u8> {
         Response::Txn(r) => Resp::Txn(r),
         Response::Compaction(r) => Resp::Compaction(r),
         Response::Alarm(r) => Resp::Alarm(r),
+        Response::LeaseGrant(r) => Resp::LeaseGrant(r),
+        Response::LeaseRevoke(r) => Resp::LeaseRevoke(r),
     };
     InternalResponse { response: Some(r) }.encode_to_vec()
 }
@@ -361,5 +400,7 @@ fn decode_response(bytes: &[u8]) -> Result<Response, String> {
         Resp::Txn(r) => Response::Txn(r),
         Resp::Compaction(r) => Response::Compaction(r),
         Resp::Alarm(r) => Response::Alarm(r),
+        Resp::LeaseGrant(r) => Response::LeaseGrant(r),
+        Resp::LeaseRevoke(r) => Response::LeaseRevoke(r),
     })
 }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod driver;
 pub mod forward;
 pub mod http;
+pub mod lease;
 pub mod local_cluster;
 pub mod metrics;
 pub mod mvcc;

@@ -95,6 +95,7 @@ pub struct Server {
     net: PeerNet,
     http: JoinHandle<()>,
     inbound: JoinHandle<()>,
+    lessor: JoinHandle<()>,
     shutdown_http: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -159,7 +160,9 @@ impl Server {
         let _ = driver_cell.set(handle.clone());
         let request_timeout = Duration::from_millis(cfg.request_timeout_ms);
         let forwarder = Arc::new(Forwarder::new(cfg.id, net.clone(), request_timeout));
-        let forward_server = ForwardServer::new(cfg.id, net.clone(), handle.clone());
+        let lessor = Arc::new(crate::lease::Lessor::new(cfg.id, handle.clone()));
+        let forward_server =
+            ForwardServer::new(cfg.id, net.clone(), handle.clone(), lessor.clone());
         let inbound = tokio::spawn(pump_inbound(
             handle.clone(),
             inbox,
@@ -177,6 +180,9 @@ impl Server {
             quota_bytes: cfg.quota_backend_bytes,
             request_timeout,
             watch_progress_interval: Duration::from_millis(cfg.watch_progress_notify_interval_ms),
+            lessor: lessor.clone(),
+            // etcd's minimum: 1.5 election timeouts, in whole seconds.
+            min_lease_ttl: (cfg.election_timeout_ms * 3).div_ceil(2000).max(1) as i64,
         });
 
         let listener = tokio::net::TcpListener::bind(cfg.client_addr)
@@ -200,6 +206,7 @@ impl Server {
             }))),
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let lessor_task = tokio::spawn(crate::lease::run(lessor, etcd.clone()));
         let app = router(state)
             .merge(crate::api::grpc::router(etcd.clone()))
             .merge(crate::api::gateway::router(etcd));
@@ -219,6 +226,7 @@ impl Server {
             net,
             http,
             inbound,
+            lessor: lessor_task,
             shutdown_http: Some(stop_tx),
         })
     }
@@ -259,6 +267,7 @@ impl Server {
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.http).await;
         self.inbound.abort();
+        self.lessor.abort();
         self.net.shutdown().await;
     }
 }

@@ -42,6 +42,10 @@ pub struct EtcdApi {
     pub request_timeout: Duration,
     /// How often an idle watch with `progress_notify` hears the revision.
     pub watch_progress_interval: Duration,
+    /// Decides lease expiry while this node leads.
+    pub lessor: Arc<crate::lease::Lessor>,
+    /// Shortest lease TTL granted, in seconds (etcd: 1.5 election timeouts).
+    pub min_lease_ttl: i64,
 }
 
 impl EtcdApi {
@@ -138,6 +142,40 @@ impl EtcdApi {
                 .await
                 .map_err(from_client),
             other => other.map_err(from_client),
+        }
+    }
+
+    /// Renews lease `id` through the leader; returns its TTL (0: no such lease).
+    pub async fn keep_alive(&self, id: i64) -> Result<i64, Status> {
+        self.lease_call(crate::forward::ForwardBody::KeepAlive(id), || {
+            self.lessor.keep_alive(id)
+        })
+        .await
+    }
+
+    /// Seconds lease `id` has left, as the leader counts (-1: no such lease).
+    pub async fn remaining(&self, id: i64) -> Result<i64, Status> {
+        self.lease_call(crate::forward::ForwardBody::TimeToLive(id), || {
+            self.lessor.remaining(id)
+        })
+        .await
+    }
+
+    async fn lease_call(
+        &self,
+        body: crate::forward::ForwardBody,
+        local: impl Fn() -> Option<i64>,
+    ) -> Result<i64, Status> {
+        if let Some(ttl) = local() {
+            return Ok(ttl);
+        }
+        match self.driver.status().leader {
+            Some(leader) if leader != self.member_id => self
+                .forwarder
+                .lease(leader, body)
+                .await
+                .map_err(from_client),
+            _ => Err(Status::unavailable("etcdserver: no leader")),
         }
     }
 

@@ -216,6 +216,8 @@ fn header_revision(resp: &MvccResponse) -> i64 {
         MvccResponse::Txn(r) => r.header.as_ref(),
         MvccResponse::Compaction(r) => r.header.as_ref(),
         MvccResponse::Alarm(r) => r.header.as_ref(),
+        MvccResponse::LeaseGrant(r) => r.header.as_ref(),
+        MvccResponse::LeaseRevoke(r) => r.header.as_ref(),
     };
     header.map_or(0, |h| h.revision)
 }

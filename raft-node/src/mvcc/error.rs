@@ -13,6 +13,8 @@ pub enum MvccError {
     KeyNotFound,
     /// The lease does not exist.
     LeaseNotFound,
+    /// A lease with that id exists already.
+    LeaseExists,
     /// The NOSPACE alarm is raised: writes are refused until it is disarmed.
     NoSpace,
     /// An empty key.
@@ -35,6 +37,7 @@ impl MvccError {
             }
             MvccError::KeyNotFound => "etcdserver: key not found".into(),
             MvccError::LeaseNotFound => "etcdserver: requested lease not found".into(),
+            MvccError::LeaseExists => "etcdserver: lease already exists".into(),
             MvccError::NoSpace => "etcdserver: mvcc: database space exceeded".into(),
             MvccError::EmptyKey => "etcdserver: key is not provided".into(),
             MvccError::DuplicateKey => "etcdserver: duplicate key given in txn request".into(),

@@ -15,6 +15,7 @@ mod command;
 mod error;
 mod events;
 mod key_history;
+mod leases;
 mod range;
 mod snapshot;
 mod txn;
@@ -30,13 +31,15 @@ pub use command::{Command, FORMAT_V1};
 pub use error::MvccError;
 pub use events::RECENT_CHANGES;
 pub use key_history::{KeyHistory, Version};
+pub use leases::Lease;
 pub use range::KeyRange;
 pub use txn::{check_txn, MAX_TXN_OPS};
 
 use crate::api::pb::etcdserverpb::alarm_request::AlarmAction;
 use crate::api::pb::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionResponse, DeleteRangeResponse,
-    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnResponse,
+    LeaseGrantResponse, LeaseRevokeResponse, PutResponse, RangeRequest, RangeResponse,
+    ResponseHeader, TxnResponse,
 };
 use crate::api::pb::raftnodepb::internal_request::Request;
 use writer::Writer;
@@ -54,6 +57,10 @@ pub enum Response {
     Compaction(CompactionResponse),
     /// An alarm activated or disarmed.
     Alarm(AlarmResponse),
+    /// A lease granted.
+    LeaseGrant(LeaseGrantResponse),
+    /// A lease revoked (its keys deleted).
+    LeaseRevoke(LeaseRevokeResponse),
 }
 
 /// What applying one log entry did; handed to the client that proposed it.
@@ -88,6 +95,8 @@ pub struct Store {
     /// the member it added (its addresses), by node id. Replicated state: it
     /// travels in snapshots.
     members: BTreeMap<u64, Vec<u8>>,
+    /// Leases by id.
+    leases: leases::Leases,
     /// Recent changes for watchers, oldest first (not replicated state).
     recent: imbl::Vector<events::Change>,
     /// Every change at or after this revision is in `recent`.
@@ -107,6 +116,7 @@ impl Default for Store {
             digest: 0,
             alarms: BTreeSet::new(),
             members: BTreeMap::new(),
+            leases: leases::Leases::new(),
             recent: imbl::Vector::new(),
             recent_from: 1,
         }
@@ -181,6 +191,17 @@ impl Store {
                 }))
             }
             Request::Alarm(a) => Ok(Response::Alarm(self.alarm(&a, term))),
+            Request::LeaseGrant(g) => {
+                let mut resp = self.grant(&g)?;
+                resp.header = Some(self.header(term));
+                Ok(Response::LeaseGrant(resp))
+            }
+            Request::LeaseRevoke(r) => {
+                let mut w = Writer::new(self, term);
+                let mut resp = w.revoke(&r)?;
+                resp.header = Some(w.finish());
+                Ok(Response::LeaseRevoke(resp))
+            }
         }
     }
 

@@ -27,6 +27,9 @@ struct Scalars {
     compact_revision: i64,
     applied_term: u64,
     alarms: Vec<(u64, i32)>,
+    /// Every lease: (id, granted TTL). Attached keys follow from the keys'
+    /// own lease fields.
+    leases: Vec<(i64, i64)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -117,6 +120,7 @@ impl Store {
                 compact_revision: self.compact_revision,
                 applied_term: self.applied_term,
                 alarms: self.alarms.iter().copied().collect(),
+                leases: self.leases.iter().map(|(&id, l)| (id, l.ttl)).collect(),
             },
         )?;
         out.write_all(&(self.members.len() as u64).to_le_bytes())?;
@@ -180,6 +184,15 @@ impl Store {
             alarms: scalars.alarms.into_iter().collect(),
             ..Store::default()
         };
+        for (id, ttl) in scalars.leases {
+            restored.leases.insert(
+                id,
+                super::Lease {
+                    ttl,
+                    keys: imbl::OrdSet::new(),
+                },
+            );
+        }
         for _ in 0..read_count(input)? {
             read_record(input, &mut buf)?;
             let (id, c): (u64, serde_bytes::ByteBuf) = decode(&buf)?;
@@ -216,6 +229,9 @@ impl Store {
                 .map(|v| v.footprint(&key))
                 .sum::<u64>();
             if let Some(live) = history.latest() {
+                if let Some(l) = restored.leases.get_mut(&live.lease) {
+                    l.keys.insert(key.clone());
+                }
                 restored.live_keys += 1;
                 let value = live.value.as_deref().unwrap_or_default();
                 restored.digest = restored.digest.wrapping_add(pair_hash(&key, value));

@@ -552,3 +552,49 @@ fn events_come_in_revision_order_from_the_index_and_from_a_scan_alike() {
     assert_eq!(s.events(&all, 2, now, false), Err(MvccError::Compacted));
     assert!(s.events(&all, now + 1, now, false).unwrap().is_empty());
 }
+
+#[test]
+fn leases_attach_keys_and_a_revoke_deletes_them_in_one_revision() {
+    use crate::api::pb::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest};
+    let mut s = Store::default();
+    let grant = |id| Request::LeaseGrant(LeaseGrantRequest { ttl: 10, id });
+    apply(&mut s, grant(7)).unwrap();
+    assert_eq!(apply(&mut s, grant(7)), Err(MvccError::LeaseExists));
+    let leased = |k: &str, lease| {
+        Request::Put(PutRequest {
+            key: k.into(),
+            value: b"v".to_vec(),
+            lease,
+            ..Default::default()
+        })
+    };
+    assert_eq!(apply(&mut s, leased("x", 8)), Err(MvccError::LeaseNotFound));
+    apply(&mut s, leased("a", 7)).unwrap();
+    apply(&mut s, leased("b", 7)).unwrap();
+    apply(&mut s, leased("c", 7)).unwrap();
+    // Re-put without the lease detaches; a delete detaches.
+    apply(&mut s, leased("c", 0)).unwrap();
+    apply(&mut s, Command::delete("b").0).unwrap();
+    let keys: Vec<_> = s.lease(7).unwrap().keys.iter().cloned().collect();
+    assert_eq!(keys, [Bytes::from_static(b"a")]);
+    apply(&mut s, leased("b", 7)).unwrap();
+    // Snapshots carry leases and rebuild their keys.
+    let mut bytes = Vec::new();
+    s.write_snapshot(&mut bytes).unwrap();
+    let mut r = Store::default();
+    r.restore_snapshot(s.applied_index(), &mut bytes.as_slice())
+        .unwrap();
+    assert_eq!(r.lease(7), s.lease(7));
+    let before = s.revision();
+    apply(&mut s, Request::LeaseRevoke(LeaseRevokeRequest { id: 7 })).unwrap();
+    assert_eq!(s.revision(), before + 1, "a revoke is one revision");
+    assert_eq!(
+        (s.get(b"a"), s.get(b"b"), s.get(b"c")),
+        (None, None, Some(&b"v"[..]))
+    );
+    assert!(s.lease(7).is_none());
+    assert_eq!(
+        apply(&mut s, Request::LeaseRevoke(LeaseRevokeRequest { id: 7 })),
+        Err(MvccError::LeaseNotFound)
+    );
+}

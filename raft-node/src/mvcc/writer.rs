@@ -82,8 +82,7 @@ impl<'a> Writer<'a> {
         if (p.ignore_value || p.ignore_lease) && !exists {
             return Err(MvccError::KeyNotFound);
         }
-        if p.lease != 0 && !p.ignore_lease {
-            // Leases are not served yet: no lease id exists.
+        if p.lease != 0 && !p.ignore_lease && self.store.lease(p.lease).is_none() {
             return Err(MvccError::LeaseNotFound);
         }
         Ok(())
@@ -126,6 +125,7 @@ impl<'a> Writer<'a> {
         }
         store.keys.entry(key.clone()).or_default().push(version);
         store.record_change(self.rev, self.sub - 1, &key);
+        store.reattach(&key, prev.as_ref().map_or(0, |v| v.lease), lease);
         Ok(PutResponse {
             header: None,
             prev_kv: if p.prev_kv {
@@ -167,6 +167,7 @@ impl<'a> Writer<'a> {
             store.live_keys -= 1;
             store.keys.entry(key.clone()).or_default().push(tombstone);
             store.record_change(self.rev, self.sub - 1, key);
+            store.reattach(key, prev.lease, 0);
             if d.prev_kv {
                 prev_kvs.push(key_value(key, prev, false));
             }

@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod status;
 pub mod watch;
@@ -13,6 +14,7 @@ use axum::Router;
 use super::etcd::EtcdApi;
 use super::pb::etcdserverpb::cluster_server::ClusterServer;
 use super::pb::etcdserverpb::kv_server::KvServer;
+use super::pb::etcdserverpb::lease_server::LeaseServer;
 use super::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use super::pb::etcdserverpb::watch_server::WatchServer;
 
@@ -20,12 +22,13 @@ use super::pb::etcdserverpb::watch_server::WatchServer;
 /// allows the same margin over `--max-request-bytes`).
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
-/// Routes for the KV, Watch, Cluster and Maintenance services.
+/// Routes for the KV, Watch, Lease, Cluster and Maintenance services.
 pub fn router(api: Arc<EtcdApi>) -> Router {
     let max = api.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let kv = KvServer::new(kv::KvService(api.clone())).max_decoding_message_size(max);
     let cluster =
         ClusterServer::new(cluster::ClusterService(api.clone())).max_decoding_message_size(max);
+    let lease = LeaseServer::new(lease::LeaseService(api.clone())).max_decoding_message_size(max);
     let watch = WatchServer::new(watch::WatchService(api.clone())).max_decoding_message_size(max);
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService(api))
         .max_decoding_message_size(max)
@@ -33,6 +36,7 @@ pub fn router(api: Arc<EtcdApi>) -> Router {
     Router::new()
         .route_service("/etcdserverpb.KV/{*method}", kv)
         .route_service("/etcdserverpb.Watch/{*method}", watch)
+        .route_service("/etcdserverpb.Lease/{*method}", lease)
         .route_service("/etcdserverpb.Cluster/{*method}", cluster)
         .route_service("/etcdserverpb.Maintenance/{*method}", maintenance)
 }

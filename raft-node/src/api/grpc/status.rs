@@ -12,6 +12,7 @@ pub fn from_mvcc(e: &MvccError) -> Status {
     match e {
         MvccError::Compacted | MvccError::FutureRevision => Status::out_of_range(msg),
         MvccError::LeaseNotFound => Status::not_found(msg),
+        MvccError::LeaseExists => Status::failed_precondition(msg),
         MvccError::NoSpace => Status::resource_exhausted(msg),
         MvccError::KeyNotFound
         | MvccError::EmptyKey
