@@ -2,7 +2,7 @@
 //!
 //! Member ids are raft-node node ids. A member's peer URL is
 //! `https://<peer_addr>` (QUIC with mutual TLS) and its client URL
-//! `http://<client_addr>`. A member added through `MemberAdd` has no client
+//! `<client_addr>` (host:port, see [`ClusterService::members`]). A member added through `MemberAdd` has no client
 //! URL until it is known (as in etcd before the member starts).
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -64,13 +64,23 @@ impl ClusterService {
                 let addrs = book.get(&id);
                 Member {
                     id,
-                    name: addrs.map_or_else(String::new, |_| format!("node-{id}")),
+                    // A member added through MemberAdd has no client address
+                    // until it is known; like etcd, it has no name until then
+                    // (etcdctl shows it "unstarted").
+                    name: addrs
+                        .filter(|m| m.client_addr != UNKNOWN_ADDR)
+                        .map_or_else(String::new, |_| format!("node-{id}")),
                     peer_ur_ls: addrs
                         .map(|m| vec![format!("https://{}", m.peer_addr)])
                         .unwrap_or_default(),
                     client_ur_ls: addrs
                         .filter(|m| m.client_addr != UNKNOWN_ADDR)
-                        .map(|m| vec![format!("http://{}", m.client_addr)])
+                        // host:port without a scheme: etcdctl 3.4 dials a
+                        // member's client URL verbatim as the HTTP/2
+                        // :authority (`--cluster`), and "http://host:port" is
+                        // not a valid authority for raft-node's HTTP/2 server,
+                        // which resets such streams.
+                        .map(|m| vec![m.client_addr.to_string()])
                         .unwrap_or_default(),
                     is_learner,
                 }
@@ -89,7 +99,17 @@ impl ClusterService {
         let cc = ConfChange {
             changes: vec![step],
         };
-        self.0.change_members(cc, context).await.map(|_| ())
+        let index = self.0.change_members(cc, context).await?;
+        // Answer with the member list after the change, also when the change
+        // was forwarded and this member has not applied it yet.
+        let deadline = tokio::time::Instant::now() + self.0.request_timeout;
+        while self.0.driver.status().applied < index {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::unavailable("etcdserver: request timed out"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 }
 
