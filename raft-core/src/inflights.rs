@@ -44,6 +44,13 @@ impl Inflights {
         }
     }
 
+    /// Frees the oldest message in flight (if any).
+    pub fn free_first_one(&mut self) {
+        if let Some((_, bytes)) = self.window.pop_front() {
+            self.bytes -= bytes;
+        }
+    }
+
     /// True when no more messages may be sent.
     pub fn is_full(&self) -> bool {
         self.window.len() >= self.max_count || self.bytes >= self.max_bytes
@@ -85,7 +92,11 @@ mod tests {
         assert!(!w.is_full());
         w.add(6, 95);
         assert!(w.is_full(), "bytes bound");
+        w.free_first_one();
+        assert_eq!((w.count(), w.bytes()), (1, 95));
         w.free_to(100);
         assert_eq!((w.count(), w.bytes()), (0, 0));
+        w.free_first_one();
+        assert_eq!((w.count(), w.bytes()), (0, 0), "nothing to free");
     }
 }

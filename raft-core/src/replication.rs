@@ -241,8 +241,13 @@ impl<S: Storage> RawNode<S> {
         pr.recent_active = true;
         pr.probe_sent = false;
         if pr.state == ProgressState::Replicate && pr.inflights.is_full() {
-            // Nothing came back for a whole window: assume loss and probe again.
-            pr.become_probe();
+            // The follower is alive but no append was acknowledged for a whole
+            // window: acknowledgements are late or lost. Free one slot, as etcd does,
+            // so the next append goes out (it carries the commit index and draws an
+            // acknowledgement that frees the rest). Dropping to Probe instead threw
+            // the pipeline away on every heartbeat under load; a real gap in the
+            // follower's log still shows up as a rejection, which probes.
+            pr.inflights.free_first_one();
         }
         if let Some((round, commit)) = pr.commit_probe {
             if read_round >= round {

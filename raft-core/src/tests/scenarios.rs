@@ -604,3 +604,59 @@ fn removing_the_leader_then_stopping_every_removed_node_does_not_stall() {
         net.nodes[&leader].conf_state()
     );
 }
+
+/// A heartbeat answer while the in-flight window is full frees one slot (as etcd
+/// does) instead of dropping a replicating follower back to Probe on every heartbeat.
+#[test]
+fn a_heartbeat_answer_with_a_full_window_keeps_the_follower_replicating() {
+    let mut net = Network::with_config(&[1, 2], |c| {
+        c.max_inflight_msgs = 2;
+        c.max_size_per_msg_bytes = 1;
+    });
+    net.elect(1);
+    net.tick_all(1);
+    // Fill the window; the appends are lost on the way (acks late under load).
+    for i in 0..4u8 {
+        net.node(1).propose(vec![i; 10]).unwrap();
+    }
+    let rd = net.node(1).ready().unwrap();
+    let appends = rd
+        .messages
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::Append { .. }))
+        .count();
+    assert_eq!(appends, 2, "the window holds two appends");
+    persist(net.node(1), &rd);
+    net.node(1).advance();
+    let tag = match rd.messages[0].body {
+        MessageBody::Append { tag, .. } => tag,
+        _ => unreachable!(),
+    };
+    let term = net.node(1).term();
+    net.node(1)
+        .step(Message {
+            from: 2,
+            to: 1,
+            term,
+            body: MessageBody::HeartbeatResponse { read_round: 0, tag },
+        })
+        .unwrap();
+    let rd = net.node(1).ready().unwrap();
+    let sent: Vec<(u64, usize)> = rd
+        .messages
+        .iter()
+        .filter_map(|m| match &m.body {
+            MessageBody::Append { prev, entries, .. } => Some((prev.index, entries.len())),
+            _ => None,
+        })
+        .collect();
+    persist(net.node(1), &rd);
+    net.node(1).advance();
+    let last = net.node(1).last_index();
+    assert_eq!(
+        sent,
+        vec![(last - 2, 1)],
+        "one slot freed: the next entry goes out, pipelined after the lost ones \
+         (a drop to Probe would resend from the match point)"
+    );
+}
