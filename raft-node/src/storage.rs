@@ -389,6 +389,9 @@ impl WalStorage {
             self.wal.truncate_suffix((meta.index + 1).max(first))?;
         }
         compaction::compact_wal(&mut self.wal, id, 0)?;
+        // Received snapshots are kept until one is installed (the base must
+        // survive until then); now this one is the base.
+        self.store.retain_newest(id)?;
         tracing::info!(
             index = meta.index,
             term = meta.term,

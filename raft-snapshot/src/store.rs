@@ -280,6 +280,20 @@ impl SnapshotStore {
     /// visible... unless the failure came after the rename, in which case the
     /// snapshot may or may not survive a crash (the error says which step).
     pub(crate) fn publish(&self, tmp: &Path, file: &dyn FsFile, id: SnapshotId) -> Result<()> {
+        self.publish_then(tmp, file, id, true)
+    }
+
+    /// [`publish`](Self::publish), pruning afterwards only if `prune`. A
+    /// received snapshot is published without pruning: until its node
+    /// decides to install it, the node's own base snapshot must stay (the
+    /// node calls [`retain_newest`](Self::retain_newest) once it knows).
+    pub(crate) fn publish_then(
+        &self,
+        tmp: &Path,
+        file: &dyn FsFile,
+        id: SnapshotId,
+        prune: bool,
+    ) -> Result<()> {
         let dst = self.path_of(id);
         let _guard = self.inner.publish.lock().unwrap_or_else(|e| e.into_inner());
         let fs = self.fs();
@@ -298,7 +312,20 @@ impl SnapshotStore {
         fs.sync_dir(dir)
             .map_err(|e| Error::io("sync_dir", Some(dir), e))?;
         tracing::info!(index = id.index, term = id.term, file = %dst.display(), "snapshot durable");
-        self.prune(id)
+        if prune {
+            self.prune(id)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Deletes all but the newest [`StoreOptions::keep`] snapshots, never
+    /// `base` (the snapshot the node's log continues from). A node calls it
+    /// after installing a received snapshot, which the receiver publishes
+    /// without pruning.
+    pub fn retain_newest(&self, base: SnapshotId) -> Result<()> {
+        let _guard = self.inner.publish.lock().unwrap_or_else(|e| e.into_inner());
+        self.prune(base)
     }
 
     /// Deletes all but the newest `keep` snapshots (never `keep_id`).

@@ -360,8 +360,10 @@ impl SnapshotReceiver {
         }
         let (path, file) = self.tmp.take().expect("a complete snapshot has bytes");
         self.closed = true;
+        // No pruning here: the node has not decided to install it yet, and
+        // pruning could delete the snapshot its own log continues from.
         self.store
-            .publish(&path, file.as_ref(), header.id())
+            .publish_then(&path, file.as_ref(), header.id(), false)
             .map_err(|e| e.with_path(Some(&path)))?;
         tracing::info!(
             index = header.meta.index,

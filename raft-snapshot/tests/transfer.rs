@@ -302,3 +302,44 @@ fn abandoned_receiver_leaves_nothing_behind() {
     drop(rx);
     assert_old_snapshot_kept(&p);
 }
+
+/// A received snapshot is not pruned against before its node decides to install
+/// it: with `keep = 1` the node's own base snapshot survives any number of
+/// received ones until the node calls `retain_newest` with its new base.
+#[test]
+fn received_snapshots_never_prune_the_base_snapshot() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let opts = StoreOptions {
+        keep: 1,
+        ..StoreOptions::default()
+    };
+    let leader = SnapshotStore::open(a.path(), StoreOptions::default()).unwrap();
+    let follower = SnapshotStore::open(b.path(), opts).unwrap();
+    let base = meta(10);
+    let mut w = follower.create(base.clone()).unwrap();
+    w.write_all(&state(10)).unwrap();
+    w.commit().unwrap();
+    for index in [20, 30] {
+        let m = meta(index);
+        let mut w = leader.create(m.clone()).unwrap();
+        w.write_all(&state(index)).unwrap();
+        w.commit().unwrap();
+        let mut source = leader.chunks(m.id(), 4096).unwrap();
+        let mut rx = follower.receiver().expecting(m.id());
+        let mut installed = false;
+        while let Some(chunk) = source.next_chunk().unwrap() {
+            installed |= matches!(rx.accept(&chunk).unwrap(), Received::Installed(_));
+        }
+        assert!(installed);
+    }
+    let ids: Vec<u64> = follower.list().unwrap().iter().map(|i| i.index).collect();
+    assert_eq!(
+        ids,
+        [10, 20, 30],
+        "the base snapshot 10 must survive receiving"
+    );
+    // The node installed 30: now the rest may go.
+    follower.retain_newest(meta(30).id()).unwrap();
+    let ids: Vec<u64> = follower.list().unwrap().iter().map(|i| i.index).collect();
+    assert_eq!(ids, [30]);
+}
