@@ -120,6 +120,24 @@ pub async fn send(net: &PeerNet, store: &SnapshotStore, msg: Message, id: Snapsh
     }
 }
 
+/// True if `install`, carried on the last chunk of a transfer from the
+/// authenticated peer `from`, is that peer's `InstallSnapshot` for snapshot
+/// `id`. The transport checks only the chunk's claimed sender; the message
+/// inside is the peer's word, and a peer may not speak for another node (nor
+/// install a snapshot other than the one it shipped).
+fn install_matches(install: &Message, from: u64, id: SnapshotId) -> bool {
+    let ok = install.from == from && snapshot_of(install) == Some(id);
+    if !ok {
+        tracing::warn!(
+            from,
+            claimed = install.from,
+            index = id.index,
+            "InstallSnapshot on a transfer does not match its authenticated sender or snapshot; dropped"
+        );
+    }
+    ok
+}
+
 /// Ships snapshots for the leader: at most one transfer per follower at a time.
 pub struct Shipper {
     net: PeerNet,
@@ -223,7 +241,7 @@ impl Intake {
                     term = h.meta.term,
                     "received snapshot"
                 );
-                piece.install
+                piece.install.filter(|m| install_matches(m, from, id))
             }
             Err(e) => {
                 tracing::warn!(from, index = id.index, error = %e, "snapshot transfer refused");
@@ -233,5 +251,78 @@ impl Intake {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_core::SnapshotMeta;
+    use raft_snapshot::{Membership, StoreOptions};
+    use std::io::Write;
+
+    fn install(from: u64, index: u64) -> Message {
+        Message {
+            from,
+            to: 3,
+            term: 5,
+            body: MessageBody::InstallSnapshot {
+                snapshot: SnapshotMeta {
+                    index,
+                    term: 2,
+                    conf: raft_core::ConfState::with_voters([1, 2, 3]),
+                },
+                tag: 1,
+            },
+        }
+    }
+
+    /// Feeds a whole snapshot from authenticated peer 2 whose last chunk
+    /// carries `msg`; returns what the intake hands to the driver.
+    fn transfer(msg: Message) -> Option<Message> {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let leader = SnapshotStore::open(a.path(), StoreOptions::default()).unwrap();
+        let follower = SnapshotStore::open(b.path(), StoreOptions::default()).unwrap();
+        let meta = raft_snapshot::SnapshotMeta {
+            index: 7,
+            term: 2,
+            membership: Membership::voters([1, 2, 3]),
+        };
+        let mut w = leader.create(meta.clone()).unwrap();
+        w.write_all(&[9u8; 10_000]).unwrap();
+        w.commit().unwrap();
+        let mut intake = Intake::new(follower);
+        let mut source = leader.chunks(meta.id(), 1024).unwrap();
+        let mut out = None;
+        let mut msg = Some(msg);
+        while let Some(c) = source.next_chunk().unwrap() {
+            let piece = SnapshotPiece {
+                from: 2,
+                index: 7,
+                term: 2,
+                offset: c.offset,
+                done: c.done,
+                crc: c.crc,
+                install: if c.done { msg.take() } else { None },
+                data: c.data,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .build()
+                .unwrap();
+            out = rt.block_on(async { intake.accept(2, piece) });
+        }
+        out
+    }
+
+    #[test]
+    fn the_install_message_must_come_from_the_authenticated_sender() {
+        assert_eq!(transfer(install(2, 7)), Some(install(2, 7)));
+        assert_eq!(transfer(install(1, 7)), None, "peer 2 speaking for node 1");
+        assert_eq!(
+            transfer(install(2, 8)),
+            None,
+            "another snapshot than shipped"
+        );
     }
 }
