@@ -285,3 +285,133 @@ async fn cas_counter_from_16_clients_on_every_node_counts_exactly() {
     }
     c.shutdown(Duration::from_secs(5));
 }
+
+/// Reads watch responses until `want` events arrived (or 20 s passed).
+async fn collect_events(
+    stream: &mut etcd_client::WatchStream,
+    want: usize,
+) -> Vec<(Vec<u8>, i64, etcd_client::EventType)> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < want && Instant::now() < deadline {
+        let next = tokio::time::timeout(Duration::from_secs(1), stream.message()).await;
+        let Ok(Ok(Some(resp))) = next else {
+            continue;
+        };
+        assert!(
+            !resp.canceled(),
+            "watch cancelled: {}",
+            resp.cancel_reason()
+        );
+        for e in resp.events() {
+            let kv = e.kv().unwrap();
+            got.push((kv.key().to_vec(), kv.mod_revision(), e.event_type()));
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watches_on_followers_see_every_revision_across_a_leader_change_and_leases_expire() {
+    let (_dir, c) = start(3);
+    let leader = leader(&c).await;
+    let followers: Vec<u64> = c.ids().into_iter().filter(|&id| id != leader).collect();
+    let mut on_leader = connect(&c, leader).await;
+    let mut watcher = connect(&c, followers[0]).await;
+    let start = on_leader.put("w/0", "0", None).await.unwrap();
+    let from = start.header().unwrap().revision();
+    // A watch from a past revision replays history, then follows new writes.
+    let mut stream = watcher
+        .watch(
+            "w/",
+            Some(
+                etcd_client::WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(from),
+            ),
+        )
+        .await
+        .unwrap();
+    let mut writer = connect(&c, followers[1]).await;
+    for i in 1..20 {
+        writer
+            .put(format!("w/{i}"), i.to_string(), None)
+            .await
+            .unwrap();
+    }
+    // Leadership moves to the follower that serves the watch.
+    on_leader.move_leader(followers[0]).await.unwrap();
+    for i in 20..40 {
+        writer
+            .put(format!("w/{i}"), i.to_string(), None)
+            .await
+            .unwrap();
+    }
+    writer
+        .delete("w/", Some(DeleteOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let events = collect_events(&mut stream, 80).await;
+    assert_eq!(
+        events.len(),
+        80,
+        "40 puts and 40 deletes, each exactly once"
+    );
+    let revs: Vec<i64> = events.iter().map(|e| e.1).collect();
+    assert!(
+        revs.windows(2).all(|w| w[0] <= w[1]),
+        "in revision order: {revs:?}"
+    );
+    assert_eq!(revs[0], from);
+    assert_eq!(revs[39], from + 39, "one revision per put, no gap");
+    assert!(
+        revs[40..].iter().all(|&r| r == from + 40),
+        "the delete is one revision"
+    );
+    assert!(events[..40]
+        .iter()
+        .all(|e| e.2 == etcd_client::EventType::Put));
+    assert!(events[40..]
+        .iter()
+        .all(|e| e.2 == etcd_client::EventType::Delete));
+
+    // A lease kept alive through a leader change keeps its key; once the
+    // keep-alives stop, it expires and the key is deleted (a watcher sees it).
+    let lease = writer.lease_grant(2, None).await.unwrap().id();
+    writer
+        .put("leased", "x", Some(PutOptions::new().with_lease(lease)))
+        .await
+        .unwrap();
+    let mut deletes = watcher.watch("leased", None).await.unwrap();
+    let (mut keeper, mut acks) = writer.lease_keep_alive(lease).await.unwrap();
+    let now_leader = followers[0];
+    let back = c.ids().into_iter().find(|&id| id != now_leader).unwrap();
+    for round in 0..12 {
+        keeper.keep_alive().await.unwrap();
+        let ack = acks.message().await.unwrap().unwrap();
+        assert!(ack.ttl() > 0, "the lease is alive");
+        if round == 4 {
+            let mut l = connect(&c, now_leader).await;
+            l.move_leader(back).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let still = on_leader.get("leased", None).await.unwrap();
+    assert_eq!(still.kvs().len(), 1, "kept alive across a leader change");
+    let ttl = writer.lease_time_to_live(lease, None).await.unwrap();
+    assert!(ttl.ttl() > 0 && ttl.granted_ttl() == 2, "{ttl:?}");
+    drop(keeper);
+    drop(acks);
+    let gone = collect_events(&mut deletes, 1).await;
+    assert_eq!(gone.len(), 1, "the expiry deleted the key");
+    assert_eq!(gone[0].2, etcd_client::EventType::Delete);
+    assert!(on_leader
+        .get("leased", None)
+        .await
+        .unwrap()
+        .kvs()
+        .is_empty());
+    let ttl = writer.lease_time_to_live(lease, None).await.unwrap();
+    assert_eq!(ttl.ttl(), -1, "an expired lease is gone");
+    c.shutdown(Duration::from_secs(5));
+}
