@@ -24,6 +24,10 @@ use crate::prealloc::{self, Prealloc};
 use crate::recovery::{self, Access, RecoveryReport, META_FILE, META_TMP_FILE, PREALLOC_FILE};
 use crate::segment::Segment;
 
+/// Longest a sync leader waits for other threads' changes (only when other
+/// threads were waiting for the previous sync).
+const GATHER_MAX: std::time::Duration = std::time::Duration::from_micros(200);
+
 /// Largest entry the log accepts, in bytes.
 pub const MAX_ENTRY_BYTES: usize = MAX_PAYLOAD_BYTES - ENTRY_PREFIX_BYTES;
 
@@ -93,6 +97,12 @@ struct Writer {
     /// Lowest `from - 1` of the truncations made since the running sync
     /// captured its batch.
     truncated_below: u64,
+    /// Threads waiting for a sync to finish.
+    waiting: usize,
+    /// Callers (the leader and the threads waiting) when the last sync
+    /// finished. If several, the next leader gathers: it lets that many
+    /// callers add their changes before it captures the batch.
+    last_callers: usize,
 }
 
 struct Inner {
@@ -242,6 +252,8 @@ impl Log {
             synced_change: 0,
             rolled_back: Vec::new(),
             truncated_below: u64::MAX,
+            waiting: 0,
+            last_callers: 1,
         };
         let inner = Inner {
             fs,
@@ -793,16 +805,26 @@ impl Inner {
         target: u64,
         from: u64,
     ) -> Result<MutexGuard<'a, Writer>> {
+        let mut gathered = false;
         loop {
             self.check_usable(&w)?;
             if w.synced_change >= target {
                 break;
             }
             if !w.sync_running {
+                if !gathered && w.last_callers > 1 {
+                    // Other threads were syncing together last time: let the
+                    // ones just woken append before this sync captures the batch.
+                    gathered = true;
+                    w = self.gather(w);
+                    continue;
+                }
                 w = self.lead_sync(w)?;
                 continue;
             }
+            w.waiting += 1;
             w = self.synced.wait(w).unwrap_or_else(|e| e.into_inner());
+            w.waiting -= 1;
         }
         let lost = w.rolled_back.iter().find(|(a, b)| *a < target && *b > from);
         if let Some(_range) = lost {
@@ -813,6 +835,24 @@ impl Inner {
             return Err(Error::NoSpace { path });
         }
         Ok(w)
+    }
+
+    /// Yields the lock until as many callers wait for a sync as the last
+    /// one had, for at most [`GATHER_MAX`], so that one sync covers them all.
+    fn gather<'a>(&'a self, mut w: MutexGuard<'a, Writer>) -> MutexGuard<'a, Writer> {
+        let deadline = Instant::now() + GATHER_MAX;
+        let want = w.last_callers;
+        // Counted as waiting, so that two gathering threads see each other.
+        w.waiting += 1;
+        loop {
+            drop(w);
+            std::thread::yield_now();
+            w = lock(&self.w);
+            if w.waiting >= want || w.sync_running || Instant::now() >= deadline {
+                w.waiting -= 1;
+                return w;
+            }
+        }
     }
 
     /// Writes and fsyncs the current batch, releasing the lock during the
@@ -842,6 +882,7 @@ impl Inner {
                 if let Some(m) = &self.options.metrics {
                     m.synced(started.elapsed());
                 }
+                w.last_callers = w.waiting + 1;
                 w.synced_change = w.synced_change.max(upto);
                 let synced = captured_last.min(w.truncated_below);
                 let mut r = write(&self.r);
