@@ -149,13 +149,18 @@ fn encode(out: &mut Vec<u8>, seq: u64, kind: Kind, parts: &[&[u8]]) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     debug_assert!(len <= MAX_PAYLOAD_BYTES, "caller checks payload size");
     let len_kind = ((kind as u32) << 28) | len as u32;
+    out.reserve(RECORD_HEADER_BYTES + len);
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&len_kind.to_le_bytes());
     for p in parts {
         out.extend_from_slice(p);
     }
-    let c = crc(seq, len_kind, &out[start + RECORD_HEADER_BYTES..]);
+    // The length/kind word and the payload are contiguous: one pass.
+    let mut h = crc32fast::Hasher::new();
+    h.update(&seq.to_le_bytes());
+    h.update(&out[start + 4..]);
+    let c = h.finalize();
     out[start..start + 4].copy_from_slice(&c.to_le_bytes());
 }
 

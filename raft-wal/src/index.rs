@@ -49,6 +49,11 @@ impl LogIndex {
         self.locs.push_back(loc);
     }
 
+    /// Adds the locations of the entries after `last_index()`, in order.
+    pub fn extend(&mut self, locs: impl IntoIterator<Item = Loc>) {
+        self.locs.extend(locs);
+    }
+
     /// Drops entries at or above `from` (clamped to the log), returning them in
     /// ascending order.
     pub fn truncate_from(&mut self, from: u64) -> Vec<Loc> {

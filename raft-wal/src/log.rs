@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::ops::{Bound, Range, RangeBounds};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
@@ -114,6 +115,10 @@ struct Inner {
     /// Signalled whenever a sync finishes.
     synced: Condvar,
     r: RwLock<ReadState>,
+    /// Bumped whenever entries leave the index other than at its end by
+    /// appends (truncation, rollback, compaction), so iterators drop what
+    /// they fetched before.
+    generation: AtomicU64,
     report: RecoveryReport,
 }
 
@@ -267,6 +272,7 @@ impl Log {
                 segments,
                 synced_last: last_index,
             }),
+            generation: AtomicU64::new(0),
             report: rec.report,
         };
         tracing::info!(
@@ -354,12 +360,29 @@ impl Log {
 
     /// Buffers `data` as the next entry and returns its index. Durable after
     /// the next [`sync`](Log::sync); readable through this handle at once.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let log = raft_wal::Log::open(dir.path(), Default::default()).unwrap();
+    /// assert_eq!(log.append(b"a").unwrap(), 1);
+    /// assert_eq!(log.append(b"b").unwrap(), 2);
+    /// assert_eq!(log.read(2).unwrap().data(), b"b");
+    /// assert!(log.has_unsynced());
+    /// ```
     pub fn append(&self, data: &[u8]) -> Result<u64> {
         let mut w = lock(&self.inner.w);
         self.inner.append(&mut w, 0, data)
     }
 
     /// Buffers several entries and returns the range of indexes they got.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let log = raft_wal::Log::open(dir.path(), Default::default()).unwrap();
+    /// let events = vec![b"x".to_vec(), b"y".to_vec()];
+    /// assert_eq!(log.append_batch(&events).unwrap(), 1..3);
+    /// ```
+    ///
     /// On error, entries appended before the failing one stay buffered
     /// (except after a disk-full rollback, which discards the whole unsynced
     /// batch).
@@ -403,6 +426,17 @@ impl Log {
     /// entries at the next [`sync`](Log::sync). Setting the current value
     /// again does nothing. The value survives compaction: it is copied into
     /// every new segment.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let log = raft_wal::Log::open(dir.path(), Default::default()).unwrap();
+    /// log.append(b"event").unwrap();
+    /// log.set_metadata(b"applied=1").unwrap(); // durable with the event
+    /// log.sync().unwrap();
+    /// # drop(log);
+    /// let log = raft_wal::Log::open(dir.path(), Default::default()).unwrap();
+    /// assert_eq!(log.metadata(), b"applied=1");
+    /// ```
     pub fn set_metadata(&self, value: &[u8]) -> Result<()> {
         let mut w = lock(&self.inner.w);
         self.inner.set_metadata(&mut w, value)
@@ -475,6 +509,14 @@ impl Log {
     }
 
     /// The entry at `index`.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let log = raft_wal::Log::open(dir.path(), Default::default()).unwrap();
+    /// log.append(b"a").unwrap();
+    /// assert_eq!(log.read(1).unwrap().to_vec(), b"a");
+    /// assert!(matches!(log.read(2), Err(raft_wal::Error::OutOfRange { .. })));
+    /// ```
     pub fn read(&self, index: u64) -> Result<LogEntry> {
         match self.iter(index..=index)?.next() {
             Some(e) => e,
@@ -513,10 +555,18 @@ impl Log {
         Iter::new(self.inner.clone(), range, first, last, false)
     }
 
-    /// Raft layer: appends an entry with a term.
-    pub(crate) fn append_with_term(&self, term: u64, data: &[u8]) -> Result<u64> {
+    /// Raft layer: appends entry `index` (which must be the next one) with
+    /// a term.
+    pub(crate) fn append_at(&self, index: u64, term: u64, data: &[u8]) -> Result<()> {
         let mut w = lock(&self.inner.w);
-        self.inner.append(&mut w, term, data)
+        if index != w.next_index {
+            self.inner.check_usable(&w)?;
+            return Err(Error::NotNextIndex {
+                index,
+                expected: w.next_index,
+            });
+        }
+        self.inner.append(&mut w, term, data).map(|_| ())
     }
 
     /// Raft layer: a truncation buffered until the next sync.
@@ -711,6 +761,7 @@ impl Inner {
         let popped = {
             let mut r = write(&self.r);
             r.synced_last = r.synced_last.min(from - 1);
+            self.generation.fetch_add(1, Ordering::AcqRel);
             r.index.truncate_from(from)
         };
         w.next_index = from;
@@ -782,10 +833,7 @@ impl Inner {
                 }
                 w.pending.clear();
                 if !w.pending_locs.is_empty() {
-                    let mut r = write(&self.r);
-                    for loc in w.pending_locs.drain(..) {
-                        r.index.push(loc);
-                    }
+                    write(&self.r).index.extend(w.pending_locs.drain(..));
                 }
                 Ok(())
             }
@@ -938,6 +986,7 @@ impl Inner {
         w.pending_locs.clear();
         {
             let mut r = write(&self.r);
+            self.generation.fetch_add(1, Ordering::AcqRel);
             r.index.truncate_from(batch.low + 1);
             for loc in batch.stash {
                 r.index.push(loc);
@@ -1086,6 +1135,7 @@ impl Inner {
         self.write_meta(&mut w, index)?;
         {
             let mut r = write(&self.r);
+            self.generation.fetch_add(1, Ordering::AcqRel);
             r.index.compact_to(index);
             r.synced_last = r.synced_last.max(index - 1);
         }
@@ -1217,10 +1267,20 @@ impl LogReader {
 
 /// One entry read from the log. Its payload is borrowed from the segment's
 /// memory map where possible (no copy); [`to_vec`](LogEntry::to_vec) copies.
+/// A `LogEntry` keeps its mapping alive, so it may outlive the iterator.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let log = raft_wal::Log::open(dir.path(), Default::default()).unwrap();
+/// log.append_sync(b"payload").unwrap();
+/// let e = log.read(1).unwrap();
+/// assert_eq!((e.index(), e.data()), (1, &b"payload"[..]));
+/// let owned: Vec<u8> = e.into_vec();
+/// # assert_eq!(owned, b"payload");
+/// ```
 #[derive(Clone)]
 pub struct LogEntry {
     index: u64,
-    term: u64,
     payload: Payload,
 }
 
@@ -1269,10 +1329,6 @@ impl LogEntry {
             Payload::Mapped { .. } => self.to_vec(),
         }
     }
-
-    pub(crate) fn term(&self) -> u64 {
-        self.term
-    }
 }
 
 impl AsRef<[u8]> for LogEntry {
@@ -1282,7 +1338,7 @@ impl AsRef<[u8]> for LogEntry {
 }
 
 /// Entries fetched from the index per lock of it.
-const ITER_CHUNK: usize = 64;
+const ITER_CHUNK: usize = 256;
 
 /// An iterator over log entries; see [`Log::iter`].
 pub struct Iter {
@@ -1290,11 +1346,15 @@ pub struct Iter {
     next: u64,
     end: u64,
     reader: bool,
-    buf: VecDeque<(u64, Loc, Arc<Segment>)>,
+    buf: VecDeque<(u64, Loc)>,
+    /// The segments the entries in `buf` live in, ascending, each once.
+    segs: VecDeque<Arc<Segment>>,
     view: Option<(u64, Mapping, u64)>,
     /// `synced_last` when `buf` was filled: entries at or below it never
     /// change on disk, so their payloads can stay borrowed.
     synced: u64,
+    /// The log's generation when `buf` was filled.
+    generation: u64,
 }
 
 impl std::fmt::Debug for Iter {
@@ -1347,13 +1407,19 @@ impl Iter {
             end: hi.max(lo),
             reader,
             buf: VecDeque::new(),
+            segs: VecDeque::new(),
             view: None,
             synced: 0,
+            generation: 0,
         })
     }
 
     fn refill(&mut self) -> Result<()> {
+        self.segs.clear();
+        self.buf.clear();
         let r = read(&self.inner.r);
+        // Read under the lock, so no change to the index slips in between.
+        self.generation = self.inner.generation.load(Ordering::Acquire);
         self.synced = r.synced_last;
         let limit = if self.reader {
             r.synced_last.saturating_add(1).min(self.end)
@@ -1372,11 +1438,11 @@ impl Iter {
                 }
                 break;
             };
-            let seg = r
-                .segment(loc.seq)
-                .expect("live entries have segments")
-                .clone();
-            self.buf.push_back((i, *loc, seg));
+            if self.segs.back().is_none_or(|s| s.seq != loc.seq) {
+                let seg = r.segment(loc.seq).expect("live entries have segments");
+                self.segs.push_back(seg.clone());
+            }
+            self.buf.push_back((i, *loc));
             i += 1;
         }
         if self.buf.is_empty() {
@@ -1386,7 +1452,18 @@ impl Iter {
         Ok(())
     }
 
-    fn read_one(&mut self, index: u64, loc: &Loc, seg: &Segment) -> Result<LogEntry> {
+    /// Decodes entry `index` at `loc` and passes its payload (and mapping)
+    /// to `f`.
+    fn with_entry<T>(
+        &mut self,
+        index: u64,
+        loc: &Loc,
+        f: impl FnOnce(&Mapping, &[u8], u64) -> T,
+    ) -> Result<T> {
+        while self.segs.front().is_some_and(|s| s.seq < loc.seq) {
+            self.segs.pop_front();
+        }
+        let seg = self.segs.front().expect("buffered entries have segments");
         let record_len = format::entry_record_bytes(loc.data_len as usize) as u64;
         let end = loc.offset + record_len;
         let reusable = matches!(&self.view, Some((seq, m, valid)) if *seq == seg.seq
@@ -1407,25 +1484,7 @@ impl Iter {
                     data,
                 },
                 _,
-            ) if got == index && term == loc.term => {
-                let start = data.as_ptr() as usize - map.bytes().as_ptr() as usize;
-                // Unsynced bytes can be rolled back (and the file shrunk)
-                // under a mapping: copy them; synced ones never change.
-                let payload = if index <= self.synced || !map.is_live() {
-                    Payload::Mapped {
-                        map: map.clone(),
-                        start,
-                        len: data.len(),
-                    }
-                } else {
-                    Payload::Owned(data.to_vec())
-                };
-                Ok(LogEntry {
-                    index,
-                    term,
-                    payload,
-                })
-            }
+            ) if got == index && term == loc.term => Ok(f(map, data, term)),
             Decoded::Invalid(kind) => Err(Error::corruption(&seg.path, loc.offset, kind)),
             _ => Err(Error::corruption(
                 &seg.path,
@@ -1434,24 +1493,70 @@ impl Iter {
             )),
         }
     }
+
+    fn read_one(&mut self, index: u64, loc: &Loc) -> Result<LogEntry> {
+        let synced = self.synced;
+        self.with_entry(index, loc, |map, data, _term| {
+            // Unsynced bytes can be rolled back (and the file shrunk) under
+            // a mapping: copy them; synced ones never change.
+            let payload = if index <= synced || !map.is_live() {
+                let start = data.as_ptr() as usize - map.bytes().as_ptr() as usize;
+                Payload::Mapped {
+                    map: map.clone(),
+                    start,
+                    len: data.len(),
+                }
+            } else {
+                Payload::Owned(data.to_vec())
+            };
+            LogEntry { index, payload }
+        })
+    }
+
+    /// The next entry handed to `f` as `(index, term, data)` without making
+    /// a [`LogEntry`] (for callers that copy the bytes anyway).
+    pub(crate) fn next_with<T>(
+        &mut self,
+        f: impl FnOnce(u64, u64, &[u8]) -> T,
+    ) -> Option<Result<T>> {
+        let (index, loc) = match self.advance()? {
+            Ok(x) => x,
+            Err(e) => return Some(Err(e)),
+        };
+        let out = self.with_entry(index, &loc, |_, data, term| f(index, term, data));
+        if out.is_err() {
+            self.end = self.next;
+        }
+        Some(out)
+    }
+
+    /// The location of the next entry, refilling the buffer as needed.
+    fn advance(&mut self) -> Option<Result<(u64, Loc)>> {
+        if self.next >= self.end {
+            return None;
+        }
+        let stale = self.inner.generation.load(Ordering::Acquire) != self.generation;
+        if self.buf.is_empty() || stale {
+            if let Err(e) = self.refill() {
+                self.end = self.next;
+                return Some(Err(e));
+            }
+        }
+        let (index, loc) = self.buf.pop_front()?;
+        self.next = index + 1;
+        Some(Ok((index, loc)))
+    }
 }
 
 impl Iterator for Iter {
     type Item = Result<LogEntry>;
 
     fn next(&mut self) -> Option<Result<LogEntry>> {
-        if self.next >= self.end {
-            return None;
-        }
-        if self.buf.is_empty() {
-            if let Err(e) = self.refill() {
-                self.end = self.next;
-                return Some(Err(e));
-            }
-        }
-        let (index, loc, seg) = self.buf.pop_front()?;
-        self.next = index + 1;
-        let out = self.read_one(index, &loc, &seg);
+        let (index, loc) = match self.advance()? {
+            Ok(x) => x,
+            Err(e) => return Some(Err(e)),
+        };
+        let out = self.read_one(index, &loc);
         if out.is_err() {
             self.end = self.next;
         }

@@ -226,12 +226,7 @@ impl RaftWal {
     /// Buffers entry `index` (which must be `last_index() + 1`). Durable after
     /// the next [`sync`](RaftWal::sync); readable at once.
     pub fn append(&mut self, index: u64, term: u64, data: &[u8]) -> Result<()> {
-        let expected = self.log.last_index() + 1;
-        if index != expected {
-            self.log.check_usable()?;
-            return Err(Error::NotNextIndex { index, expected });
-        }
-        self.log.append_with_term(term, data).map(|_| ())
+        self.log.append_at(index, term, data)
     }
 
     /// Buffers a batch of entries; see [`append`](RaftWal::append).
@@ -375,18 +370,25 @@ impl RaftWal {
             return Ok(out);
         }
         let mut bytes = 0u64;
-        for e in self.log.iter(lo..hi)? {
-            let e = e?;
-            let len = e.data().len() as u64;
+        let mut it = self.log.iter(lo..hi)?;
+        let mut full = false;
+        while let Some(e) = it.next_with(|index, term, data| {
+            let len = data.len() as u64;
             if !out.is_empty() && bytes + len > max_bytes {
-                break;
+                full = true;
+                return;
             }
             bytes += len;
             out.push(Entry {
-                index: e.index(),
-                term: e.term(),
-                data: e.into_vec(),
+                index,
+                term,
+                data: data.to_vec(),
             });
+        }) {
+            e?;
+            if full {
+                break;
+            }
         }
         Ok(out)
     }
