@@ -1454,6 +1454,7 @@ impl Iter {
 
     /// Decodes entry `index` at `loc` and passes its payload (and mapping)
     /// to `f`.
+    #[inline]
     fn with_entry<T>(
         &mut self,
         index: u64,
@@ -1515,6 +1516,7 @@ impl Iter {
 
     /// The next entry handed to `f` as `(index, term, data)` without making
     /// a [`LogEntry`] (for callers that copy the bytes anyway).
+    #[inline]
     pub(crate) fn next_with<T>(
         &mut self,
         f: impl FnOnce(u64, u64, &[u8]) -> T,
@@ -1531,6 +1533,7 @@ impl Iter {
     }
 
     /// The location of the next entry, refilling the buffer as needed.
+    #[inline]
     fn advance(&mut self) -> Option<Result<(u64, Loc)>> {
         if self.next >= self.end {
             return None;

@@ -364,7 +364,7 @@ impl RaftWal {
     /// assert_eq!(wal.entries(50, 51, 0).unwrap().len(), 1); // never empty
     /// ```
     pub fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(hi.saturating_sub(lo).min(4096) as usize);
         if lo >= hi {
             self.log.check_usable()?;
             return Ok(out);
