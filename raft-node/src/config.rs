@@ -18,7 +18,8 @@
 //! `heartbeat_interval_ms = 50`, `snapshot_threshold_entries = 10000`,
 //! `snapshot_keep = 2`, `trailing_entries = 1000`, `max_value_bytes = 1048576`,
 //! `request_timeout_ms = 5000`, `join = false`, `max_request_bytes = 1572864`,
-//! `quota_backend_bytes = 2147483648`, `watch_progress_notify_interval_ms = 600000`. Unknown keys are an error that names them.
+//! `quota_backend_bytes = 2147483648`, `watch_progress_notify_interval_ms = 600000`,
+//! `auto_compaction_retention_revisions = 100000`. Unknown keys are an error that names them.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -94,6 +95,10 @@ pub struct NodeConfig {
     /// the current revision (etcd's default: 10 minutes).
     #[serde(default = "defaults::watch_progress_notify_interval_ms")]
     pub watch_progress_notify_interval_ms: u64,
+    /// The leader compacts the MVCC history to keep this many revisions
+    /// (0: never compact automatically, etcd's default).
+    #[serde(default = "defaults::auto_compaction_retention_revisions")]
+    pub auto_compaction_retention_revisions: i64,
 }
 
 mod defaults {
@@ -126,6 +131,9 @@ mod defaults {
     }
     pub fn watch_progress_notify_interval_ms() -> u64 {
         600_000
+    }
+    pub fn auto_compaction_retention_revisions() -> i64 {
+        100_000
     }
 }
 
@@ -210,6 +218,9 @@ impl NodeConfig {
         }
         if self.request_timeout_ms == 0 {
             return err("request_timeout_ms must be positive".into());
+        }
+        if self.auto_compaction_retention_revisions < 0 {
+            return err("auto_compaction_retention_revisions must be 0 (off) or positive".into());
         }
         if self.watch_progress_notify_interval_ms == 0 {
             return err("watch_progress_notify_interval_ms must be positive".into());

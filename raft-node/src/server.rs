@@ -96,6 +96,7 @@ pub struct Server {
     http: JoinHandle<()>,
     inbound: JoinHandle<()>,
     lessor: JoinHandle<()>,
+    compactor: JoinHandle<()>,
     shutdown_http: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -207,6 +208,10 @@ impl Server {
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let lessor_task = tokio::spawn(crate::lease::run(lessor, etcd.clone()));
+        let compactor = tokio::spawn(crate::auto_compact::run(
+            etcd.clone(),
+            cfg.auto_compaction_retention_revisions,
+        ));
         let app = router(state)
             .merge(crate::api::grpc::router(etcd.clone()))
             .merge(crate::api::gateway::router(etcd));
@@ -227,6 +232,7 @@ impl Server {
             http,
             inbound,
             lessor: lessor_task,
+            compactor,
             shutdown_http: Some(stop_tx),
         })
     }
@@ -268,6 +274,7 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.http).await;
         self.inbound.abort();
         self.lessor.abort();
+        self.compactor.abort();
         self.net.shutdown().await;
     }
 }

@@ -64,6 +64,7 @@ fn configs(args: &DemoArgs) -> Result<Vec<NodeConfig>, String> {
             max_request_bytes: crate::api::etcd::DEFAULT_MAX_REQUEST_BYTES,
             quota_backend_bytes: crate::api::etcd::DEFAULT_QUOTA_BYTES,
             watch_progress_notify_interval_ms: 600_000,
+            auto_compaction_retention_revisions: 100_000,
         })
         .collect())
 }
