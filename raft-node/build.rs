@@ -31,6 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
         .preserve_proto_field_names()
+        // etcd's gateway ignores fields it does not know (newer clients).
+        .ignore_unknown_fields()
         .build(&[".etcdserverpb", ".mvccpb"])?;
     Ok(())
 }
