@@ -581,3 +581,82 @@ fn a_damaged_wal_refuses_to_start_naming_the_file() {
     let name = segment.file_name().unwrap().to_string_lossy().into_owned();
     assert!(err.contains(&name), "names the damaged file: {err}");
 }
+
+/// Issue 15: a follower whose data directory was emptied must not silently
+/// bootstrap again as a founding member at term 1 (it would forget its votes
+/// and what it acknowledged); `--force-new-cluster` is the explicit way to
+/// create a new cluster over an existing empty directory.
+#[test]
+fn a_founding_member_whose_data_dir_was_emptied_refuses_to_start() {
+    let (dir, base, _) = cluster_dir(7_777, "1,2,3");
+    let configs = write_configs(dir.path(), base);
+    let eps = endpoints(base);
+    let mut nodes = start(&configs);
+    client_until_ok(&["put", "k", "v"], &eps);
+    let three = nodes.0.remove(2);
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(three.id() as i32, libc::SIGTERM) };
+    assert!(three.wait_with_output().unwrap().status.success());
+    let data = dir.path().join("node-3");
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).unwrap();
+        } else {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    let mut again = bin()
+        .args(["serve", "--config"])
+        .arg(&configs[2])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while again.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = again.kill();
+            let _ = again.wait();
+            panic!("node 3 started on its emptied data directory");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = again.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds no Raft state") && err.contains("--force-new-cluster"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&data).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    // The rest of the cluster is unaffected.
+    client_until_ok(&["put", "k2", "v"], &eps);
+    sigterm_all(nodes);
+    // The flag lets a founding member start on an existing empty directory
+    // (here it gets as far as its missing certificates).
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    let text = std::fs::read_to_string(&configs[0])
+        .unwrap()
+        .replace(
+            &dir.path().join("node-1").display().to_string(),
+            &fresh.display().to_string(),
+        )
+        .replace(
+            &dir.path().join("certs").display().to_string(),
+            "/nonexistent-certs",
+        );
+    let path = dir.path().join("fresh.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = bin()
+        .args(["serve", "--force-new-cluster", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TLS") && !err.contains("Raft state"), "{err}");
+}
