@@ -951,7 +951,11 @@ impl Inner {
                 Err(self.poison(&mut w, err))
             }
         };
-        self.synced.notify_all();
+        // Waiters count themselves under the lock before they wait, so
+        // with none counted there is nobody to wake (and no syscall to make).
+        if w.waiting > 0 {
+            self.synced.notify_all();
+        }
         out.map(|()| w)
     }
 
