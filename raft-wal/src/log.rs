@@ -670,16 +670,19 @@ impl Inner {
     }
 
     fn out_of_range(&self, index: u64, reader: bool) -> Error {
-        let w = lock(&self.w);
-        let last = if reader {
-            read(&self.r).synced_last
+        let (first_index, last_index) = if reader {
+            // Readers never take the writer's lock (it is held across the
+            // fsyncs of a segment rotation).
+            let r = read(&self.r);
+            (r.index.first_index(), r.synced_last)
         } else {
-            w.next_index - 1
+            let w = lock(&self.w);
+            (w.first_index, w.next_index - 1)
         };
         Error::OutOfRange {
             index,
-            first_index: w.first_index,
-            last_index: last,
+            first_index,
+            last_index,
         }
     }
 
