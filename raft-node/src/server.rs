@@ -216,7 +216,7 @@ impl Server {
             .merge(crate::api::grpc::router(etcd.clone()))
             .merge(crate::api::gateway::router(etcd));
         let http = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
+            let served = axum::serve(crate::api::authority::FixAuthority(listener), app)
                 .with_graceful_shutdown(async move {
                     let _ = stop_rx.await;
                 })

@@ -17,15 +17,12 @@
 //! and pass (`scripts/install-test-deps` installs it for CI); the gateway
 //! test needs only HTTP and runs anyway.
 //!
-//! A discrepancy found in raft-node and not fixed yet is marked
-//! `raft-node bug:` at its check ([`Checks::known_raft_node_bug`]): printed,
-//! but failing the test only with `RAFT_TESTS_STRICT=1` (against etcd such
-//! a check is an ordinary one).
+//! Every discrepancy these tests found in raft-node is fixed; the checks are
+//! strict on both systems.
 //!
 //! ```sh
 //! cargo test -p raft-tests --test etcdctl                              # raft-node
 //! RAFT_TESTS_AGAINST_ETCD=1 cargo test -p raft-tests --test etcdctl    # etcd 3.4
-//! RAFT_TESTS_STRICT=1 cargo test -p raft-tests --test etcdctl -- --nocapture
 //! ```
 //!
 //! The tests collect every failed check of a run and fail at the end with all
@@ -132,33 +129,6 @@ impl Checks {
     fn eq<T: PartialEq + std::fmt::Debug>(&mut self, what: &str, got: T, want: T) {
         if got != want {
             self.fail(format!("{what}:\n     got: {got:?}\n    want: {want:?}"));
-        }
-    }
-
-    /// A check that raft-node is known to fail (a bug reported, not fixed
-    /// yet; each call site says which, after `raft-node bug:`). Against
-    /// etcd it is an ordinary check. Against raft-node a failure is printed
-    /// as a known bug and fails the test only with `RAFT_TESTS_STRICT=1`;
-    /// a pass is printed too (some of these bugs are races that do not show
-    /// in every run), so the marker is removed once it is fixed.
-    fn known_raft_node_bug(
-        &mut self,
-        is_etcd: bool,
-        bug: &str,
-        ok: bool,
-        what: impl FnOnce() -> String,
-    ) {
-        if is_etcd || std::env::var("RAFT_TESTS_STRICT").is_ok_and(|v| v.trim() == "1") {
-            self.check(ok, what);
-        } else if ok {
-            eprintln!(
-                "known raft-node bug did not show in this run (some are races; remove the marker once fixed): {bug}"
-            );
-        } else {
-            eprintln!(
-                "KNOWN RAFT-NODE BUG (not failing the test; RAFT_TESTS_STRICT=1 makes it fail): {bug}: {}",
-                what()
-            );
         }
     }
 
@@ -443,18 +413,10 @@ impl System {
         matches!(self, System::Etcd { .. })
     }
 
-    /// The client URL MemberList gives for the member at `endpoint`. etcd:
-    /// the advertised URL, `http://host:port`. raft-node, on purpose:
-    /// `host:port` without a scheme, because etcdctl 3.4 dials the client
-    /// URLs of `--cluster` verbatim as the HTTP/2 `:authority`, which
-    /// raft-node's HTTP/2 server refuses with a scheme in it (see the
-    /// `raft-node bug:` about http:// endpoints below).
+    /// The client URL MemberList gives for the member at `endpoint`:
+    /// `http://host:port` on both systems.
     fn client_url(&self, endpoint: &str) -> String {
-        if self.is_etcd() {
-            format!("http://{endpoint}")
-        } else {
-            endpoint.to_string()
-        }
+        format!("http://{endpoint}")
     }
 
     fn endpoints(&self) -> Vec<String> {
@@ -1266,31 +1228,23 @@ fn etcdctl_cluster_and_maintenance() {
         );
     }
     // The same with endpoints given as URLs, as etcd users write them.
-    // raft-node bug: etcdctl dials each endpoint of a per-endpoint
-    // Maintenance call (endpoint status, endpoint hashkv, defrag,
-    // move-leader) with the endpoint verbatim as the HTTP/2 `:authority`,
-    // here "http://127.0.0.x:port"; raft-node's HTTP/2 server resets such a
-    // stream (RST_STREAM PROTOCOL_ERROR: "rpc error: code = Internal desc =
-    // stream terminated by RST_STREAM with error code: PROTOCOL_ERROR"),
-    // etcd answers. (KV calls are not affected: etcdctl's balancer strips
-    // the scheme.)
+    // etcdctl dials each endpoint of a per-endpoint Maintenance call
+    // (endpoint status, endpoint hashkv, defrag, move-leader) with the
+    // endpoint verbatim as the HTTP/2 `:authority`, here
+    // "http://127.0.0.x:port"; raft-node repairs that authority
+    // (api/authority.rs) where its HTTP/2 server would reset the stream.
     let http_eps: Vec<String> = all.iter().map(|e| format!("http://{e}")).collect();
     let http_eps: Vec<&str> = http_eps.iter().map(String::as_str).collect();
     let out = c.run(&http_eps, &["endpoint", "status", "-w", "json"], None);
     let answered = serde_json::from_str::<Value>(&out.stdout)
         .ok()
         .and_then(|v| v.as_array().map(Vec::len));
-    ck.known_raft_node_bug(
-        is_etcd,
-        "Maintenance calls fail with PROTOCOL_ERROR on endpoints given as http://host:port",
-        out.success() && answered == Some(3),
-        || {
-            format!(
-                "endpoint status on http:// endpoints answers for all 3: {}",
-                out.describe()
-            )
-        },
-    );
+    ck.check(out.success() && answered == Some(3), || {
+        format!(
+            "endpoint status on http:// endpoints answers for all 3: {}",
+            out.describe()
+        )
+    });
     let out = c.run(&[http_eps[0]], &["get", "k0"], None);
     ck.eq(
         "get on an http:// endpoint",

@@ -2,6 +2,7 @@
 //! ([`grpc`]) and etcd's JSON gateway ([`gateway`]), beside the `/v1` HTTP
 //! API, all on one port as etcd's 2379.
 
+pub mod authority;
 pub mod etcd;
 pub mod gateway;
 pub mod grpc;

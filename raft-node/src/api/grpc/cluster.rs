@@ -2,7 +2,7 @@
 //!
 //! Member ids are raft-node node ids. A member's peer URL is
 //! `https://<peer_addr>` (QUIC with mutual TLS) and its client URL
-//! `<client_addr>` (host:port, see [`ClusterService::members`]). A member added through `MemberAdd` has no client
+//! `http://<client_addr>`. A member added through `MemberAdd` has no client
 //! URL until it is known (as in etcd before the member starts).
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -75,12 +75,7 @@ impl ClusterService {
                         .unwrap_or_default(),
                     client_ur_ls: addrs
                         .filter(|m| m.client_addr != UNKNOWN_ADDR)
-                        // host:port without a scheme: etcdctl 3.4 dials a
-                        // member's client URL verbatim as the HTTP/2
-                        // :authority (`--cluster`), and "http://host:port" is
-                        // not a valid authority for raft-node's HTTP/2 server,
-                        // which resets such streams.
-                        .map(|m| vec![m.client_addr.to_string()])
+                        .map(|m| vec![format!("http://{}", m.client_addr)])
                         .unwrap_or_default(),
                     is_learner,
                 }
