@@ -18,6 +18,7 @@ pub mod config;
 pub mod driver;
 pub mod forward;
 pub mod http;
+pub mod identity;
 pub mod lease;
 pub mod local_cluster;
 pub mod metrics;

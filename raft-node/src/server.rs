@@ -16,6 +16,7 @@ use crate::config::{Member, NodeConfig};
 use crate::driver::{Driver, DriverHandle, DriverOptions, Transport};
 use crate::forward::{ForwardServer, Forwarder, PeerBulk};
 use crate::http::{router, AddressBook, ApiState};
+use crate::identity::{Identity, PeerGate, PeerMessage};
 use crate::metrics::Metrics;
 use crate::snapshot_transfer::{snapshot_of, Intake, Shipper};
 use crate::storage::{SnapshotPolicy, WalStorage};
@@ -43,6 +44,8 @@ struct NetSender {
     shipper: Shipper,
     /// Set right after the driver starts; used to report snapshot transfers.
     driver: Arc<std::sync::OnceLock<DriverHandle>>,
+    /// Stamps outgoing messages with this node's identity; forgets removed members.
+    gate: Arc<PeerGate>,
 }
 
 impl Transport for NetSender {
@@ -57,10 +60,15 @@ impl Transport for NetSender {
             return;
         }
         // A full queue or unknown peer drops the message (counted by raft-net); Raft retries.
-        let _ = self.net.send(msg.to, msg);
+        let _ = self.net.send(msg.to, self.gate.wrap(msg));
     }
 
-    fn conf_change_applied(&self, _cc: &ConfChange, context: &[u8]) {
+    fn conf_change_applied(&self, cc: &ConfChange, context: &[u8]) {
+        for step in &cc.changes {
+            if let raft_core::ConfChangeSingle::Remove(id) = *step {
+                self.gate.forget(id);
+            }
+        }
         self.learn(context);
     }
 
@@ -121,6 +129,12 @@ impl Server {
                 .await
                 .map_err(|e| StartError(format!("storage open task failed: {e}")))?
                 .map_err(|e| StartError(format!("data_dir {}: {e}", cfg.data_dir.display())))?;
+        // Who this member is to its peers (written on first start; see identity.rs).
+        let founding = (!cfg.join).then(|| cfg.member_ids());
+        let gate = Identity::load_or_create(&cfg.data_dir, founding.as_deref())
+            .and_then(|me| PeerGate::load(&cfg.data_dir, me))
+            .map(Arc::new)
+            .map_err(|e| StartError(format!("data_dir {}: {e}", cfg.data_dir.display())))?;
 
         let mut tcfg = TransportConfig::new(cfg.id, cfg.peer_addr);
         for m in cfg.members.iter().filter(|m| m.id != cfg.id) {
@@ -154,6 +168,7 @@ impl Server {
                 tokio::runtime::Handle::current(),
             ),
             driver: driver_cell.clone(),
+            gate: gate.clone(),
         };
         let driver = Driver::spawn(opts, storage, sender)
             .map_err(|e| StartError(format!("cannot start the driver thread: {e}")))?;
@@ -166,6 +181,7 @@ impl Server {
             ForwardServer::new(cfg.id, net.clone(), handle.clone(), lessor.clone());
         let inbound = tokio::spawn(pump_inbound(
             handle.clone(),
+            gate.clone(),
             inbox,
             Intake::new(store),
             forwarder.clone(),
@@ -285,14 +301,22 @@ impl Server {
 /// the peer's verified certificate id.
 async fn pump_inbound(
     handle: DriverHandle,
-    mut inbox: raft_net::Inbox<Message, PeerBulk>,
+    gate: Arc<PeerGate>,
+    mut inbox: raft_net::Inbox<PeerMessage, PeerBulk>,
     mut intake: Intake,
     forwarder: Arc<Forwarder>,
     forward_server: ForwardServer,
 ) {
     while let Some((from, inbound)) = inbox.recv().await {
+        if !matches!(inbound, Inbound::Message(_)) && gate.refuses(from) {
+            continue;
+        }
         match inbound {
-            Inbound::Message(m) => handle.deliver(m),
+            Inbound::Message(m) => {
+                if let Some(m) = gate.admit(from, m) {
+                    handle.deliver(m);
+                }
+            }
             Inbound::Bulk(PeerBulk::Snapshot(piece)) => {
                 if let Some(install) = intake.accept(from, piece) {
                     handle.deliver(install);

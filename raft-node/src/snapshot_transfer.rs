@@ -58,7 +58,7 @@ impl raft_net::Envelope for SnapshotPiece {
 
 /// The transport the node uses: raft messages on the message lane; snapshot
 /// pieces and forwarded client requests on the bulk lane.
-pub type PeerNet = raft_net::Transport<Message, crate::forward::PeerBulk>;
+pub type PeerNet = raft_net::Transport<crate::identity::PeerMessage, crate::forward::PeerBulk>;
 
 /// The snapshot an `InstallSnapshot` message asks to ship, if it is one.
 pub fn snapshot_of(msg: &Message) -> Option<SnapshotId> {

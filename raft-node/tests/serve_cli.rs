@@ -660,3 +660,34 @@ fn a_founding_member_whose_data_dir_was_emptied_refuses_to_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("TLS") && !err.contains("Raft state"), "{err}");
 }
+
+/// Issue 15: a member whose data directory was deleted as a whole starts as a
+/// brand-new founding member (nothing local says otherwise), but it is a new
+/// incarnation of its id: its peers drop its messages, so it can neither vote
+/// again in a term it voted in nor pose as the follower it was.
+#[test]
+fn a_member_recreated_from_nothing_is_refused_by_its_peers() {
+    let (dir, base, _) = cluster_dir(8_888, "1,2,3");
+    let configs = write_configs(dir.path(), base);
+    let eps = endpoints(base);
+    let mut nodes = start(&configs);
+    client_until_ok(&["put", "k", "v"], &eps);
+    let url3 = format!("http://127.0.0.1:{}", base + 3);
+    wait_status(&url3, "node 3 follows a leader", |s| s["leader"].is_u64());
+    let three = nodes.0.remove(2);
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(three.id() as i32, libc::SIGTERM) };
+    assert!(three.wait_with_output().unwrap().status.success());
+    std::fs::remove_dir_all(dir.path().join("node-3")).unwrap();
+    nodes.extend(start(&configs[2..]));
+    wait_status(&url3, "node 3 serves its status", |s| s["id"] == 3);
+    client_until_ok(&["put", "k2", "v"], &eps);
+    std::thread::sleep(Duration::from_secs(3));
+    let s = status_of(&url3).unwrap();
+    assert!(
+        s["leader"].is_null() && s["applied_index"].as_u64() <= Some(1),
+        "the re-created node 3 was taken for its old self: {s}"
+    );
+    client_until_ok(&["put", "k3", "v"], &eps);
+    sigterm_all(nodes);
+}

@@ -91,8 +91,9 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
 ///   the cluster and add it back (`join = true`), or, if this really is a
 ///   new cluster, start once with `--force-new-cluster`.
 ///
-/// A data directory deleted as a whole still looks brand-new; that case is
-/// only caught by the peers, which is not done yet.
+/// A data directory deleted as a whole still looks brand-new here; the node
+/// then starts as a new incarnation of its id, which its peers refuse (see
+/// `crate::identity`).
 pub fn check_data_dir(dir: &Path, join: bool, force_new_cluster: bool) -> Result<(), String> {
     if join || force_new_cluster {
         return Ok(());
