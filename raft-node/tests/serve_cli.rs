@@ -588,7 +588,7 @@ fn a_damaged_wal_refuses_to_start_naming_the_file() {
 /// create a new cluster over an existing empty directory.
 #[test]
 fn a_founding_member_whose_data_dir_was_emptied_refuses_to_start() {
-    let (dir, base, _) = cluster_dir(7_777, "1,2,3");
+    let (dir, base, _) = cluster_dir(1_500, "1,2,3");
     let configs = write_configs(dir.path(), base);
     let eps = endpoints(base);
     let mut nodes = start(&configs);
