@@ -70,8 +70,7 @@ impl EtcdApi {
     /// Proposes `cmd` (through the leader if this node follows) and returns
     /// what applying it produced.
     pub async fn write(&self, cmd: Command) -> Result<Response, Status> {
-        let size = cmd.encode().len();
-        if size > self.max_request_bytes {
+        if cmd.encoded_len() > self.max_request_bytes {
             return Err(Status::invalid_argument("etcdserver: request is too large"));
         }
         if adds_data(&cmd) {

@@ -37,6 +37,11 @@ impl Command {
         out
     }
 
+    /// Bytes [`Command::encode`] produces, computed without encoding.
+    pub fn encoded_len(&self) -> usize {
+        1 + self.0.encoded_len()
+    }
+
     /// Decodes an entry's data.
     pub fn decode(data: &[u8]) -> Result<Command, String> {
         match data.first() {
@@ -161,6 +166,7 @@ mod tests {
     fn round_trips_and_reads_legacy_entries() {
         let c = Command::put("k", "v");
         assert_eq!(Command::decode(&c.encode()).unwrap(), c);
+        assert_eq!(c.encoded_len(), c.encode().len());
         #[derive(serde::Serialize)]
         enum Old {
             Put {

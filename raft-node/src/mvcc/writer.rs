@@ -53,16 +53,7 @@ impl<'a> Writer<'a> {
         if self.sub > 0 {
             self.store.revision = self.rev;
         }
-        self.header_after()
-    }
-
-    fn header_after(&self) -> ResponseHeader {
-        ResponseHeader {
-            cluster_id: 0,
-            member_id: 0,
-            revision: self.store.revision,
-            raft_term: self.raft_term,
-        }
+        self.store.header(self.raft_term)
     }
 
     /// Checks a put against the current state without changing anything.
