@@ -200,6 +200,7 @@ impl Server {
             lessor: lessor.clone(),
             // etcd's minimum: 1.5 election timeouts, in whole seconds.
             min_lease_ttl: (cfg.election_timeout_ms * 3).div_ceil(2000).max(1) as i64,
+            watch_metrics: Arc::default(),
         });
 
         let listener = tokio::net::TcpListener::bind(cfg.client_addr)
@@ -213,12 +214,14 @@ impl Server {
             });
         let metrics_net = net.clone();
         let metrics_driver = handle.clone();
+        let watch_metrics = etcd.watch_metrics.clone();
         let state = Arc::new(ApiState {
             driver: handle,
             members: book,
             max_value_bytes: cfg.max_value_bytes,
             metrics: Arc::new(Metrics::with_extra(Arc::new(move |out: &mut String| {
                 metrics_driver.counters().render(out);
+                watch_metrics.render(metrics_driver.store().leases().count(), out);
                 render_net_metrics(&metrics_net, out)
             }))),
         });

@@ -46,6 +46,8 @@ pub struct EtcdApi {
     pub lessor: Arc<crate::lease::Lessor>,
     /// Shortest lease TTL granted, in seconds (etcd: 1.5 election timeouts).
     pub min_lease_ttl: i64,
+    /// Watch and lease counters for `/metrics`.
+    pub watch_metrics: Arc<crate::watch::WatchMetrics>,
 }
 
 impl EtcdApi {

@@ -150,8 +150,11 @@ pub async fn run(lessor: Arc<Lessor>, api: Arc<crate::api::EtcdApi>) {
             tokio::spawn(async move {
                 tracing::info!(lease = id, "lease expired: revoking");
                 let revoke = Command(Internal::LeaseRevoke(LeaseRevokeRequest { id }));
-                if let Err(e) = api.write(revoke).await {
-                    tracing::warn!(lease = id, error = %e, "revoking an expired lease failed; will retry");
+                match api.write(revoke).await {
+                    Ok(_) => api.watch_metrics.count_lease_expiration(),
+                    Err(e) => {
+                        tracing::warn!(lease = id, error = %e, "revoking an expired lease failed; will retry")
+                    }
                 }
                 lessor.revoked(id);
             });

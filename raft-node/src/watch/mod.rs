@@ -11,7 +11,13 @@
 //! falls behind (a slow client: the stream's send buffer is bounded and its
 //! task waits on it) catches up from the history without holding anything
 //! back but its own stream. A watcher whose next revision was compacted
-//! away is cancelled with `compact_revision`, as etcd does.
+//! away is cancelled with `compact_revision`, as etcd does. A watcher far
+//! behind reads the history a bounded number of revisions at a time, so its
+//! catch-up never holds more than one response's worth of events.
+
+mod metrics;
+
+pub use metrics::WatchMetrics;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,6 +42,9 @@ pub const MAX_WATCHERS_PER_STREAM: usize = 10_000;
 /// boundary (and a single revision larger than this is split into
 /// fragments when the watcher asked for them).
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// Most revisions read from the history for one watcher at a time.
+const MAX_REVISIONS_PER_READ: i64 = 1_000;
 
 /// The watch id etcd answers progress requests with.
 const PROGRESS_WATCH_ID: i64 = -1;
@@ -67,6 +76,26 @@ pub struct WatchStream<H: Headers> {
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
     progress_every: Duration,
+    metrics: Arc<WatchMetrics>,
+}
+
+impl<H: Headers> Drop for WatchStream<H> {
+    fn drop(&mut self) {
+        self.metrics.add_streams(-1);
+        self.metrics.add_watchers(-(self.watchers.len() as i64));
+    }
+}
+
+/// Counts a stream's watchers as slow while it waits for its client.
+struct SlowGuard<'a> {
+    metrics: &'a WatchMetrics,
+    watchers: i64,
+}
+
+impl Drop for SlowGuard<'_> {
+    fn drop(&mut self) {
+        self.metrics.add_slow_watchers(-self.watchers);
+    }
 }
 
 impl<H: Headers> WatchStream<H> {
@@ -76,7 +105,9 @@ impl<H: Headers> WatchStream<H> {
         headers: Arc<H>,
         out: mpsc::Sender<Result<WatchResponse, Status>>,
         progress_every: Duration,
+        metrics: Arc<WatchMetrics>,
     ) -> Self {
+        metrics.add_streams(1);
         WatchStream {
             store,
             headers,
@@ -84,6 +115,7 @@ impl<H: Headers> WatchStream<H> {
             watchers: BTreeMap::new(),
             next_id: 0,
             progress_every,
+            metrics,
         }
     }
 
@@ -96,16 +128,25 @@ impl<H: Headers> WatchStream<H> {
         let mut views = self.store.subscribe();
         let mut progress = tokio::time::interval(self.progress_every);
         progress.tick().await;
+        // As etcd: a client that closes its side still gets its events,
+        // until it hangs up.
+        let mut requests_open = true;
         loop {
+            let out = self.out.clone();
             let sent = tokio::select! {
-                req = requests.next() => match req {
+                req = requests.next(), if requests_open => match req {
                     Some(Ok(req)) => self.handle(req).await,
                     Some(Err(e)) => {
-                        tracing::debug!(error = %e, "watch stream ended by the client");
+                        tracing::debug!(error = %e, "watch stream ended by a bad request");
+                        let _ = self.out.send(Err(e)).await;
                         return;
                     }
-                    None => return,
+                    None => {
+                        requests_open = false;
+                        Ok(())
+                    }
                 },
+                () = out.closed() => return,
                 changed = views.changed() => {
                     if changed.is_err() {
                         return;
@@ -123,7 +164,27 @@ impl<H: Headers> WatchStream<H> {
     }
 
     async fn send(&self, resp: WatchResponse) -> Result<(), ()> {
-        self.out.send(Ok(resp)).await.map_err(|_| ())
+        use tokio::sync::mpsc::error::TrySendError;
+        let events = resp.events.len() as u64;
+        let resp = match self.out.try_send(Ok(resp)) {
+            Ok(()) => {
+                self.metrics.add_events_sent(events);
+                return Ok(());
+            }
+            Err(TrySendError::Closed(_)) => return Err(()),
+            Err(TrySendError::Full(resp)) => resp,
+        };
+        // The client is not reading: wait for it, counted as slow. Nothing
+        // else waits on this stream; other streams and apply go on.
+        let watchers = self.watchers.len() as i64;
+        self.metrics.add_slow_watchers(watchers);
+        let _slow = SlowGuard {
+            metrics: &self.metrics,
+            watchers,
+        };
+        self.out.send(resp).await.map_err(|_| ())?;
+        self.metrics.add_events_sent(events);
+        Ok(())
     }
 
     async fn handle(&mut self, req: WatchRequest) -> Result<(), ()> {
@@ -131,6 +192,7 @@ impl<H: Headers> WatchStream<H> {
             Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
             Some(RequestUnion::CancelRequest(c)) => {
                 if self.watchers.remove(&c.watch_id).is_some() {
+                    self.metrics.add_watchers(-1);
                     let view = self.store.get();
                     self.send(WatchResponse {
                         header: Some(self.headers.header(view.revision())),
@@ -212,6 +274,7 @@ impl<H: Headers> WatchStream<H> {
             active: false,
         };
         self.watchers.insert(id, watcher);
+        self.metrics.add_watchers(1);
         self.send(WatchResponse {
             header,
             watch_id: id,
@@ -231,19 +294,32 @@ impl<H: Headers> WatchStream<H> {
         Ok(())
     }
 
-    /// Sends watcher `id` every event up to `view`'s revision.
+    /// Sends watcher `id` every event up to `view`'s revision, reading the
+    /// history [`MAX_REVISIONS_PER_READ`] revisions at a time.
     async fn deliver(&mut self, id: i64, view: &Store) -> Result<(), ()> {
+        while let Some(w) = self.watchers.get(&id) {
+            if w.next_rev > view.revision() {
+                break;
+            }
+            let to = view
+                .revision()
+                .min(w.next_rev.saturating_add(MAX_REVISIONS_PER_READ - 1));
+            self.deliver_upto(id, view, to).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends watcher `id` its events from its next revision to `to`, and
+    /// moves it past `to` (or cancels it if that history was compacted).
+    async fn deliver_upto(&mut self, id: i64, view: &Store, to: i64) -> Result<(), ()> {
         let Some(w) = self.watchers.get(&id) else {
             return Ok(());
         };
-        let to = view.revision();
-        if w.next_rev > to {
-            return Ok(());
-        }
         let events = match view.events(&w.range, w.next_rev, to, w.prev_kv) {
             Ok(events) => events,
             Err(MvccError::Compacted) => {
                 self.watchers.remove(&id);
+                self.metrics.add_watchers(-1);
                 return self
                     .send(WatchResponse {
                         header: Some(self.headers.header(to)),
@@ -256,8 +332,20 @@ impl<H: Headers> WatchStream<H> {
                     .await;
             }
             Err(e) => {
-                tracing::error!(watch = id, error = %e, "cannot read watch events");
-                return Ok(());
+                // Not reachable with a consistent view; cancel rather than
+                // retry the same read forever.
+                tracing::error!(watch = id, error = %e, "cannot read watch events; cancelling the watch");
+                self.watchers.remove(&id);
+                self.metrics.add_watchers(-1);
+                return self
+                    .send(WatchResponse {
+                        header: Some(self.headers.header(to)),
+                        watch_id: id,
+                        canceled: true,
+                        cancel_reason: e.message(),
+                        ..Default::default()
+                    })
+                    .await;
             }
         };
         let (no_put, no_delete, fragment) = (w.no_put, w.no_delete, w.fragment);

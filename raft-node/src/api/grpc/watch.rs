@@ -43,6 +43,7 @@ impl Watch for WatchService {
             self.0.clone(),
             tx,
             self.0.watch_progress_interval,
+            self.0.watch_metrics.clone(),
         );
         tokio::spawn(stream.run(r.into_inner()));
         Ok(Response::new(Box::pin(

@@ -11,16 +11,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use serde::de::DeserializeOwned;
+
+mod streams;
 use serde::Serialize;
 use tonic::{Code, Status};
 
 use super::etcd::EtcdApi;
 use super::grpc::cluster::ClusterService;
 use super::grpc::kv::KvService;
+use super::grpc::lease::LeaseService;
 use super::grpc::maintenance::MaintenanceService;
 use super::pb::etcdserverpb::cluster_server::Cluster;
+use super::pb::etcdserverpb::lease_server::Lease;
 use super::pb::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, MemberListRequest, PutRequest, RangeRequest,
+    CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseLeasesRequest,
+    LeaseRevokeRequest, LeaseTimeToLiveRequest, MemberListRequest, PutRequest, RangeRequest,
     StatusRequest, TxnRequest,
 };
 
@@ -34,6 +39,15 @@ pub fn router(api: Arc<EtcdApi>) -> Router {
         .route("/v3/kv/compaction", post(compaction))
         .route("/v3/maintenance/status", post(status))
         .route("/v3/cluster/member/list", post(member_list))
+        .route("/v3/watch", post(streams::watch))
+        .route("/v3/lease/grant", post(lease_grant))
+        .route("/v3/lease/revoke", post(lease_revoke))
+        .route("/v3/kv/lease/revoke", post(lease_revoke))
+        .route("/v3/lease/keepalive", post(streams::lease_keep_alive))
+        .route("/v3/lease/timetolive", post(lease_time_to_live))
+        .route("/v3/kv/lease/timetolive", post(lease_time_to_live))
+        .route("/v3/lease/leases", post(lease_leases))
+        .route("/v3/kv/lease/leases", post(lease_leases))
         .with_state(api)
 }
 
@@ -122,3 +136,35 @@ gateway_call!(member_list, MemberListRequest, |api, r| async move {
         .await
         .map(tonic::Response::into_inner)
 });
+
+/// A unary call of a tonic service, answered with its message.
+macro_rules! unary {
+    ($svc:expr, $method:ident, $r:expr) => {
+        async move {
+            $svc.$method(tonic::Request::new($r))
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+}
+
+gateway_call!(lease_grant, LeaseGrantRequest, |api, r| unary!(
+    LeaseService(api),
+    lease_grant,
+    r
+));
+gateway_call!(lease_revoke, LeaseRevokeRequest, |api, r| unary!(
+    LeaseService(api),
+    lease_revoke,
+    r
+));
+gateway_call!(lease_time_to_live, LeaseTimeToLiveRequest, |api, r| unary!(
+    LeaseService(api),
+    lease_time_to_live,
+    r
+));
+gateway_call!(lease_leases, LeaseLeasesRequest, |api, r| unary!(
+    LeaseService(api),
+    lease_leases,
+    r
+));
