@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -159,7 +159,8 @@ pub struct Ctl {
 }
 
 impl Ctl {
-    pub fn run(&self, endpoints: &[&str], args: &[&str], stdin: Option<&str>) -> Out {
+    /// `etcdctl` with our flags and environment, and how to show it.
+    fn command(&self, endpoints: &[&str], args: &[&str]) -> (Command, String) {
         let mut cmd = Command::new(&self.etcdctl);
         // Only our flags count, not an ETCDCTL_* of the caller's shell.
         for (k, _) in std::env::vars_os() {
@@ -171,15 +172,41 @@ impl Ctl {
         cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={eps}"))
             .args(["--dial-timeout=3s", "--command-timeout=10s"])
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let shown = format!("etcdctl --endpoints={eps} {}", args.join(" "));
+            .args(args);
+        (cmd, format!("etcdctl --endpoints={eps} {}", args.join(" ")))
+    }
+
+    /// Starts a long-running `etcdctl` (watch, lock, elect) whose stdout and
+    /// stderr go to files named after `name` in `dir`.
+    pub fn spawn(&self, dir: &Path, name: &str, endpoints: &[&str], args: &[&str]) -> Bg {
+        let (mut cmd, shown) = self.command(endpoints, args);
+        let out = dir.join(format!("{name}.out"));
+        let err = dir.join(format!("{name}.err"));
+        let file =
+            |p: &Path| std::fs::File::create(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        cmd.stdin(Stdio::null())
+            .stdout(file(&out))
+            .stderr(file(&err));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.etcdctl.display()));
+        Bg {
+            child,
+            out,
+            err,
+            cmd: shown,
+        }
+    }
+
+    pub fn run(&self, endpoints: &[&str], args: &[&str], stdin: Option<&str>) -> Out {
+        let (mut cmd, shown) = self.command(endpoints, args);
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.etcdctl.display()));
@@ -550,5 +577,91 @@ pub fn parse_topology(out: &Out, eps: &[&str]) -> Option<Topology> {
     Some(Topology {
         leader: lead,
         followers,
+    })
+}
+
+/// A long-running `etcdctl`, killed when dropped.
+pub struct Bg {
+    child: std::process::Child,
+    out: PathBuf,
+    err: PathBuf,
+    pub cmd: String,
+}
+
+impl Bg {
+    /// What it printed so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` until its stdout satisfies `done`; whether it did.
+    pub fn wait_stdout(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(&self.stdout()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits up to `timeout` for it to exit on its own: its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGINT, as Ctrl-C would (etcdctl then resigns or unlocks).
+    pub fn interrupt(&self) {
+        // SAFETY: signals a child process we started and have not reaped.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGINT);
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "`{}`\n    stdout: {:?}\n    stderr: {:?}",
+            self.cmd,
+            self.stdout(),
+            self.stderr().trim()
+        )
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The first value of a Prometheus metric among `names` on the client port
+/// at `endpoint` (`host:port`), over plain HTTP.
+pub fn metric(endpoint: &str, names: &[&str]) -> Option<f64> {
+    use std::io::Read as _;
+    let mut tcp = std::net::TcpStream::connect(endpoint).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(tcp, "GET /metrics HTTP/1.0\r\nHost: {endpoint}\r\n\r\n").ok()?;
+    let mut body = String::new();
+    tcp.read_to_string(&mut body).ok()?;
+    body.lines().find_map(|l| {
+        let (name, value) = l.split_once(' ')?;
+        names.contains(&name).then(|| value.trim().parse().ok())?
     })
 }
