@@ -22,6 +22,9 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
 /// etcd's default backend quota (`--quota-backend-bytes`): 2 GiB.
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
 
+/// How often a lease call waiting for a leader looks again.
+const LEADER_POLL: Duration = Duration::from_millis(50);
+
 /// The state the etcd API services share.
 pub struct EtcdApi {
     /// This member's id.
@@ -167,16 +170,33 @@ impl EtcdApi {
         body: crate::forward::ForwardBody,
         local: impl Fn() -> Option<i64>,
     ) -> Result<i64, Status> {
-        if let Some(ttl) = local() {
-            return Ok(ttl);
-        }
-        match self.driver.status().leader {
-            Some(leader) if leader != self.member_id => self
-                .forwarder
-                .lease(leader, body)
-                .await
-                .map_err(from_client),
-            _ => Err(Status::unavailable("etcdserver: no leader")),
+        // As etcd: during an election, wait for the next leader (up to the
+        // request timeout) rather than fail, so a keep-alive stream outlives
+        // a leader change.
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        loop {
+            if let Some(ttl) = local() {
+                return Ok(ttl);
+            }
+            let failed = match self.driver.status().leader {
+                Some(leader) if leader != self.member_id => {
+                    // A slice of the time per try: a leader that just died
+                    // must not use it all before the new one is known.
+                    let call = self.forwarder.lease(leader, body.clone());
+                    let slice =
+                        (tokio::time::Instant::now() + self.request_timeout / 4).min(deadline);
+                    match tokio::time::timeout_at(slice, call).await {
+                        Ok(Ok(ttl)) => return Ok(ttl),
+                        Ok(Err(e)) => from_client(e),
+                        Err(_) => Status::unavailable("etcdserver: request timed out"),
+                    }
+                }
+                _ => Status::unavailable("etcdserver: no leader"),
+            };
+            if tokio::time::Instant::now() + LEADER_POLL >= deadline {
+                return Err(failed);
+            }
+            tokio::time::sleep(LEADER_POLL).await;
         }
     }
 

@@ -374,6 +374,11 @@ impl Cluster {
         ok
     }
 
+    /// The process id of node `id`, while it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.procs()[Self::index(id)].child.as_ref().map(|c| c.id())
+    }
+
     /// Whether node `id` has a process that has not exited.
     pub fn is_running(&self, id: u64) -> bool {
         let mut procs = self.procs();
