@@ -16,6 +16,7 @@
 //!
 //! Optional keys and their defaults: `election_timeout_ms = 500`,
 //! `heartbeat_interval_ms = 50`, `snapshot_threshold_entries = 10000`,
+//! `snapshot_threshold_bytes = 67108864`,
 //! `snapshot_keep = 2`, `trailing_entries = 1000`, `max_value_bytes = 1048576`,
 //! `request_timeout_ms = 5000`, `join = false`, `max_request_bytes = 1572864`,
 //! `quota_backend_bytes = 2147483648`, `watch_progress_notify_interval_ms = 600000`,
@@ -72,6 +73,11 @@ pub struct NodeConfig {
     /// Take a snapshot after this many applied entries.
     #[serde(default = "defaults::snapshot_threshold_entries")]
     pub snapshot_threshold_entries: u64,
+    /// Take a snapshot after this many bytes of applied entries (0: only
+    /// by entries). Either threshold starts one; it is written on its own
+    /// thread while the node goes on.
+    #[serde(default = "defaults::snapshot_threshold_bytes")]
+    pub snapshot_threshold_bytes: u64,
     /// Snapshots kept on disk.
     #[serde(default = "defaults::snapshot_keep")]
     pub snapshot_keep: usize,
@@ -110,6 +116,9 @@ mod defaults {
     }
     pub fn snapshot_threshold_entries() -> u64 {
         10_000
+    }
+    pub fn snapshot_threshold_bytes() -> u64 {
+        64 << 20
     }
     pub fn snapshot_keep() -> usize {
         2

@@ -151,6 +151,8 @@ impl LocalCluster {
         let mut opts = DriverOptions::new(id);
         opts.tick = TICK;
         opts.snapshot_threshold_entries = self.snapshot_threshold;
+        // Tests choose when snapshots happen by entries only.
+        opts.snapshot_threshold_bytes = 0;
         let transport = ChannelTransport {
             router: self.router.clone(),
             me: id,

@@ -322,6 +322,51 @@ impl WalStorage {
         Ok(())
     }
 
+    /// Writes snapshot `meta` with `write_state` into the snapshot store and
+    /// makes it durable, without touching the WAL: the half of taking a
+    /// snapshot that may run on another thread (with a clone of the store
+    /// and a consistent view of the state). [`WalStorage::adopt_snapshot`]
+    /// then finishes it on the driver.
+    pub fn write_snapshot(
+        store: &SnapshotStore,
+        meta: &SnapshotMeta,
+        write_state: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<u64, StorageFailure> {
+        let mut pending = store.create(to_file_meta(meta))?;
+        write_state(&mut pending)
+            .map_err(|e| StorageFailure::Snapshot(raft_snapshot::Error::from_io(e)))?;
+        let header = pending.commit()?;
+        Ok(header.file_bytes())
+    }
+
+    /// Makes the durable snapshot `meta` (written by
+    /// [`WalStorage::write_snapshot`]) the log's base: marks it in the WAL and
+    /// compacts the WAL per the contract. A snapshot no newer than the
+    /// current base (one installed from the leader meanwhile) is left alone.
+    pub fn adopt_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        bytes: u64,
+    ) -> Result<bool, StorageFailure> {
+        if meta.index <= self.snapshot.index {
+            return Ok(false);
+        }
+        self.wal.sync()?;
+        let id = SnapshotId {
+            index: meta.index,
+            term: meta.term,
+        };
+        compaction::compact_wal(&mut self.wal, id, self.policy.trailing_entries)?;
+        tracing::info!(
+            index = meta.index,
+            term = meta.term,
+            bytes,
+            "took a snapshot and compacted the WAL"
+        );
+        self.snapshot = meta;
+        Ok(true)
+    }
+
     /// Takes a snapshot at `meta` (the state machine's applied index) with
     /// `write_state`, then compacts the WAL per the contract.
     pub fn take_snapshot(

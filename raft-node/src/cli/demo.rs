@@ -57,6 +57,7 @@ fn configs(args: &DemoArgs) -> Result<Vec<NodeConfig>, String> {
             election_timeout_ms: 500,
             heartbeat_interval_ms: 50,
             snapshot_threshold_entries: 10_000,
+            snapshot_threshold_bytes: 64 << 20,
             snapshot_keep: 2,
             trailing_entries: 1_000,
             max_value_bytes: 1 << 20,

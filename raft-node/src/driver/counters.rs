@@ -11,6 +11,9 @@ const FSYNC_BUCKETS_S: [f64; 11] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
 ];
 
+/// Upper bounds (seconds) of the driver-stall histogram buckets.
+const STALL_BUCKETS_S: [f64; 9] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+
 /// Shared, lock-free counters of one driver.
 #[derive(Default, Debug)]
 pub struct DriverCounters {
@@ -23,6 +26,10 @@ pub struct DriverCounters {
     snapshot_last_ns: AtomicU64,
     snapshots_installed: AtomicU64,
     disk_full_waits: AtomicU64,
+    stall_buckets: [AtomicU64; STALL_BUCKETS_S.len()],
+    stall_count: AtomicU64,
+    stall_sum_ns: AtomicU64,
+    stall_max_ns: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -50,6 +57,27 @@ impl DriverCounters {
         add(&self.snapshot_sum_ns, took.as_nanos() as u64);
         self.snapshot_last_ns
             .store(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// One round of the driver's loop (a batch of inputs, its Readies, its
+    /// fsync and apply) took `took`: how long the driver could not answer
+    /// anything else.
+    pub(super) fn busy(&self, took: Duration) {
+        let s = took.as_secs_f64();
+        for (bound, bucket) in STALL_BUCKETS_S.iter().zip(&self.stall_buckets) {
+            if s <= *bound {
+                add(bucket, 1);
+            }
+        }
+        let ns = took.as_nanos() as u64;
+        add(&self.stall_count, 1);
+        add(&self.stall_sum_ns, ns);
+        self.stall_max_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    /// The longest round of the driver's loop so far.
+    pub fn longest_stall(&self) -> Duration {
+        Duration::from_nanos(self.stall_max_ns.load(Ordering::Relaxed))
     }
 
     pub(super) fn installed(&self) {
@@ -87,6 +115,25 @@ impl DriverCounters {
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{name}_sum {}", secs(get(&self.persist_sum_ns)));
         let _ = writeln!(out, "{name}_count {count}");
+        let name = "raft_driver_round_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} One round of the driver loop (inputs, Readies, fsync, apply): \
+             while it runs the node answers nothing else.\n# TYPE {name} histogram"
+        );
+        for (bound, bucket) in STALL_BUCKETS_S.iter().zip(&self.stall_buckets) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", get(bucket));
+        }
+        let count = get(&self.stall_count);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", secs(get(&self.stall_sum_ns)));
+        let _ = writeln!(out, "{name}_count {count}");
+        let _ = writeln!(
+            out,
+            "# HELP raft_driver_longest_round_seconds The longest driver round since start.\n\
+             # TYPE raft_driver_longest_round_seconds gauge\nraft_driver_longest_round_seconds {}",
+            secs(get(&self.stall_max_ns))
+        );
         let _ = writeln!(
             out,
             "# HELP raft_snapshots_total Snapshots taken by this node.\n\

@@ -81,8 +81,11 @@ pub struct DriverOptions {
     /// Seed of the core's election-timeout randomness.
     pub seed: u64,
     /// Take a snapshot once this many entries were applied since the last
-    /// one (0: only on request).
+    /// one (0: not by entries).
     pub snapshot_threshold_entries: u64,
+    /// Take a snapshot once this many bytes of entries were applied since
+    /// the last one (0: not by bytes).
+    pub snapshot_threshold_bytes: u64,
     /// A learner is promoted to voter only when its log is at most this many
     /// entries behind the leader's; otherwise the request is refused as busy
     /// (a voter that is far behind cannot help commit, and one more failure
@@ -107,13 +110,11 @@ impl DriverOptions {
             request_timeout: Duration::from_secs(5),
             seed: id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ nanos,
             snapshot_threshold_entries: 10_000,
+            snapshot_threshold_bytes: 64 << 20,
             promote_max_lag_entries: 1_000,
         }
     }
 }
-
-/// Wait before retrying a failed automatic snapshot.
-const SNAPSHOT_RETRY: Duration = Duration::from_secs(10);
 
 /// Wait between attempts to persist while the disk is full.
 const DISK_FULL_RETRY: Duration = Duration::from_millis(100);
@@ -278,13 +279,15 @@ fn run(
     let mut waiters = Waiters::new(opts.request_timeout, opts.promote_max_lag_entries);
     let mut next_tick = Instant::now() + opts.tick;
     let mut stopping = false;
-    let mut snapshot_retry_at: Option<Instant> = None;
+    let mut snapshots = snapshot::Snapshotter::new();
     while !stopping {
         let first = match inbox.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
             Ok(input) => Some(input),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        // How long this round keeps the driver busy (the stall histogram).
+        let busy_from = Instant::now();
         let mut batch = first
             .into_iter()
             .chain(inbox.try_iter())
@@ -316,12 +319,7 @@ fn run(
                     }
                 }
                 Input::Client(Request::Snapshot { reply }) => {
-                    let taken = snapshot::take(&mut node, &kv).map_err(|e| {
-                        let err = ClientError::from_storage(&e);
-                        tracing::error!(node = id, error = %e, "snapshot failed");
-                        err
-                    });
-                    let _ = reply.send(taken);
+                    snapshots.request(&node, &kv, reply);
                 }
                 Input::Client(req) => {
                     if matches!(req, Request::Write { .. }) {
@@ -393,7 +391,10 @@ fn run(
             }
             for e in &rd.committed_entries {
                 let applied = match &e.kind {
-                    EntryKind::Normal => kv.apply(e.index, e.term, &e.data),
+                    EntryKind::Normal => {
+                        snapshots.applied(e.data.len());
+                        kv.apply(e.index, e.term, &e.data)
+                    }
                     EntryKind::ConfChange(cc) => {
                         record_members(&mut kv, cc, &e.data);
                         transport.conf_change_applied(cc, &e.data);
@@ -414,29 +415,14 @@ fn run(
             view.publish(&kv);
         }
         waiters.serve_reads(&kv);
-        if opts.snapshot_threshold_entries > 0
-            && kv.applied_index()
-                >= node.storage().snapshot().index + opts.snapshot_threshold_entries
-            && snapshot_retry_at.is_none_or(|t| Instant::now() >= t)
-        {
-            let started = Instant::now();
-            match snapshot::take(&mut node, &kv) {
-                Ok(_) => {
-                    counters.snapshot(started.elapsed());
-                    snapshot_retry_at = None;
-                }
-                Err(e) => {
-                    // The log keeps growing but nothing is lost; try again later.
-                    tracing::error!(node = id, error = %e, "automatic snapshot failed; retrying in 10 s");
-                    snapshot_retry_at = Some(Instant::now() + SNAPSHOT_RETRY);
-                }
-            }
-        }
+        snapshots.poll(&mut node, counters);
+        snapshots.maybe_start(&opts, &node, &kv);
         if let Some(f) = node.storage().take_failure() {
             waiters.fail_all(ClientError::from_storage(&f));
             return Err(f.to_string());
         }
         status::publish(status, &node, &kv);
+        counters.busy(busy_from.elapsed());
     }
     waiters.fail_all(ClientError::Stopped("node is shutting down".into()));
     status::publish(status, &node, &kv);
