@@ -25,6 +25,34 @@ use crate::prealloc::{self, Prealloc};
 use crate::recovery::{self, Access, RecoveryReport, META_FILE, META_TMP_FILE, PREALLOC_FILE};
 use crate::segment::Segment;
 
+/// Replays tried by a read-only open whose files a live writer deleted
+/// meanwhile.
+const READ_ONLY_ATTEMPTS: usize = 5;
+
+/// Replays `dir` for a read-only open, which holds no lock: a writer may
+/// delete segments (compaction) or the meta file's temporary name between
+/// listing the directory and reading a file, so a missing file restarts the
+/// replay.
+fn recover_read_only(
+    fs: &dyn Fs,
+    dir: &Path,
+    mode: recovery::RecoveryMode,
+) -> Result<recovery::Recovered> {
+    let mut attempt = 1;
+    loop {
+        match recovery::recover(fs, dir, mode, Access::ReadOnlyUnlocked, None) {
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && attempt < READ_ONLY_ATTEMPTS =>
+            {
+                tracing::debug!(dir = %dir.display(), attempt, "a file vanished during a read-only replay; replaying again");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Longest a sync leader waits for other threads' changes (only when other
 /// threads were waiting for the previous sync).
 const GATHER_MAX: std::time::Duration = std::time::Duration::from_micros(200);
@@ -198,13 +226,53 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 impl Log {
     /// Opens (creating if needed) the log in `dir` on the real file system.
     ///
-    /// Takes an exclusive lock on the directory (a shared one with
-    /// [`read_only`](LogOptions::read_only)); a second open fails with
-    /// [`Error::Locked`]. Replays the segments and handles damage as
-    /// [`LogOptions::recovery_mode`] says; see
+    /// Takes an exclusive lock on the directory; a second writer, in this or
+    /// another process, fails with [`Error::Locked`]. Replays the segments and
+    /// handles damage as [`LogOptions::recovery_mode`] says; see
     /// [`recovery_report`](Log::recovery_report) for what was found.
+    ///
+    /// With [`read_only`](LogOptions::read_only) it opens as
+    /// [`open_read_only`](Log::open_read_only) does: no lock, nothing written.
     pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
         Log::open_with_fs(Arc::new(StdFs), dir, options)
+    }
+
+    /// Opens the log in `dir` read-only, even while another process (or
+    /// another handle in this one) has it open for writing.
+    ///
+    /// A read-only open takes **no lock** and never writes, truncates or
+    /// removes anything. It replays what is on disk at the time of the open
+    /// and shows that state until it is dropped (reopen to see newer
+    /// entries); every write call fails with [`Error::ReadOnly`]. What it sees:
+    ///
+    /// - every entry the writer had synced before the open began, and
+    ///   possibly some it had written but not yet synced (those may still be
+    ///   lost in a crash, or discarded by the writer after a full disk);
+    /// - a record the live writer is in the middle of writing looks like a
+    ///   torn tail: under the default [`RecoveryMode::TolerateTornTail`] it
+    ///   is left out and reported in
+    ///   [`recovery_report`](Log::recovery_report)`.torn_tail` (the file is
+    ///   not touched). [`RecoveryMode::Strict`] refuses it instead, so use the
+    ///   default mode to read a live log;
+    /// - if the writer deletes a segment (compaction) while the replay runs,
+    ///   the replay starts again, a few times at most.
+    ///
+    /// Segments are read into memory with ordinary reads rather than memory
+    /// mapped (a writer may shrink a file, and a mapped page past the end of
+    /// a file cannot be read safely), so iterating over a large log costs
+    /// memory in proportion to the segments it touches.
+    ///
+    /// ```
+    /// use raft_wal::{Log, LogOptions};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let writer = Log::open(dir.path(), LogOptions::default()).unwrap();
+    /// writer.append_sync(b"synced").unwrap();
+    /// let reader = Log::open_read_only(dir.path(), LogOptions::default()).unwrap();
+    /// assert_eq!(reader.read(1).unwrap().data(), b"synced");
+    /// assert!(reader.append(b"x").is_err());
+    /// ```
+    pub fn open_read_only(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
+        Log::open(dir, options.read_only(true))
     }
 
     /// Opens the log in `dir` through `fs` (for example a
@@ -224,18 +292,27 @@ impl Log {
             fs.create_dir_all(&dir)
                 .map_err(|e| Error::io("create_dir", &dir, e))?;
         }
-        let dir_lock = fs
-            .lock_dir(&dir, !options.read_only)
-            .map_err(|e| match e.kind() {
+        let (dir_lock, rec) = if options.read_only {
+            // No lock: a live writer may hold the exclusive one.
+            let lock: Box<dyn Send + Sync> = Box::new(());
+            (
+                lock,
+                recover_read_only(fs.as_ref(), &dir, options.recovery_mode)?,
+            )
+        } else {
+            let lock = fs.lock_dir(&dir, true).map_err(|e| match e.kind() {
                 std::io::ErrorKind::WouldBlock => Error::Locked { dir: dir.clone() },
                 _ => Error::io("lock", &dir, e),
             })?;
-        let access = if options.read_only {
-            Access::ReadOnly
-        } else {
-            Access::Write
+            let rec = recovery::recover(
+                fs.as_ref(),
+                &dir,
+                options.recovery_mode,
+                Access::Write,
+                None,
+            )?;
+            (lock, rec)
         };
-        let rec = recovery::recover(fs.as_ref(), &dir, options.recovery_mode, access, None)?;
         let segments: VecDeque<Arc<Segment>> = rec.segments.into_iter().map(Arc::new).collect();
         let active = segments.back().filter(|s| !s.sealed()).cloned();
         let last_seq = segments.back().map_or(0, |s| s.seq);
