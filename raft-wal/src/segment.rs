@@ -105,12 +105,13 @@ impl Segment {
                 return Ok((m.clone(), *valid));
             }
         }
-        let m = self.map(self.copy_reads.then(|| self.written()))?;
-        let valid = if m.is_live() {
-            u64::MAX
-        } else {
-            self.written()
-        };
+        // Loaded before the bytes are copied: the writer writes records
+        // before it moves the head past them, so a copy taken afterwards
+        // holds at least this much (loaded after, it could claim records
+        // the copy missed).
+        let written = self.written();
+        let m = self.map(self.copy_reads.then_some(written))?;
+        let valid = if m.is_live() { u64::MAX } else { written };
         if (m.bytes().len() as u64) < end || valid < end {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
