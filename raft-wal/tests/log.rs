@@ -396,6 +396,74 @@ fn concurrent_append_sync_callers_share_one_fdatasync() {
 }
 
 #[test]
+fn a_failed_fdatasync_fails_every_waiting_caller() {
+    let fs = GatedFs::new();
+    let log = gated_log(&fs, Arc::default());
+    fs.close();
+    let leader = {
+        let log = log.clone();
+        std::thread::spawn(move || log.append_sync(b"leader"))
+    };
+    fs.wait_for_waiters(1);
+    // Followers wait for the next sync; the running one is about to fail.
+    let followers: Vec<_> = (0..6)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || log.append_sync(format!("follower {t}").as_bytes()))
+        })
+        .collect();
+    while log.last_index() < 8 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    fs.inner
+        .fail_next(raft_wal::fault::FaultOp::Sync, libc::EIO);
+    fs.open_gate();
+    assert!(leader.join().unwrap().is_err());
+    for t in followers {
+        let err = t.join().unwrap().unwrap_err();
+        assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    }
+    assert_eq!(log.last_synced_index(), 1);
+}
+
+#[test]
+fn many_threads_appending_and_syncing_all_finish_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small()).unwrap();
+    let threads: Vec<_> = (0..32u64)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for k in 0..40u64 {
+                    let payload = (t * 1000 + k).to_le_bytes();
+                    if k % 3 == 0 {
+                        mine.push((log.append(&payload).unwrap(), payload));
+                        log.sync().unwrap();
+                    } else {
+                        mine.push((log.append_sync(&payload).unwrap(), payload));
+                    }
+                    // Everything this thread was told is durable is.
+                    assert!(log.last_synced_index() >= mine.last().unwrap().0);
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut seen = 0;
+    for t in threads {
+        for (i, payload) in t.join().unwrap() {
+            assert_eq!(log.read(i).unwrap().to_vec(), payload);
+            seen += 1;
+        }
+    }
+    assert_eq!(
+        (seen, log.last_index(), log.last_synced_index()),
+        (1280, 1280, 1280)
+    );
+}
+
+#[test]
 fn a_full_disk_fails_the_append_sync_whose_entry_it_discarded() {
     let fs = FaultFs::new();
     let opts = small().preallocate(Preallocate::None);
