@@ -820,9 +820,10 @@ impl Inner {
         }
         self.begin_batch(w)?;
         let seg = w.active.as_ref().expect("a batch has an active segment");
-        let (seq, offset) = (seg.seq, seg.written() + w.pending.len() as u64);
+        let (seq, seq_crc) = (seg.seq, seg.seq_crc);
+        let offset = seg.written() + w.pending.len() as u64;
         let index = w.next_index;
-        format::encode_entry(&mut w.pending, seq, index, term, data);
+        format::encode_entry_fast(&mut w.pending, seq_crc, index, term, data);
         w.pending_locs.push(Loc {
             seq,
             offset,

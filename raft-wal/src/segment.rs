@@ -17,6 +17,8 @@ pub(crate) struct Segment {
     pub seq: u64,
     /// Full path of the file.
     pub path: PathBuf,
+    /// CRC32 of `seq`, where every record checksum of this segment starts.
+    pub seq_crc: u32,
     /// The open file.
     pub file: Arc<dyn FsFile>,
     /// Bytes of valid records in the file (the write head).
@@ -39,6 +41,7 @@ impl Segment {
     pub fn new(seq: u64, path: PathBuf, file: Arc<dyn FsFile>) -> Segment {
         Segment {
             seq,
+            seq_crc: crate::format::seq_crc(seq),
             path,
             file,
             written: AtomicU64::new(0),
