@@ -1146,13 +1146,15 @@ impl Inner {
             .load(Ordering::Acquire);
         w.last_callers = 1 + covered + next_waiting;
         b.done_seq.store(seq, Ordering::Release);
-        self.wake((seq % 2) as usize);
+        // The next leader first: woken before the callers this sync covered,
+        // it runs before them where threads of equal priority queue in order.
         let next = &b.slots[((seq + 1) % 2) as usize];
         if w.change > w.synced_change && next.waiting.load(Ordering::Acquire) > 0 {
             b.handoff.store(seq + 1, Ordering::Release);
             drop(lock(&next.lock));
             next.cv.notify_one();
         }
+        self.wake((seq % 2) as usize);
     }
 
     /// Writes and fsyncs the current batch, releasing the lock during the
