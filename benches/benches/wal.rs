@@ -13,7 +13,9 @@
 //! - `group_commit_1024x256B`: 1,024 entries of 256 B made durable by 1, 4,
 //!   16 or 64 threads each calling `Log::append_sync` (one shared handle,
 //!   group commit), versus one thread appending all 1,024 then calling
-//!   `sync()` once.
+//!   `sync()` once. The paired mode also runs these interleaved in rounds
+//!   and prints each thread count's throughput relative to the batched
+//!   thread.
 //!
 //! `wal` is the Raft layer (`raft_wal::Wal`, what raft-node uses); `log` is
 //! the general `raft_wal::Log` API. Both use the production preset.
@@ -590,6 +592,7 @@ fn paired(_: &mut Criterion) {
         },
         &batch,
     );
+    group_commit_paired(&data);
     run(
         "append_sync_256B",
         2000,
@@ -602,6 +605,78 @@ fn paired(_: &mut Criterion) {
         },
         &data,
     );
+}
+
+/// Group commit against one-thread batching, interleaved (part of the
+/// paired mode): each round makes 1,024 entries of 256 B durable once by one
+/// thread appending them all and calling `sync()` once, and once per thread
+/// count by that many threads each calling `Log::append_sync` on one shared
+/// handle (each configuration on its own log), in rotating order. Prints the
+/// median time of each and its throughput relative to the batched thread.
+fn group_commit_paired(data: &[u8]) {
+    const ROUNDS: usize = 15;
+    const THREADS: [usize; 4] = [1, 4, 16, 64];
+    let root = bench_root();
+    let dirs: Vec<TempDir> = (0..=THREADS.len()).map(|_| tempdir(&root)).collect();
+    let logs: Vec<Log> = dirs.iter().map(|d| open_log(d.path())).collect();
+    let one_round = |k: usize| -> Duration {
+        let log = &logs[k];
+        if k == 0 {
+            let t = Instant::now();
+            for _ in 0..GROUP_ENTRIES {
+                log.append(data).expect("append");
+            }
+            log.sync().expect("sync");
+            return t.elapsed();
+        }
+        let threads = THREADS[k - 1];
+        let per_thread = GROUP_ENTRIES / threads;
+        let start = std::sync::Barrier::new(threads + 1);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                let start = &start;
+                s.spawn(move || {
+                    start.wait();
+                    for _ in 0..per_thread {
+                        log.append_sync(data).expect("append_sync");
+                    }
+                });
+            }
+            start.wait();
+            // The scope's end joins the threads: the time runs until the last
+            // of them is done.
+            Instant::now()
+        })
+        .elapsed()
+    };
+    let n = THREADS.len() + 1;
+    // One warm-up round (first segment, page cache), not recorded.
+    for k in 0..n {
+        one_round(k);
+    }
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); n];
+    for round in 0..ROUNDS {
+        for j in 0..n {
+            let k = (round + j) % n;
+            times[k].push(one_round(k));
+        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let batched = median(&mut times[0]);
+    eprintln!(
+        "paired group_commit_1024x256B/one_thread_batched: median {batched:.1?} over {ROUNDS} rounds"
+    );
+    for (i, threads) in THREADS.iter().enumerate() {
+        let m = median(&mut times[i + 1]);
+        eprintln!(
+            "paired group_commit_1024x256B/append_sync_threads_{threads}: median {m:.1?}, \
+             throughput {:.3} of one_thread_batched",
+            batched.as_secs_f64() / m.as_secs_f64()
+        );
+    }
 }
 
 fn config() -> Criterion {

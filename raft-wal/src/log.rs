@@ -25,8 +25,36 @@ use crate::prealloc::{self, Prealloc};
 use crate::recovery::{self, Access, RecoveryReport, META_FILE, META_TMP_FILE, PREALLOC_FILE};
 use crate::segment::Segment;
 
-/// Longest a sync leader waits for other threads' changes (only when other
-/// threads were waiting for the previous sync).
+/// Replays tried by a read-only open whose files a live writer deleted
+/// meanwhile.
+const READ_ONLY_ATTEMPTS: usize = 5;
+
+/// Replays `dir` for a read-only open, which holds no lock: a writer may
+/// delete segments (compaction) or the meta file's temporary name between
+/// listing the directory and reading a file, so a missing file restarts the
+/// replay.
+fn recover_read_only(
+    fs: &dyn Fs,
+    dir: &Path,
+    mode: recovery::RecoveryMode,
+) -> Result<recovery::Recovered> {
+    let mut attempt = 1;
+    loop {
+        match recovery::recover(fs, dir, mode, Access::ReadOnlyUnlocked, None) {
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && attempt < READ_ONLY_ATTEMPTS =>
+            {
+                tracing::debug!(dir = %dir.display(), attempt, "a file vanished during a read-only replay; replaying again");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Longest a sync leader waits for other callers to join its sync (only when
+/// several callers shared the previous one).
 const GATHER_MAX: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// Largest entry the log accepts, in bytes.
@@ -89,6 +117,18 @@ struct Writer {
     poisoned: Option<PoisonCause>,
     /// A thread is in an `fdatasync` of appended data, outside the lock.
     sync_running: bool,
+    /// Number of the sync started last (running if `sync_running`).
+    sync_seq: u64,
+    /// Changes up to here are covered by the sync started last.
+    running_upto: u64,
+    /// A thread is about to lead the next sync and waits for callers to
+    /// join it (see `Inner::gather`); others wait for that sync meanwhile.
+    gathering: bool,
+    /// Callers of the last sync: its leader, the threads it covered and the
+    /// threads then waiting for the next one. If several, the next leader
+    /// gathers: it waits for that many callers (for at most
+    /// [`GATHER_MAX`]) before it captures the batch.
+    last_callers: usize,
     /// Number of changes made (never decreases, also not on rollback).
     change: u64,
     /// Every change numbered up to here is durable or was rolled back.
@@ -98,12 +138,39 @@ struct Writer {
     /// Lowest `from - 1` of the truncations made since the running sync
     /// captured its batch.
     truncated_below: u64,
-    /// Threads waiting for a sync to finish.
-    waiting: usize,
-    /// Callers (the leader and the threads waiting) when the last sync
-    /// finished. If several, the next leader gathers: it lets that many
-    /// callers add their changes before it captures the batch.
-    last_callers: usize,
+}
+
+/// Where threads wait for a sync (see `Inner::wait_for`).
+///
+/// Sync number `s` (counted by `Writer::sync_seq`) wakes only the threads
+/// whose changes it covers: they wait in slot `s % 2`. Threads whose changes
+/// came after it captured its batch wait in the other slot for sync `s + 1`;
+/// when `s` finishes, one of them is handed the lead (woken alone), and the
+/// rest sleep on until that sync is done. So no thread is woken only to go
+/// back to sleep, and a finished sync wakes its waiters with one call.
+#[derive(Default)]
+struct WaitSlot {
+    lock: Mutex<()>,
+    cv: Condvar,
+    /// Threads counted under the writer lock before they wait here.
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// State the waiting threads read without the writer lock.
+#[derive(Default)]
+struct SyncBoard {
+    slots: [WaitSlot; 2],
+    /// Number of the last sync that finished (or failed).
+    done_seq: AtomicU64,
+    /// Sync number whose lead is handed to one waiting thread (0: none).
+    handoff: AtomicU64,
+    /// `Writer::synced_change`, published for waiters.
+    synced_change: AtomicU64,
+    /// Set when the handle is poisoned or a disk-full rollback discarded
+    /// changes: waiters then check their outcome under the writer lock.
+    troubled: std::sync::atomic::AtomicBool,
+    /// Set when the handle is poisoned: every waiter wakes up.
+    poisoned: std::sync::atomic::AtomicBool,
 }
 
 struct Inner {
@@ -112,8 +179,10 @@ struct Inner {
     options: LogOptions,
     _lock: Box<dyn Send + Sync>,
     w: Mutex<Writer>,
-    /// Signalled whenever a sync finishes.
-    synced: Condvar,
+    /// Where threads wait for syncs.
+    board: SyncBoard,
+    /// Wakes a gathering leader (with `w`) once enough callers joined.
+    gathered: Condvar,
     r: RwLock<ReadState>,
     /// Bumped whenever entries leave the index other than at its end by
     /// appends (truncation, rollback, compaction), so iterators drop what
@@ -198,13 +267,53 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 impl Log {
     /// Opens (creating if needed) the log in `dir` on the real file system.
     ///
-    /// Takes an exclusive lock on the directory (a shared one with
-    /// [`read_only`](LogOptions::read_only)); a second open fails with
-    /// [`Error::Locked`]. Replays the segments and handles damage as
-    /// [`LogOptions::recovery_mode`] says; see
+    /// Takes an exclusive lock on the directory; a second writer, in this or
+    /// another process, fails with [`Error::Locked`]. Replays the segments and
+    /// handles damage as [`LogOptions::recovery_mode`] says; see
     /// [`recovery_report`](Log::recovery_report) for what was found.
+    ///
+    /// With [`read_only`](LogOptions::read_only) it opens as
+    /// [`open_read_only`](Log::open_read_only) does: no lock, nothing written.
     pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
         Log::open_with_fs(Arc::new(StdFs), dir, options)
+    }
+
+    /// Opens the log in `dir` read-only, even while another process (or
+    /// another handle in this one) has it open for writing.
+    ///
+    /// A read-only open takes **no lock** and never writes, truncates or
+    /// removes anything. It replays what is on disk at the time of the open
+    /// and shows that state until it is dropped (reopen to see newer
+    /// entries); every write call fails with [`Error::ReadOnly`]. What it sees:
+    ///
+    /// - every entry the writer had synced before the open began, and
+    ///   possibly some it had written but not yet synced (those may still be
+    ///   lost in a crash, or discarded by the writer after a full disk);
+    /// - a record the live writer is in the middle of writing looks like a
+    ///   torn tail: under the default [`RecoveryMode::TolerateTornTail`] it
+    ///   is left out and reported in
+    ///   [`recovery_report`](Log::recovery_report)`.torn_tail` (the file is
+    ///   not touched). [`RecoveryMode::Strict`] refuses it instead, so use the
+    ///   default mode to read a live log;
+    /// - if the writer deletes a segment (compaction) while the replay runs,
+    ///   the replay starts again, a few times at most.
+    ///
+    /// Segments are read into memory with ordinary reads rather than memory
+    /// mapped (a writer may shrink a file, and a mapped page past the end of
+    /// a file cannot be read safely), so iterating over a large log costs
+    /// memory in proportion to the segments it touches.
+    ///
+    /// ```
+    /// use raft_wal::{Log, LogOptions};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let writer = Log::open(dir.path(), LogOptions::default()).unwrap();
+    /// writer.append_sync(b"synced").unwrap();
+    /// let reader = Log::open_read_only(dir.path(), LogOptions::default()).unwrap();
+    /// assert_eq!(reader.read(1).unwrap().data(), b"synced");
+    /// assert!(reader.append(b"x").is_err());
+    /// ```
+    pub fn open_read_only(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
+        Log::open(dir, options.read_only(true))
     }
 
     /// Opens the log in `dir` through `fs` (for example a
@@ -224,18 +333,27 @@ impl Log {
             fs.create_dir_all(&dir)
                 .map_err(|e| Error::io("create_dir", &dir, e))?;
         }
-        let dir_lock = fs
-            .lock_dir(&dir, !options.read_only)
-            .map_err(|e| match e.kind() {
+        let (dir_lock, rec) = if options.read_only {
+            // No lock: a live writer may hold the exclusive one.
+            let lock: Box<dyn Send + Sync> = Box::new(());
+            (
+                lock,
+                recover_read_only(fs.as_ref(), &dir, options.recovery_mode)?,
+            )
+        } else {
+            let lock = fs.lock_dir(&dir, true).map_err(|e| match e.kind() {
                 std::io::ErrorKind::WouldBlock => Error::Locked { dir: dir.clone() },
                 _ => Error::io("lock", &dir, e),
             })?;
-        let access = if options.read_only {
-            Access::ReadOnly
-        } else {
-            Access::Write
+            let rec = recovery::recover(
+                fs.as_ref(),
+                &dir,
+                options.recovery_mode,
+                Access::Write,
+                None,
+            )?;
+            (lock, rec)
         };
-        let rec = recovery::recover(fs.as_ref(), &dir, options.recovery_mode, access, None)?;
         let segments: VecDeque<Arc<Segment>> = rec.segments.into_iter().map(Arc::new).collect();
         let active = segments.back().filter(|s| !s.sealed()).cloned();
         let last_seq = segments.back().map_or(0, |s| s.seq);
@@ -253,12 +371,14 @@ impl Log {
             prealloc: Prealloc::Idle,
             poisoned: None,
             sync_running: false,
+            sync_seq: 0,
+            running_upto: 0,
+            gathering: false,
+            last_callers: 1,
             change: 0,
             synced_change: 0,
             rolled_back: Vec::new(),
             truncated_below: u64::MAX,
-            waiting: 0,
-            last_callers: 1,
         };
         let inner = Inner {
             fs,
@@ -266,7 +386,8 @@ impl Log {
             options,
             _lock: dir_lock,
             w: Mutex::new(writer),
-            synced: Condvar::new(),
+            board: SyncBoard::default(),
+            gathered: Condvar::new(),
             r: RwLock::new(ReadState {
                 index: rec.index,
                 segments,
@@ -417,8 +538,7 @@ impl Log {
         let mut w = lock(&self.inner.w);
         let index = self.inner.append(&mut w, 0, data)?;
         let mine = w.change;
-        let w = self.inner.sync_to(w, mine, mine - 1)?;
-        drop(w);
+        self.inner.sync_until(w, mine, mine - 1)?;
         Ok(index)
     }
 
@@ -453,8 +573,7 @@ impl Log {
         let w = lock(&self.inner.w);
         self.inner.check_writable(&w)?;
         let (target, from) = (w.change, w.synced_change);
-        drop(self.inner.sync_to(w, target, from)?);
-        Ok(())
+        self.inner.sync_until(w, target, from)
     }
 
     /// Removes every entry at or after `index` (the log then ends at
@@ -665,6 +784,11 @@ impl Inner {
         if w.poisoned.is_none() {
             tracing::error!(dir = %self.dir.display(), error = %err, "WAL poisoned");
             w.poisoned = Some(PoisonCause::of(&err, &self.dir));
+            // Every waiter must see it, whichever sync it waits for.
+            self.board.troubled.store(true, Ordering::Release);
+            self.board.poisoned.store(true, Ordering::Release);
+            self.wake(0);
+            self.wake(1);
         }
         err
     }
@@ -696,9 +820,10 @@ impl Inner {
         }
         self.begin_batch(w)?;
         let seg = w.active.as_ref().expect("a batch has an active segment");
-        let (seq, offset) = (seg.seq, seg.written() + w.pending.len() as u64);
+        let (seq, seq_crc) = (seg.seq, seg.seq_crc);
+        let offset = seg.written() + w.pending.len() as u64;
         let index = w.next_index;
-        format::encode_entry(&mut w.pending, seq, index, term, data);
+        format::encode_entry_fast(&mut w.pending, seq_crc, index, term, data);
         w.pending_locs.push(Loc {
             seq,
             offset,
@@ -856,27 +981,63 @@ impl Inner {
         target: u64,
         from: u64,
     ) -> Result<MutexGuard<'a, Writer>> {
-        let mut gathered = false;
         loop {
             self.check_usable(&w)?;
             if w.synced_change >= target {
                 break;
             }
-            if !w.sync_running {
-                if !gathered && w.last_callers > 1 {
-                    // Other threads were syncing together last time: let the
-                    // ones just woken append before this sync captures the batch.
-                    gathered = true;
-                    w = self.gather(w);
-                    continue;
-                }
+            if !w.sync_running && !w.gathering {
+                w = self.gather(w);
+                // The lock was released: another thread may have poisoned
+                // the handle (no other sync ran: they waited for this one).
+                self.check_usable(&w)?;
                 w = self.lead_sync(w)?;
                 continue;
             }
-            w.waiting += 1;
-            w = self.synced.wait(w).unwrap_or_else(|e| e.into_inner());
-            w.waiting -= 1;
+            self.wait_for(w, target);
+            w = lock(&self.w);
         }
+        self.check_rolled_back(&w, target, from)?;
+        Ok(w)
+    }
+
+    /// [`sync_to`](Inner::sync_to) for callers that do not need the lock
+    /// afterwards: a thread woken by the sync that covered its change returns
+    /// without taking the writer lock again.
+    fn sync_until<'a>(
+        &'a self,
+        mut w: MutexGuard<'a, Writer>,
+        target: u64,
+        from: u64,
+    ) -> Result<()> {
+        loop {
+            self.check_usable(&w)?;
+            if w.synced_change >= target {
+                break;
+            }
+            if !w.sync_running && !w.gathering {
+                w = self.gather(w);
+                // The lock was released: another thread may have poisoned
+                // the handle (no other sync ran: they waited for this one).
+                self.check_usable(&w)?;
+                w = self.lead_sync(w)?;
+                continue;
+            }
+            self.wait_for(w, target);
+            let b = &self.board;
+            if b.synced_change.load(Ordering::Acquire) >= target
+                && !b.troubled.load(Ordering::Acquire)
+            {
+                return Ok(());
+            }
+            w = lock(&self.w);
+        }
+        self.check_rolled_back(&w, target, from)
+    }
+
+    /// Fails with [`Error::NoSpace`] if a rollback discarded any change in
+    /// `(from, target]`.
+    fn check_rolled_back(&self, w: &Writer, target: u64, from: u64) -> Result<()> {
         let lost = w.rolled_back.iter().find(|(a, b)| *a < target && *b > from);
         if let Some(_range) = lost {
             let path = w
@@ -885,38 +1046,137 @@ impl Inner {
                 .map_or_else(|| self.dir.clone(), |s| s.path.clone());
             return Err(Error::NoSpace { path });
         }
-        Ok(w)
+        Ok(())
     }
 
-    /// Yields the lock until as many callers wait for a sync as the last
-    /// one had, for at most [`GATHER_MAX`], so that one sync covers them all.
-    fn gather<'a>(&'a self, mut w: MutexGuard<'a, Writer>) -> MutexGuard<'a, Writer> {
-        let deadline = Instant::now() + GATHER_MAX;
-        let want = w.last_callers;
-        // Counted as waiting, so that two gathering threads see each other.
-        w.waiting += 1;
-        loop {
-            drop(w);
-            std::thread::yield_now();
-            w = lock(&self.w);
-            if w.waiting >= want || w.sync_running || Instant::now() >= deadline {
-                w.waiting -= 1;
-                return w;
-            }
+    /// Releases the writer lock and sleeps until the sync that covers
+    /// change `target` has finished, this thread is handed the lead of the
+    /// next sync, or the handle is poisoned. The caller then looks again
+    /// under the lock. Called while a sync runs or a leader gathers.
+    fn wait_for(&self, w: MutexGuard<'_, Writer>, target: u64) {
+        let seq = if w.sync_running && target <= w.running_upto {
+            w.sync_seq
+        } else {
+            // Not in the running sync's batch: the next sync covers it.
+            w.sync_seq + 1
+        };
+        let b = &self.board;
+        let slot = &b.slots[(seq % 2) as usize];
+        // Counted under the writer lock, so the finishing leader sees us.
+        let waiting = slot.waiting.fetch_add(1, Ordering::AcqRel) + 1;
+        if w.gathering && !w.sync_running && waiting + 1 >= w.last_callers {
+            // The last caller the gathering leader waits for.
+            self.gathered.notify_one();
         }
+        drop(w);
+        let mut g = lock(&slot.lock);
+        loop {
+            if b.done_seq.load(Ordering::Acquire) >= seq || b.poisoned.load(Ordering::Acquire) {
+                break;
+            }
+            if b.handoff.load(Ordering::Acquire) == seq
+                && b.handoff
+                    .compare_exchange(seq, 0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                break;
+            }
+            g = slot.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(g);
+        slot.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// If several callers shared the last sync, waits (releasing the lock)
+    /// until as many wait for the next one, for at most [`GATHER_MAX`], so
+    /// that one sync covers them all. Others arriving meanwhile wait for the
+    /// sync this thread then leads. Called while no sync runs.
+    fn gather<'a>(&'a self, mut w: MutexGuard<'a, Writer>) -> MutexGuard<'a, Writer> {
+        let want = w.last_callers;
+        if want <= 1 {
+            return w;
+        }
+        let next = &self.board.slots[((w.sync_seq + 1) % 2) as usize];
+        let deadline = Instant::now() + GATHER_MAX;
+        w.gathering = true;
+        loop {
+            if next.waiting.load(Ordering::Acquire) + 1 >= want {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            w = self
+                .gathered
+                .wait_timeout(w, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        w.gathering = false;
+        w
+    }
+
+    /// Wakes the threads waiting in slot `parity`, if any.
+    fn wake(&self, parity: usize) {
+        let slot = &self.board.slots[parity];
+        if slot.waiting.load(Ordering::Acquire) > 0 {
+            // Taking the slot's lock orders this after any waiter's check.
+            drop(lock(&slot.lock));
+            slot.cv.notify_all();
+        }
+    }
+
+    /// Records that every change up to `upto` is durable or rolled back.
+    fn set_synced_change(&self, w: &mut Writer, upto: u64) {
+        w.synced_change = w.synced_change.max(upto);
+        self.board
+            .synced_change
+            .store(w.synced_change, Ordering::Release);
+    }
+
+    /// Ends sync number `w.sync_seq`: wakes the threads it covered, and
+    /// hands the lead of the next sync to one thread waiting for it.
+    fn finish_sync(&self, w: &mut Writer) {
+        let seq = w.sync_seq;
+        let b = &self.board;
+        let covered = b.slots[(seq % 2) as usize].waiting.load(Ordering::Acquire);
+        let next_waiting = b.slots[((seq + 1) % 2) as usize]
+            .waiting
+            .load(Ordering::Acquire);
+        w.last_callers = 1 + covered + next_waiting;
+        b.done_seq.store(seq, Ordering::Release);
+        // The next leader first: woken before the callers this sync covered,
+        // it runs before them where threads of equal priority queue in order.
+        let next = &b.slots[((seq + 1) % 2) as usize];
+        if w.change > w.synced_change && next.waiting.load(Ordering::Acquire) > 0 {
+            b.handoff.store(seq + 1, Ordering::Release);
+            drop(lock(&next.lock));
+            next.cv.notify_one();
+        }
+        self.wake((seq % 2) as usize);
     }
 
     /// Writes and fsyncs the current batch, releasing the lock during the
     /// `fdatasync` so other threads can append (and readers read) meanwhile.
+    /// Called only while no sync runs.
     fn lead_sync<'a>(&'a self, mut w: MutexGuard<'a, Writer>) -> Result<MutexGuard<'a, Writer>> {
-        if let Err(err) = self.flush(&mut w) {
-            w.synced_change = w.change;
-            self.synced.notify_all();
+        let flushed = self.flush(&mut w);
+        let upto = w.change;
+        // Counted as a sync even with nothing to write, so that every thread
+        // waiting for "the next sync" is woken.
+        w.sync_seq += 1;
+        w.running_upto = upto;
+        if let Err(err) = flushed {
+            // The batch was rolled back (or the handle poisoned): nothing
+            // up to `upto` is pending any more.
+            self.set_synced_change(&mut w, upto);
+            self.finish_sync(&mut w);
             return Err(err);
         }
-        let upto = w.change;
         let Some(_batch) = w.batch.take() else {
-            w.synced_change = upto;
+            self.set_synced_change(&mut w, upto);
+            self.finish_sync(&mut w);
             return Ok(w);
         };
         let seg = w.active.clone().expect("a batch has an active segment");
@@ -933,12 +1193,11 @@ impl Inner {
                 if let Some(m) = &self.options.metrics {
                     m.synced(started.elapsed());
                 }
-                w.last_callers = w.waiting + 1;
-                w.synced_change = w.synced_change.max(upto);
                 let synced = captured_last.min(w.truncated_below);
                 let mut r = write(&self.r);
                 r.synced_last = r.synced_last.max(synced).min(w.next_index - 1);
                 drop(r);
+                self.set_synced_change(&mut w, upto);
                 Ok(())
             }
             Err(e) => {
@@ -954,11 +1213,7 @@ impl Inner {
                 Err(self.poison(&mut w, err))
             }
         };
-        // Waiters count themselves under the lock before they wait, so
-        // with none counted there is nobody to wake (and no syscall to make).
-        if w.waiting > 0 {
-            self.synced.notify_all();
-        }
+        self.finish_sync(&mut w);
         out.map(|()| w)
     }
 
@@ -1012,6 +1267,8 @@ impl Inner {
         w.marker = batch.base_marker;
         let discarded = w.change - batch.base_change;
         w.rolled_back.push((batch.base_change, w.change));
+        // Waiters must now look for their change in `rolled_back`.
+        self.board.troubled.store(true, Ordering::Release);
         if let Some(m) = &self.options.metrics {
             m.rolled_back(discarded);
         }

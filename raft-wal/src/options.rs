@@ -100,8 +100,10 @@ pub struct LogOptions {
     /// Buffered bytes after which appended records are written to the file
     /// (still without fsync) to bound memory.
     pub flush_threshold_bytes: usize,
-    /// Open without changing anything on disk; every write call fails with
-    /// [`Error::ReadOnly`](crate::Error::ReadOnly).
+    /// Open without changing anything on disk and without the directory
+    /// lock, alongside a live writer if there is one (see
+    /// [`Log::open_read_only`](crate::Log::open_read_only)); every write call
+    /// fails with [`Error::ReadOnly`](crate::Error::ReadOnly).
     pub read_only: bool,
     /// How the next segment file is prepared.
     pub preallocate: Preallocate,

@@ -128,8 +128,12 @@ pub(crate) struct Recovered {
 /// How [`recover`] may change the directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
-    /// Change nothing (a read-only open or an inspection).
+    /// Change nothing (an inspection, under a shared lock).
     ReadOnly,
+    /// Change nothing, and expect a live writer to change the files meanwhile
+    /// (a read-only open, which takes no lock): read files with ordinary
+    /// reads, never through a memory map.
+    ReadOnlyUnlocked,
     /// Cut damage and remove leftovers.
     Write,
     /// Like `Write`, but keep a `*.broken` copy of every file cut or removed.
@@ -166,7 +170,9 @@ pub(crate) fn recover(
     access: Access,
     mut visit: Option<Visitor<'_>>,
 ) -> Result<Recovered> {
-    let writable = access != Access::ReadOnly;
+    let writable = matches!(access, Access::Write | Access::Repair);
+    // Without the lock a live writer may shrink a file under a mapping.
+    let copy_reads = access == Access::ReadOnlyUnlocked;
     let mut report = RecoveryReport::default();
     let mut seg_names: Vec<(u64, String)> = Vec::new();
     let mut has_meta = false;
@@ -250,8 +256,8 @@ pub(crate) fn recover(
             OpenMode::Read
         };
         let file = fs.open(&path, open_mode).map_err(io_err("open", &path))?;
-        let seg = Segment::new(seq, path, file.into());
-        let map = seg.file.map().map_err(io_err("map", &seg.path))?;
+        let seg = Segment::new(seq, path, file.into()).with_copy_reads(copy_reads);
+        let map = seg.map(None).map_err(io_err("map", &seg.path))?;
         let buf = map.bytes();
         seg.set_file_len(buf.len() as u64);
         let (end, outcome) = replay_segment(&seg, buf, is_last, &mut replay, &mut visit);

@@ -17,6 +17,8 @@ pub(crate) struct Segment {
     pub seq: u64,
     /// Full path of the file.
     pub path: PathBuf,
+    /// CRC32 of `seq`, where every record checksum of this segment starts.
+    pub seq_crc: u32,
     /// The open file.
     pub file: Arc<dyn FsFile>,
     /// Bytes of valid records in the file (the write head).
@@ -29,19 +31,48 @@ pub(crate) struct Segment {
     /// Cached read view and how many bytes of it are valid (everything for a
     /// live memory map; the write head at copy time for a copied view).
     view: Mutex<Option<(Mapping, u64)>>,
+    /// Read with ordinary reads into memory instead of mapping the file (a
+    /// read-only open without the directory lock: the live writer may shrink
+    /// a file, and touching a mapped page past the end would raise `SIGBUS`).
+    copy_reads: bool,
 }
 
 impl Segment {
     pub fn new(seq: u64, path: PathBuf, file: Arc<dyn FsFile>) -> Segment {
         Segment {
             seq,
+            seq_crc: crate::format::seq_crc(seq),
             path,
             file,
             written: AtomicU64::new(0),
             sealed: AtomicBool::new(false),
             file_len: AtomicU64::new(0),
             view: Mutex::new(None),
+            copy_reads: false,
         }
+    }
+
+    /// Makes reads copy the file instead of mapping it (see `copy_reads`).
+    pub fn with_copy_reads(mut self, copy: bool) -> Segment {
+        self.copy_reads = copy;
+        self
+    }
+
+    /// The file's bytes: a memory map, or with copy reads the first `len`
+    /// bytes (all of them for `None`) read into memory.
+    pub fn map(&self, len: Option<u64>) -> io::Result<Mapping> {
+        if !self.copy_reads {
+            return self.file.map();
+        }
+        let len = match len {
+            Some(len) => len,
+            None => self.file.len()?,
+        };
+        let len = usize::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
+        let mut buf = vec![0u8; len];
+        self.file.read_at(&mut buf, 0)?;
+        Ok(Mapping::new(Arc::new(buf), false))
     }
 
     pub fn written(&self) -> u64 {
@@ -77,12 +108,13 @@ impl Segment {
                 return Ok((m.clone(), *valid));
             }
         }
-        let m = self.file.map()?;
-        let valid = if m.is_live() {
-            u64::MAX
-        } else {
-            self.written()
-        };
+        // Loaded before the bytes are copied: the writer writes records
+        // before it moves the head past them, so a copy taken afterwards
+        // holds at least this much (loaded after, it could claim records
+        // the copy missed).
+        let written = self.written();
+        let m = self.map(self.copy_reads.then_some(written))?;
+        let valid = if m.is_live() { u64::MAX } else { written };
         if (m.bytes().len() as u64) < end || valid < end {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -396,6 +396,74 @@ fn concurrent_append_sync_callers_share_one_fdatasync() {
 }
 
 #[test]
+fn a_failed_fdatasync_fails_every_waiting_caller() {
+    let fs = GatedFs::new();
+    let log = gated_log(&fs, Arc::default());
+    fs.close();
+    let leader = {
+        let log = log.clone();
+        std::thread::spawn(move || log.append_sync(b"leader"))
+    };
+    fs.wait_for_waiters(1);
+    // Followers wait for the next sync; the running one is about to fail.
+    let followers: Vec<_> = (0..6)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || log.append_sync(format!("follower {t}").as_bytes()))
+        })
+        .collect();
+    while log.last_index() < 8 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    fs.inner
+        .fail_next(raft_wal::fault::FaultOp::Sync, libc::EIO);
+    fs.open_gate();
+    assert!(leader.join().unwrap().is_err());
+    for t in followers {
+        let err = t.join().unwrap().unwrap_err();
+        assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    }
+    assert_eq!(log.last_synced_index(), 1);
+}
+
+#[test]
+fn many_threads_appending_and_syncing_all_finish_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small()).unwrap();
+    let threads: Vec<_> = (0..32u64)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for k in 0..40u64 {
+                    let payload = (t * 1000 + k).to_le_bytes();
+                    if k % 3 == 0 {
+                        mine.push((log.append(&payload).unwrap(), payload));
+                        log.sync().unwrap();
+                    } else {
+                        mine.push((log.append_sync(&payload).unwrap(), payload));
+                    }
+                    // Everything this thread was told is durable is.
+                    assert!(log.last_synced_index() >= mine.last().unwrap().0);
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut seen = 0;
+    for t in threads {
+        for (i, payload) in t.join().unwrap() {
+            assert_eq!(log.read(i).unwrap().to_vec(), payload);
+            seen += 1;
+        }
+    }
+    assert_eq!(
+        (seen, log.last_index(), log.last_synced_index()),
+        (1280, 1280, 1280)
+    );
+}
+
+#[test]
 fn a_full_disk_fails_the_append_sync_whose_entry_it_discarded() {
     let fs = FaultFs::new();
     let opts = small().preallocate(Preallocate::None);
@@ -473,6 +541,141 @@ fn a_read_only_open_refuses_writes() {
     assert!(matches!(ro.set_metadata(b"y"), Err(Error::ReadOnly)));
     assert!(matches!(ro.compact_before(1), Err(Error::ReadOnly)));
     assert_eq!(ro.read(1).unwrap().to_vec(), b"x");
+}
+
+#[test]
+fn a_read_only_open_works_while_a_writer_holds_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small()).unwrap();
+    for i in 1..=200 {
+        log.append(&data(i)).unwrap();
+    }
+    log.set_metadata(b"checkpoint=200").unwrap();
+    log.sync().unwrap();
+    // A second writer is refused, a reader is not.
+    assert!(matches!(
+        Log::open(dir.path(), small()),
+        Err(Error::Locked { .. })
+    ));
+    let ro = Log::open_read_only(dir.path(), small()).unwrap();
+    assert_eq!((ro.first_index(), ro.last_index()), (1, 200));
+    assert_eq!(ro.metadata(), b"checkpoint=200");
+    for (i, d) in all(&ro) {
+        assert_eq!(d, data(i), "entry {i}");
+    }
+    assert!(matches!(ro.append(b"y"), Err(Error::ReadOnly)));
+    assert!(matches!(ro.sync(), Err(Error::ReadOnly)));
+    // The reader shows the log as of its open; the writer goes on.
+    log.append_sync(&data(201)).unwrap();
+    assert_eq!(ro.last_index(), 200);
+    assert_eq!(log.last_index(), 201);
+    // The writer can also open while a reader is open (no lock either way).
+    drop(log);
+    let log = Log::open(dir.path(), small()).unwrap();
+    assert_eq!(log.last_index(), 201);
+    assert_eq!(ro.read(200).unwrap().to_vec(), data(200));
+}
+
+/// The active segment (the highest sequence number) of a log directory.
+fn last_segment(dir: &Path) -> PathBuf {
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    segs.sort();
+    segs.pop().unwrap()
+}
+
+#[test]
+fn a_read_only_open_leaves_out_a_record_the_live_writer_is_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    for i in 1..=20 {
+        log.append(&data(i)).unwrap();
+    }
+    log.sync().unwrap();
+    // What a reader sees while the writer is halfway through a record: the
+    // first bytes of a record header and payload, nothing after them.
+    let seg = last_segment(dir.path());
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let half_written = [0x5au8; 13];
+    std::os::unix::fs::FileExt::write_all_at(
+        &std::fs::OpenOptions::new().write(true).open(&seg).unwrap(),
+        &half_written,
+        len,
+    )
+    .unwrap();
+    let before = std::fs::read(&seg).unwrap();
+    let ro = Log::open_read_only(dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(ro.last_index(), 20);
+    let torn = ro
+        .recovery_report()
+        .torn_tail
+        .clone()
+        .expect("torn tail reported");
+    assert_eq!(
+        (torn.file, torn.offset, torn.discarded_bytes),
+        (seg.clone(), len, 13)
+    );
+    for (i, d) in all(&ro) {
+        assert_eq!(d, data(i), "entry {i}");
+    }
+    // Nothing was cut or zeroed: that is the writer's business.
+    assert_eq!(std::fs::read(&seg).unwrap(), before);
+    // A strict reader refuses the half-written record instead.
+    assert!(matches!(
+        Log::open_read_only(
+            dir.path(),
+            LogOptions::default().recovery_mode(raft_wal::RecoveryMode::Strict)
+        ),
+        Err(Error::Corruption { .. })
+    ));
+}
+
+#[test]
+fn read_only_opens_during_appends_rotations_and_compactions_see_a_consistent_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small()).unwrap();
+    log.append_sync(&data(1)).unwrap();
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for i in 2..=6_000 {
+                log.append(&data(i)).unwrap();
+                if i % 7 == 0 {
+                    log.sync().unwrap();
+                }
+                if i % 500 == 0 {
+                    // Deletes whole segments a reader may be replaying.
+                    log.compact_before(i - 200).unwrap();
+                }
+            }
+            log.sync().unwrap();
+        })
+    };
+    let (mut opens, mut torn) = (0, 0);
+    while opens < 40 || !writer.is_finished() {
+        let synced_before = log.last_synced_index();
+        let ro = match Log::open_read_only(dir.path(), small()) {
+            Ok(ro) => ro,
+            Err(e) => panic!("read-only open failed: {e}"),
+        };
+        torn += usize::from(ro.recovery_report().torn_tail.is_some());
+        assert!(
+            ro.last_index() >= synced_before,
+            "a reader missed synced entries"
+        );
+        let got = all(&ro);
+        assert_eq!(got.len() as u64, ro.last_index() + 1 - ro.first_index());
+        for (i, d) in got {
+            assert_eq!(d, data(i), "entry {i}");
+        }
+        opens += 1;
+    }
+    writer.join().unwrap();
+    eprintln!("{opens} read-only opens, {torn} saw a record being written");
+    assert_eq!(log.last_index(), 6_000);
 }
 
 #[test]
