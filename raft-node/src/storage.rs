@@ -367,34 +367,6 @@ impl WalStorage {
         Ok(true)
     }
 
-    /// Takes a snapshot at `meta` (the state machine's applied index) with
-    /// `write_state`, then compacts the WAL per the contract.
-    pub fn take_snapshot(
-        &mut self,
-        meta: SnapshotMeta,
-        write_state: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
-    ) -> Result<(), StorageFailure> {
-        if meta.index <= self.snapshot.index {
-            return Ok(());
-        }
-        self.wal.sync()?;
-        let header = compaction::take_snapshot(
-            &self.store,
-            &mut self.wal,
-            to_file_meta(&meta),
-            self.policy.trailing_entries,
-            |w| write_state(w),
-        )?;
-        tracing::info!(
-            index = meta.index,
-            term = meta.term,
-            bytes = header.file_bytes(),
-            "took a snapshot and compacted the WAL"
-        );
-        self.snapshot = meta;
-        Ok(())
-    }
-
     /// Makes the persistent parts of `rd` durable (entries, then hard state, one
     /// fsync). Must complete before `rd.persisted_messages` are sent.
     pub fn persist(&mut self, rd: &Ready) -> Result<(), StorageFailure> {
