@@ -12,7 +12,8 @@
 //! - [`nemesis`] injects faults: iptables partitions and loss, SIGKILL,
 //!   SIGSTOP, leadership transfers, membership changes.
 //! - [`suite`] runs clients against a cluster under a nemesis and checks the
-//!   result (`tests/fault_suite.rs` is the entry point).
+//!   result (`tests/fault_suite.rs` is the entry point); [`watch_check`]
+//!   checks one watch stream per node against the final history.
 
 pub mod client;
 pub mod cluster;
@@ -21,3 +22,4 @@ pub mod grpc_client;
 pub mod linearizability;
 pub mod nemesis;
 pub mod suite;
+pub mod watch_check;

@@ -131,6 +131,8 @@ pub struct RunOutcome {
     pub faults: Vec<FaultRecord>,
     /// Terms in which a leader was seen.
     pub leader_terms: usize,
+    /// The watch checker's line per stream (when it ran and passed).
+    pub watches: Vec<String>,
     /// Everything that went wrong; empty when the run passed.
     pub errors: Vec<String>,
     /// Wall time of the run.
@@ -152,7 +154,7 @@ impl RunOutcome {
         let worst = self.faults.iter().filter_map(|f| f.recovery).max();
         format!(
             "{} nodes, seed {}, {:.0?}: ops ok {} / unknown {} / failed {}; checked {} ops on {} keys: {:?}; \
-             {} leader terms; faults {:?}; slowest recovery {:?}; {}",
+             {} leader terms; faults {:?}; slowest recovery {:?}; watches checked: [{}]; {}",
             self.nodes,
             self.seed,
             self.elapsed,
@@ -165,6 +167,7 @@ impl RunOutcome {
             self.leader_terms,
             per,
             worst,
+            self.watches.join("; "),
             if self.passed() {
                 "PASSED".to_string()
             } else {
@@ -396,6 +399,7 @@ async fn run_async(config: &RunConfig, bin: &Path, firewall: Option<&Firewall>) 
         verdict: None,
         faults: Vec::new(),
         leader_terms: 0,
+        watches: Vec::new(),
         errors: Vec::new(),
         elapsed: Duration::ZERO,
     };
@@ -463,6 +467,7 @@ async fn run_async(config: &RunConfig, bin: &Path, firewall: Option<&Firewall>) 
         })
         .collect();
 
+    let watchers = crate::watch_check::Watchers::start(&shared.urls);
     let run_start = Instant::now();
     let mut order = config.nemeses.clone();
     order.shuffle(&mut rng);
@@ -581,6 +586,26 @@ async fn run_async(config: &RunConfig, bin: &Path, firewall: Option<&Firewall>) 
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+    // Every watch stream against the final history.
+    match crate::watch_check::current_revision(&shared.urls).await {
+        Ok(final_rev) => {
+            let streams = watchers.finish(final_rev, Duration::from_secs(30)).await;
+            let checked = match crate::watch_check::history(&shared.urls[0], final_rev).await {
+                Ok(history) => crate::watch_check::check(&streams, &history),
+                Err(e) => Err(format!("cannot replay the history: {e}")),
+            };
+            match checked {
+                Ok(lines) => {
+                    for l in &lines {
+                        cluster.note(l);
+                    }
+                    outcome.watches = lines;
+                }
+                Err(e) => outcome.errors.push(e),
+            }
+        }
+        Err(e) => outcome.errors.push(format!("watch check: {e}")),
     }
     shared.stop_polling.store(true, Ordering::Relaxed);
     for p in pollers {
