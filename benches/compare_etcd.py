@@ -523,7 +523,7 @@ def profile(binary, work, certs, system, clients, secs):
         cluster.stop()
     script = subprocess.Popen(["perf", "script", "--no-inline", "-i", str(data)], stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL)
-    run([sys.executable, str(ROOT / "benches" / "flamegraph.py"), str(prefix), "--title",
+    run([sys.executable, str(ROOT / "benches" / "flamegraph.py"), str(prefix), "--png", "--title",
          f"{SYSTEMS[system]} leader, {clients} writing clients ({out['throughput_ops']:.0f} ops/s while profiled)"],
         stdin=script.stdout)
     script.wait()

@@ -6,7 +6,8 @@ Usage:  perf script -i perf.data | python3 benches/flamegraph.py OUT_PREFIX [--t
 Writes OUT_PREFIX.folded (one `frame;frame;... count` line per stack, the
 format inferno and FlameGraph read), OUT_PREFIX.svg (a flame graph: width is
 the share of samples, hover a frame for its name and share) and
-OUT_PREFIX.top.txt (the functions with the most samples, inclusive and self).
+OUT_PREFIX.top.txt (the functions with the most samples, inclusive and self),
+and with --png the flame graph as OUT_PREFIX.png (matplotlib).
 Standard library only, so it runs wherever perf does.
 """
 
@@ -103,6 +104,41 @@ def svg(root, title, width=1600, row=16):
     return "\n".join(out)
 
 
+def png(root, title, path, width=1600):
+    """The same flame graph as a PNG (needs matplotlib)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    total = max(root["value"], 1)
+    rects = []
+
+    def walk(node, x, depth):
+        w = node["value"] / total
+        if w * width >= 1:
+            rects.append((x, depth, w, node["name"]))
+        cx = x
+        for child in sorted(node["children"].values(), key=lambda c: c["name"]):
+            walk(child, cx, depth + 1)
+            cx += child["value"] / total
+
+    walk(root, 0.0, 0)
+    depth = max(d for _, d, _, _ in rects) + 1
+    fig, ax = plt.subplots(figsize=(width / 100, max(4, depth * 0.2)))
+    for x, d, w, name in rects:
+        ax.add_patch(plt.Rectangle((x, d), w, 0.95, facecolor=[c / 255 for c in map(int, color(name)[4:-1].split(","))],
+                                   edgecolor="white", linewidth=0.3))
+        chars = int(w * width / 6.5)
+        if chars >= 4:
+            ax.text(x + 0.001, d + 0.45, name if len(name) <= chars else name[: chars - 2] + "..", fontsize=6,
+                    va="center", family="monospace", clip_on=True)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, depth)
+    ax.axis("off")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def top(stacks, n=40):
     total = sum(stacks.values()) or 1
     incl, self_ = defaultdict(int), Counter()
@@ -123,6 +159,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_prefix")
     ap.add_argument("--title", default="flame graph")
+    ap.add_argument("--png", action="store_true", help="also write OUT_PREFIX.png (needs matplotlib)")
     args = ap.parse_args()
     stacks = fold(sys.stdin)
     if not stacks:
@@ -134,6 +171,8 @@ def main():
         f.write(svg(tree(stacks), args.title))
     with open(args.out_prefix + ".top.txt", "w") as f:
         f.write(top(stacks))
+    if args.png:
+        png(tree(stacks), args.title, args.out_prefix + ".png")
 
 
 if __name__ == "__main__":
