@@ -27,9 +27,11 @@ trip (both before and after the load).
 Writes benches/results/etcd-comparison.{md,json,png} and the table between
 the markers in README.md.
 
-Usage:  python3 benches/compare_etcd.py [--quick] [--rounds N] [--soak-secs N] [--profile]
+Usage:  python3 benches/compare_etcd.py [--quick] [--rounds N] [--nice N] [--soak-secs N] [--profile]
   --quick        1 round, default timings only, 2 s windows (a smoke run)
   --rounds N     rounds (default 2)
+  --nice N       run both clusters and the client at niceness N (e.g. -10
+                 when other jobs share the machine; the same for both systems)
   --soak-secs N  afterwards, write to raft-node for N seconds with snapshots
                  on and report the leader's RSS at start and end
   --profile      instead of the comparison: perf-profile each system's leader
@@ -79,6 +81,8 @@ TIMINGS = {
 }
 SYSTEMS = {"raft": "raft-node", "etcd": "etcd 3.4"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# `--nice N`: servers and client run at this niceness (other jobs on a shared machine stay at 0).
+NICE = []
 MARK_BEGIN = "<!-- etcd-comparison:begin (benches/compare_etcd.py writes this section) -->"
 MARK_END = "<!-- etcd-comparison:end -->"
 
@@ -165,7 +169,7 @@ def start_etcd(work: Path, base: int, timing):
         if timing:
             cmd += ["--heartbeat-interval", str(timing[0]), "--election-timeout", str(timing[1])]
         log_file = open(data / f"e{i}.log", "w")
-        procs.append(subprocess.Popen(cmd, stdout=log_file, stderr=log_file))
+        procs.append(subprocess.Popen(NICE + cmd, stdout=log_file, stderr=log_file))
     eps = ",".join(f"http://127.0.0.1:{base + i}" for i in (1, 2, 3))
     return Cluster("etcd", eps, procs, data)
 
@@ -184,7 +188,7 @@ def start_raft(binary: Path, work: Path, base: int, timing, certs: Path):
             f'id = {i}\ndata_dir = "{data / f"n{i}"}"\npeer_addr = "127.0.0.1:{base + 10 + i}"\n'
             f'client_addr = "127.0.0.1:{base + i}"\ntls_dir = "{certs}"\n{timing_keys}\n{members}')
         log_file = open(data / f"n{i}.log", "w")
-        procs.append(subprocess.Popen([binary, "serve", "--config", cfg], stdout=log_file, stderr=log_file,
+        procs.append(subprocess.Popen(NICE + [binary, "serve", "--config", cfg], stdout=log_file, stderr=log_file,
                                       env=dict(os.environ, RUST_LOG="warn")))
     eps = ",".join(f"http://127.0.0.1:{base + i}" for i in (1, 2, 3))
     return Cluster("raft", eps, procs, data)
@@ -195,7 +199,7 @@ def bench(binary, eps, clients, ratio, duration, warmup):
            "--endpoints", eps, "--clients", str(clients), "--clients-per-conn", str(CLIENTS_PER_CONN),
            "--duration", str(duration), "--warmup", str(warmup), "--value-size", str(VALUE_SIZE),
            "--keys", str(KEYS), "--read-ratio", str(ratio)]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(NICE + cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(f"bench failed ({p.returncode}): {p.stderr.strip()}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -537,9 +541,14 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--soak-secs", type=int, default=0)
+    ap.add_argument("--nice", type=int, default=0,
+                    help="run both clusters and the client at this niceness (e.g. -10 on a machine shared with "
+                         "other jobs)")
     ap.add_argument("--profile", action="store_true",
                     help="instead: perf-profile each system's leader at 256 writing clients (flame graphs in results/)")
     args = ap.parse_args()
+    if args.nice:
+        NICE.extend(["nice", "-n", str(args.nice)])
     if args.profile:
         ensure_tools()
         binary = build()
@@ -604,7 +613,7 @@ def main():
     cpu_max = max(r["fig"]["client_cpu"] for r in runs)
     fs, rtt = floors["fsync_4k"], floors["rtt"]
     command = "python3 benches/compare_etcd.py" + (" --quick" if args.quick else "") + \
-        (f" --rounds {args.rounds}" if args.rounds else "")
+        (f" --rounds {args.rounds}" if args.rounds else "") + (f" --nice {args.nice}" if args.nice else "")
     kind = "QUICK RUN (smoke test: 1 round, 2 s windows, default timings only)" if args.quick else "full run"
     header = [
         f"{etcd_version} against raft-node {commit}, {kind}, "
@@ -626,7 +635,8 @@ def main():
         f"loopback TCP round trip (Python ping-pong, 256 B) p50 {rtt['p50_ms']:.3f} ms "
         f"[{floors_after['rtt']['p50_ms']:.3f}]. Load generator CPU: at most {cpu_max:.2f} cores in any run "
         f"(limit 0.5, a quarter of this machine): {'met' if cpu_max < 0.5 else 'NOT met'}. Machine busy before "
-        f"the run: {floors['machine_busy_cores']:.2f} cores (other jobs share this machine).",
+        f"the run: {floors['machine_busy_cores']:.2f} cores (other jobs share this machine); both clusters and "
+        f"the client ran at niceness {args.nice}.",
     ]
     goal_lines = ["| timing | target | met | figure |", "|---|---|---|---|"]
     goal_lines += [f"| {g['timing']} | {g['target']} | {'yes' if g['met'] else '**no**'} | {g['figure']} |"

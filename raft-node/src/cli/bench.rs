@@ -538,7 +538,7 @@ mod tests {
             &["--clients", "0"],
             &["--clients-per-conn", "0"],
             &["--duration", "0"],
-            &["--warmup", "-1"],
+            &["--warmup=-1"],
         ] {
             assert!(check(&parse(argv)).is_err(), "{argv:?}");
         }
