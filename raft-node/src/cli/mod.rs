@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+mod bench_grpc;
+mod bench_http;
 pub mod client;
 pub mod demo;
 pub mod restore;
