@@ -55,6 +55,9 @@ pub struct AuthorityFix<S> {
     pending: Option<Pending>,
     decoder: fluke_hpack::Decoder<'static>,
     encoder: fluke_hpack::Encoder<'static>,
+    /// Whether a header block of this connection was seen: the first one
+    /// decides whether the connection needs repairs at all.
+    seen_block: bool,
 }
 
 impl<S> AuthorityFix<S> {
@@ -68,6 +71,7 @@ impl<S> AuthorityFix<S> {
             pending: None,
             decoder: fluke_hpack::Decoder::new(),
             encoder: fluke_hpack::Encoder::new(),
+            seen_block: false,
         }
     }
 
@@ -179,6 +183,21 @@ impl<S> AuthorityFix<S> {
                 self.pending = Some(p);
                 return false;
             };
+            if !self.seen_block {
+                self.seen_block = true;
+                // A client dials one target per connection, so its first
+                // request tells: one whose authority is fine (every client
+                // but etcd's Go ones) passes through untouched from here on,
+                // with its block as it encoded it, and costs nothing more.
+                let fine = headers
+                    .iter()
+                    .all(|(n, v)| n != b":authority" || repair(v) == *v);
+                if fine {
+                    self.emit(p.flags | END_HEADERS, p.stream, p.priority, &p.block);
+                    self.mode = Mode::Passthrough;
+                    return true;
+                }
+            }
             let headers: Vec<(Vec<u8>, Vec<u8>)> = headers
                 .into_iter()
                 .map(|(name, value)| {
@@ -407,6 +426,30 @@ mod tests {
             rest = &rest[FRAME_HEADER + len..];
         }
         assert_eq!(requests, 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_first_authority_is_fine_passes_through_untouched() {
+        let mut client = fluke_hpack::Encoder::new();
+        let headers: Vec<(&[u8], &[u8])> = vec![
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", b"/etcdserverpb.KV/Put"),
+            (b":authority", b"127.0.0.1:2379"),
+        ];
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(0x4, 0, 0, &[]));
+        input.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            1,
+            &client.encode(headers.clone()),
+        ));
+        input.extend(frame(0x0, 0x1, 1, b"data"));
+        // Later blocks, even a malformed one, are not looked at any more.
+        input.extend(frame(HEADERS, END_HEADERS, 3, &client.encode(headers)));
+        input.extend(frame(HEADERS, END_HEADERS, 5, b"\xff\xff"));
+        assert_eq!(through(input.clone()).await, input);
     }
 
     #[tokio::test]
