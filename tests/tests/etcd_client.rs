@@ -422,3 +422,32 @@ async fn watches_on_followers_see_every_revision_across_a_leader_change_and_leas
     assert_eq!(ttl.ttl(), -1, "an expired lease is gone");
     c.shutdown(Duration::from_secs(5));
 }
+
+/// `MemberAdd` as a voter of a node that has not started yet must not lower
+/// availability: with one of three members down, a fourth voter would make
+/// the quorum 3 of 4 with only 2 up. raft-node adds it as a learner (to be
+/// promoted once it catches up), so writes keep committing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn member_add_as_a_voter_joins_as_a_learner_and_keeps_the_cluster_available() {
+    let _one = SERIAL.lock().await;
+    let (_dir, c) = start(3);
+    let leader = leader(&c).await;
+    let down = c.ids().into_iter().find(|&id| id != leader).unwrap();
+    c.kill(down).unwrap();
+    let mut client = connect(&c, leader).await;
+    let added = client
+        .member_add(["https://127.0.0.1:1"], None)
+        .await
+        .expect("MemberAdd");
+    let new = added.member().expect("the added member");
+    assert!(new.is_learner(), "an empty new member joins as a learner");
+    let list = client.member_list().await.unwrap();
+    let listed = list.members().iter().find(|m| m.id() == new.id()).unwrap();
+    assert!(listed.is_learner());
+    // Two of the three voters are up: writes still commit.
+    let put = tokio::time::timeout(Duration::from_secs(10), client.put("after-add", "1", None))
+        .await
+        .expect("a write after MemberAdd did not finish within 10 s");
+    put.expect("a write after MemberAdd failed");
+    c.shutdown(Duration::from_secs(5));
+}

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use raft_core::{ConfChange, ConfChangeSingle};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::api::etcd::EtcdApi;
 use crate::api::pb::etcdserverpb::cluster_server::Cluster;
@@ -151,18 +151,22 @@ impl Cluster for ClusterService {
             client_addr: UNKNOWN_ADDR,
         };
         let context = postcard::to_stdvec(&addrs).expect("encoding into a Vec cannot fail");
-        let step = if r.is_learner {
-            ConfChangeSingle::AddLearner(id)
-        } else {
-            ConfChangeSingle::AddVoter(id)
-        };
-        self.change(step, context).await?;
+        // A new member starts empty: as a voter at once it would count
+        // towards the quorum before it could vote or ack anything, lowering
+        // availability. So it always joins as a learner; asked for a voter,
+        // it is promoted once it has caught up (raft-node differs from etcd
+        // here on purpose).
+        self.change(ConfChangeSingle::AddLearner(id), context.clone())
+            .await?;
+        if !r.is_learner {
+            tokio::spawn(promote_when_caught_up(self.0.clone(), id, context));
+        }
         let member = Member {
             id,
             name: String::new(),
             peer_ur_ls: vec![format!("https://{peer_addr}")],
             client_ur_ls: Vec::new(),
-            is_learner: r.is_learner,
+            is_learner: true,
         };
         Ok(Response::new(MemberAddResponse {
             header: self.0.header(None),
@@ -248,5 +252,44 @@ impl Cluster for ClusterService {
             header: self.0.header(None),
             members: self.members(),
         }))
+    }
+}
+
+/// How long a member added as a voter may take to catch up as a learner.
+const PROMOTE_WITHIN: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Promotes learner `id` (added by `MemberAdd` as a voter) through the
+/// leader once it has caught up; retries while it lags or the leader
+/// changes, and stops if the member is removed or promoted meanwhile.
+async fn promote_when_caught_up(api: Arc<EtcdApi>, id: u64, context: Vec<u8>) {
+    let deadline = tokio::time::Instant::now() + PROMOTE_WITHIN;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if !api.driver.status().learners.contains(&id) {
+            tracing::info!(member = id, "no longer a learner; automatic promotion ends");
+            return;
+        }
+        let promote = ConfChange {
+            changes: vec![ConfChangeSingle::AddVoter(id)],
+        };
+        match api.change_members(promote, context.clone()).await {
+            Ok(index) => {
+                tracing::info!(member = id, index, "learner caught up; promoted to voter");
+                return;
+            }
+            // Still catching up, another change in progress, or no leader.
+            Err(s) if matches!(s.code(), Code::FailedPrecondition | Code::Unavailable) => {}
+            Err(s) => {
+                tracing::warn!(member = id, error = %s.message(), "automatic promotion abandoned; use MemberPromote");
+                return;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                member = id,
+                "learner did not catch up in time; automatic promotion abandoned"
+            );
+            return;
+        }
     }
 }
