@@ -84,6 +84,14 @@ impl<S: Storage> RaftLog<S> {
 
     /// Term at `index`.
     pub fn term(&self, index: u64) -> Result<u64, StorageError> {
+        // Fast path: an unstable entry (the leader's recent proposals, a follower's
+        // latest appends) answers without the bounds checks below.
+        if let Some(e) = index
+            .checked_sub(self.unstable.offset)
+            .and_then(|i| self.unstable.entries.get(i as usize))
+        {
+            return Ok(e.term);
+        }
         let dummy = self.first_index() - 1;
         if index < dummy {
             return Err(StorageError::Compacted);
