@@ -14,6 +14,8 @@ import os
 import sys
 
 BATCHES = [1, 16, 256, 4096]
+# Results written this long before the newest one belong to an earlier run.
+STALE_SECS = 10 * 60
 
 
 def criterion_dir():
@@ -43,8 +45,16 @@ def load_group(root, group):
                 bench = json.load(f)
             elements = (bench.get("throughput") or {}).get("Elements") or 1
             median_ns = est["median"]["point_estimate"]
-            out[bench.get("function_id") or fn] = elements / (median_ns * 1e-9)
+            mtime = os.path.getmtime(os.path.join(new, "estimates.json"))
+            out[bench.get("function_id") or fn] = (mtime, elements / (median_ns * 1e-9))
     return out
+
+
+def latest_run(groups):
+    """Drops results older than the last run (functions renamed or not run since)."""
+    newest = max((m for g in groups.values() for m, _ in g.values()), default=0)
+    return {name: {fn: rate for fn, (m, rate) in g.items() if m >= newest - STALE_SECS}
+            for name, g in groups.items()}
 
 
 def fmt(rate):
@@ -53,9 +63,11 @@ def fmt(rate):
 
 def main():
     root = criterion_dir()
+    names = [f"batch_{n}" for n in BATCHES] + ["closed_loop"]
+    groups = latest_run({name: load_group(root, name) for name in names})
     rows = []
     for n in BATCHES:
-        g = load_group(root, f"batch_{n}")
+        g = groups[f"batch_{n}"]
         if not g:
             continue
         core = {k: v for k, v in g.items() if k.startswith("raft-core")}
@@ -66,7 +78,7 @@ def main():
         rk, rv = max(rs.items(), key=lambda kv: kv[1])
         modes = ", ".join(f"{k} {fmt(v)}" for k, v in sorted(g.items()))
         rows.append((f"batch {n}", fmt(cv), ck, fmt(rv), rk, cv / rv, modes))
-    g = load_group(root, "closed_loop")
+    g = groups["closed_loop"]
     if "raft-core" in g and "raft-rs" in g:
         rows.append(("closed loop", fmt(g["raft-core"]), "raft-core", fmt(g["raft-rs"]),
                      "raft-rs", g["raft-core"] / g["raft-rs"], ""))

@@ -6,22 +6,31 @@
 //! storage, committed entries applied) and every message delivered until all three
 //! nodes applied the batch; an entry counts once it is applied on all three.
 //!
-//! * `batch_N/raft-core`: `propose` once per entry.
+//! * `batch_N/raft-core propose`: `propose` once per entry.
+//! * `batch_N/raft-core propose_batch`: one `propose_batch` call for the batch.
 //! * `batch_N/raft-rs propose`: raft-rs's `RawNode::propose` once per entry.
 //! * `batch_N/raft-rs step`: one `MsgPropose` carrying the whole batch, via `step`.
 //! * `closed_loop`: one proposal at a time: propose one entry, deliver messages
 //!   round by round until all three nodes applied it (messages still in flight then
 //!   stay queued for the next proposal), repeat.
 //!
-//! The leader ticks only when a round left nothing in flight and some node has not
-//! applied the batch yet (followers may learn a commit with the next heartbeat).
+//! Each function keeps one cluster for all its samples (warm-up included), so the
+//! first samples do not pay for a cold allocator or growing logs. The leader ticks
+//! only when a round left nothing in flight and some node has not applied the batch
+//! yet (followers may learn a commit with the next heartbeat).
 //! Both libraries run with PreVote and CheckQuorum on, an election timeout of 10
 //! ticks, a heartbeat every tick, 1 MiB per append message and 256 appends in flight.
+//!
+//! Times are the bench thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), not wall time:
+//! the machine is shared, and wall time there mostly measures who else was running.
+//! `CORE_BENCH_WALL_CLOCK=1` measures wall time instead.
 //!
 //! `cargo bench -p raft-benches --bench core -- --warm-up-time 1 --measurement-time 3`,
 //! then `python3 benches/core_ratios.py` for the raft-core / raft-rs table.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use std::time::Duration;
 
 /// Bytes of application data per entry.
 const ENTRY_BYTES: usize = 64;
@@ -45,6 +54,8 @@ mod core_cluster {
     pub enum Mode {
         /// `propose` once per entry.
         PerEntry,
+        /// One `propose_batch` call for the whole batch.
+        Batch,
     }
 
     pub struct Cluster {
@@ -125,6 +136,10 @@ mod core_cluster {
                         last = self.nodes[0].propose(super::payload()).unwrap().index;
                     }
                     last
+                }
+                Mode::Batch => {
+                    let batch = (0..n).map(|_| super::payload());
+                    self.nodes[0].propose_batch(batch).unwrap().indexes.end - 1
                 }
             };
             loop {
@@ -340,14 +355,57 @@ mod rs_cluster {
     }
 }
 
-fn bench_batches(c: &mut Criterion) {
+/// CPU time of the calling thread: the clusters run on one thread, and on a machine
+/// shared with other jobs wall time mostly measures the scheduler (a library measured
+/// while a neighbour's build runs looks slower than one measured a second later).
+struct ThreadCpuTime;
+
+fn thread_cpu_now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill in.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_now()
+    }
+    fn end(&self, start: Duration) -> Duration {
+        thread_cpu_now().saturating_sub(start)
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, d: &Duration) -> f64 {
+        d.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        WallTime.formatter()
+    }
+}
+
+fn bench_batches<M: Measurement>(c: &mut Criterion<M>) {
     for &n in &BATCHES {
         let mut group = c.benchmark_group(format!("batch_{n}"));
         group.throughput(Throughput::Elements(n as u64));
-        let modes = [("raft-core", core_cluster::Mode::PerEntry)];
+        let modes = [
+            ("raft-core propose", core_cluster::Mode::PerEntry),
+            ("raft-core propose_batch", core_cluster::Mode::Batch),
+        ];
         for (name, mode) in modes {
+            let mut cluster = core_cluster::Cluster::new();
             group.bench_function(BenchmarkId::new(name, format!("{ENTRY_BYTES}B")), |b| {
-                let mut cluster = core_cluster::Cluster::new();
                 b.iter(|| cluster.commit_batch(n, mode));
             });
         }
@@ -356,8 +414,8 @@ fn bench_batches(c: &mut Criterion) {
             ("raft-rs step", rs_cluster::Mode::Step),
         ];
         for (name, mode) in modes {
+            let mut cluster = rs_cluster::Cluster::new();
             group.bench_function(BenchmarkId::new(name, format!("{ENTRY_BYTES}B")), |b| {
-                let mut cluster = rs_cluster::Cluster::new();
                 b.iter(|| cluster.commit_batch(n, mode));
             });
         }
@@ -365,27 +423,46 @@ fn bench_batches(c: &mut Criterion) {
     }
 }
 
-fn bench_closed_loop(c: &mut Criterion) {
+fn bench_closed_loop<M: Measurement>(c: &mut Criterion<M>) {
     let mut group = c.benchmark_group("closed_loop");
     group.throughput(Throughput::Elements(CLOSED_LOOP_PROPOSALS as u64));
-    group.bench_function(BenchmarkId::new("raft-core", format!("{ENTRY_BYTES}B")), |b| {
-        let mut cluster = core_cluster::Cluster::new();
-        b.iter(|| {
-            for _ in 0..CLOSED_LOOP_PROPOSALS {
-                cluster.commit_one();
-            }
-        });
-    });
-    group.bench_function(BenchmarkId::new("raft-rs", format!("{ENTRY_BYTES}B")), |b| {
-        let mut cluster = rs_cluster::Cluster::new();
-        b.iter(|| {
-            for _ in 0..CLOSED_LOOP_PROPOSALS {
-                cluster.commit_one();
-            }
-        });
-    });
+    let mut cluster = core_cluster::Cluster::new();
+    group.bench_function(
+        BenchmarkId::new("raft-core", format!("{ENTRY_BYTES}B")),
+        |b| {
+            b.iter(|| {
+                for _ in 0..CLOSED_LOOP_PROPOSALS {
+                    cluster.commit_one();
+                }
+            });
+        },
+    );
+    let mut cluster = rs_cluster::Cluster::new();
+    group.bench_function(
+        BenchmarkId::new("raft-rs", format!("{ENTRY_BYTES}B")),
+        |b| {
+            b.iter(|| {
+                for _ in 0..CLOSED_LOOP_PROPOSALS {
+                    cluster.commit_one();
+                }
+            });
+        },
+    );
     group.finish();
 }
 
-criterion_group!(benches, bench_batches, bench_closed_loop);
-criterion_main!(benches);
+fn main() {
+    if std::env::var_os("CORE_BENCH_WALL_CLOCK").is_some() {
+        let mut c = Criterion::default().configure_from_args();
+        bench_batches(&mut c);
+        bench_closed_loop(&mut c);
+        c.final_summary();
+    } else {
+        let mut c = Criterion::default()
+            .with_measurement(ThreadCpuTime)
+            .configure_from_args();
+        bench_batches(&mut c);
+        bench_closed_loop(&mut c);
+        c.final_summary();
+    }
+}
