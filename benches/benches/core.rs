@@ -304,10 +304,9 @@ mod rs_cluster {
                     m.set_msg_type(MessageType::MsgPropose);
                     m.from = 1;
                     let entries: Vec<Entry> = (0..n)
-                        .map(|_| {
-                            let mut e = Entry::default();
-                            e.data = super::payload().into();
-                            e
+                        .map(|_| Entry {
+                            data: super::payload().into(),
+                            ..Default::default()
                         })
                         .collect();
                     m.set_entries(entries.into());
