@@ -282,7 +282,7 @@ fn append(n: u64, size: usize) -> Message {
             index: 1000 + i,
             term: 7,
             kind: EntryKind::Normal,
-            data: vec![i as u8; size],
+            data: vec![i as u8; size].into(),
         })
         .collect();
     Message {

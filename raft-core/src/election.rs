@@ -73,7 +73,7 @@ impl<S: Storage> RawNode<S> {
         // Changes in the log but not yet applied may still be pending.
         self.pending_conf_index = self.log.last_index();
         // A no-op of the new term lets the leader commit earlier entries (Figure 8).
-        self.append_entry(EntryKind::Noop, Vec::new());
+        self.append_entry(EntryKind::Noop, Default::default());
     }
 
     /// The configuration elections run under: the latest one in the log, applied or not

@@ -1,5 +1,6 @@
 //! Log entries and the small records that go to durable storage with them.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::confchange::{ConfChange, ConfState};
@@ -28,10 +29,12 @@ pub struct Entry {
     /// What the entry carries.
     pub kind: EntryKind,
     /// Opaque application bytes (for `ConfChange` entries: an optional context).
-    /// Serialized as a byte string (one length + the bytes) rather than a
-    /// sequence of `u8`s: the same bytes in postcard, several times faster.
-    #[serde(with = "serde_bytes")]
-    pub data: Vec<u8>,
+    ///
+    /// A [`Bytes`] so that the copies the core hands out (the `Ready`'s entries, one
+    /// append per follower, committed entries) share one buffer instead of copying
+    /// the payload each time. Serialized as a byte string (one length + the bytes),
+    /// the same encoding `serde_bytes` gives a `Vec<u8>`.
+    pub data: Bytes,
 }
 
 /// Fixed per-entry overhead counted by [`Entry::size_bytes`].
@@ -65,6 +68,46 @@ pub struct EntryId {
     pub index: u64,
     /// Term of the entry at `index`.
     pub term: u64,
+}
+
+/// Where [`RawNode::propose_batch`](crate::RawNode::propose_batch) appended a batch:
+/// consecutive indexes, all in one term. Entry `i` of the batch is at
+/// `indexes.start + i`; it is committed if the driver later applies an entry at that
+/// index *with this term*.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProposedBatch {
+    /// The leader's term, which every entry of the batch carries.
+    pub term: u64,
+    /// The indexes of the entries, in proposal order (empty for an empty batch).
+    pub indexes: std::ops::Range<u64>,
+}
+
+impl ProposedBatch {
+    /// Number of entries proposed.
+    pub fn len(&self) -> u64 {
+        self.indexes.end - self.indexes.start
+    }
+
+    /// True if the batch was empty (nothing was appended).
+    pub fn is_empty(&self) -> bool {
+        self.indexes.is_empty()
+    }
+
+    /// The position of every entry, in proposal order.
+    pub fn ids(&self) -> impl Iterator<Item = EntryId> + '_ {
+        self.indexes.clone().map(|index| EntryId {
+            index,
+            term: self.term,
+        })
+    }
+
+    /// The position of the last entry, if the batch was not empty.
+    pub fn last(&self) -> Option<EntryId> {
+        (!self.is_empty()).then(|| EntryId {
+            index: self.indexes.end - 1,
+            term: self.term,
+        })
+    }
 }
 
 /// The state that must be durable before a node answers votes or appends.

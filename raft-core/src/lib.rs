@@ -10,7 +10,7 @@
 //! ```text
 //! loop {
 //!     feed inputs: node.tick() every tick, node.step(msg) per received message,
-//!                  node.propose(..), node.read_index(..), ...
+//!                  node.propose(..) or node.propose_batch(..), node.read_index(..), ...
 //!     if node.has_ready() {
 //!         let rd = node.ready()?;            // Err: storage failed, stop the node
 //!         send rd.messages                         (may overlap with the persist)
@@ -47,7 +47,7 @@
 //!             inflight.extend(rd.persisted_messages);
 //!             for e in rd.committed_entries {
 //!                 if !e.data.is_empty() {
-//!                     applied[i].push(e.data);
+//!                     applied[i].push(e.data.to_vec());
 //!                 }
 //!             }
 //!             node.advance();
@@ -110,9 +110,11 @@ mod transfer;
 #[cfg(test)]
 mod tests;
 
+/// The payload type of [`Entry::data`], re-exported so drivers need not depend on `bytes`.
+pub use bytes::Bytes;
 pub use confchange::{ConfChange, ConfChangeSingle, ConfState};
 pub use config::Config;
-pub use entry::{Entry, EntryId, EntryKind, HardState, NodeId, SnapshotMeta};
+pub use entry::{Entry, EntryId, EntryKind, HardState, NodeId, ProposedBatch, SnapshotMeta};
 pub use error::{Error, Result, StorageError};
 pub use message::{AppendOutcome, Message, MessageBody};
 pub use raw_node::RawNode;

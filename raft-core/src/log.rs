@@ -84,6 +84,14 @@ impl<S: Storage> RaftLog<S> {
 
     /// Term at `index`.
     pub fn term(&self, index: u64) -> Result<u64, StorageError> {
+        // Fast path: an unstable entry (the leader's recent proposals, a follower's
+        // latest appends) answers without the bounds checks below.
+        if let Some(e) = index
+            .checked_sub(self.unstable.offset)
+            .and_then(|i| self.unstable.entries.get(i as usize))
+        {
+            return Ok(e.term);
+        }
         let dummy = self.first_index() - 1;
         if index < dummy {
             return Err(StorageError::Compacted);
@@ -128,7 +136,7 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// Appends entries, truncating any conflicting tail; the first must follow an existing one.
-    pub fn append(&mut self, entries: &[Entry]) {
+    pub fn append(&mut self, entries: Vec<Entry>) {
         let Some(first) = entries.first() else { return };
         debug_assert!(
             first.index > self.committed,
@@ -141,8 +149,25 @@ impl<S: Storage> RaftLog<S> {
         self.unstable.truncate_and_append(entries);
     }
 
+    /// Appends one entry right after the last index (the leader's own proposals).
+    pub fn push(&mut self, entry: Entry) {
+        debug_assert_eq!(entry.index, self.last_index() + 1, "push would leave a gap");
+        self.unstable.push(entry);
+    }
+
     /// Entries in `lo..hi`, at most `max_bytes` (but at least one).
     pub fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+        self.entries_with_size(lo, hi, max_bytes)
+            .map(|(entries, _)| entries)
+    }
+
+    /// Like [`entries`](Self::entries), also returning their [`Entry::size_bytes`] sum.
+    pub fn entries_with_size(
+        &self,
+        lo: u64,
+        hi: u64,
+        max_bytes: u64,
+    ) -> Result<(Vec<Entry>, u64), StorageError> {
         if lo < self.first_index() {
             return Err(StorageError::Compacted);
         }
@@ -150,30 +175,36 @@ impl<S: Storage> RaftLog<S> {
             return Err(StorageError::Unavailable);
         }
         if lo >= hi {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
         let offset = self.unstable.offset;
         let mut out = if lo < offset {
             let stored_hi = hi.min(offset);
             let part = self.note(self.storage.entries(lo, stored_hi, max_bytes))?;
             if (part.len() as u64) < stored_hi - lo {
-                return Ok(part);
+                let bytes = crate::entry::total_size_bytes(&part);
+                return Ok((part, bytes));
             }
             part
         } else {
             Vec::new()
         };
-        let mut bytes: u64 = out.iter().map(Entry::size_bytes).sum();
+        let mut bytes: u64 = crate::entry::total_size_bytes(&out);
         if hi > offset {
-            for e in self.unstable.slice(lo.max(offset), hi) {
-                bytes += e.size_bytes();
-                if !out.is_empty() && bytes > max_bytes {
+            let tail = self.unstable.slice(lo.max(offset), hi);
+            // Count first, then copy the entries that fit in one go.
+            let mut take = 0;
+            for e in tail {
+                let size = e.size_bytes();
+                if (!out.is_empty() || take > 0) && bytes + size > max_bytes {
                     break;
                 }
-                out.push(e.clone());
+                bytes += size;
+                take += 1;
             }
+            out.extend_from_slice(&tail[..take]);
         }
-        Ok(out)
+        Ok((out, bytes))
     }
 
     /// Raises the commit index.
@@ -249,7 +280,7 @@ mod tests {
             index,
             term,
             kind: EntryKind::Normal,
-            data: vec![1; 10],
+            data: vec![1; 10].into(),
         }
     }
 
@@ -257,7 +288,7 @@ mod tests {
         let mut s = MemStorage::new();
         s.append(&stored.iter().map(|&(i, t)| ent(i, t)).collect::<Vec<_>>());
         let mut log = RaftLog::new(s, 0);
-        log.append(&unstable.iter().map(|&(i, t)| ent(i, t)).collect::<Vec<_>>());
+        log.append(unstable.iter().map(|&(i, t)| ent(i, t)).collect());
         log
     }
 
@@ -295,7 +326,7 @@ mod tests {
             log.find_conflict(&[ent(2, 1), ent(3, 2), ent(4, 2)]),
             Some(3)
         );
-        log.append(&[ent(3, 2), ent(4, 2)]);
+        log.append(vec![ent(3, 2), ent(4, 2)]);
         assert_eq!(log.term(3), Ok(2));
         assert_eq!(log.entries(1, 5, u64::MAX).unwrap().len(), 4);
         assert_eq!(log.persisted_index(), 2);

@@ -58,7 +58,11 @@ impl Unstable {
             return;
         }
         let n = (index + 1 - self.offset) as usize;
-        self.entries.drain(..n);
+        if n >= self.entries.len() {
+            self.entries.clear();
+        } else {
+            self.entries.drain(..n);
+        }
         self.offset = index + 1;
     }
 
@@ -76,20 +80,33 @@ impl Unstable {
         self.snapshot = Some(snapshot);
     }
 
-    /// Appends `entries`, first discarding any unstable entries at or after the first one.
-    pub fn truncate_and_append(&mut self, entries: &[Entry]) {
+    /// Appends `entries` (taking them, no copy), first discarding any unstable entries
+    /// at or after the first one.
+    pub fn truncate_and_append(&mut self, mut entries: Vec<Entry>) {
         let Some(first) = entries.first() else { return };
         let after = first.index;
         if after == self.offset + self.entries.len() as u64 {
-            self.entries.extend_from_slice(entries);
+            if self.entries.is_empty() {
+                self.entries = entries;
+            } else {
+                self.entries.append(&mut entries);
+            }
         } else if after <= self.offset {
             // Replaces part of the durable log too; the driver truncates it on append.
             self.offset = after;
-            self.entries.clear();
-            self.entries.extend_from_slice(entries);
+            self.entries = entries;
         } else {
             self.entries.truncate((after - self.offset) as usize);
-            self.entries.extend_from_slice(entries);
+            self.entries.append(&mut entries);
+        }
+    }
+
+    /// Appends one entry right after the last one (the leader's own proposals).
+    pub fn push(&mut self, entry: Entry) {
+        if entry.index == self.offset + self.entries.len() as u64 {
+            self.entries.push(entry);
+        } else {
+            self.truncate_and_append(vec![entry]);
         }
     }
 
@@ -112,26 +129,26 @@ mod tests {
             index,
             term,
             kind: EntryKind::Normal,
-            data: Vec::new(),
+            data: Default::default(),
         }
     }
 
     #[test]
     fn truncate_and_append_cases() {
         let mut u = Unstable::new(5);
-        u.truncate_and_append(&[ent(5, 1), ent(6, 1), ent(7, 1)]);
-        u.truncate_and_append(&[ent(8, 1)]);
+        u.truncate_and_append(vec![ent(5, 1), ent(6, 1), ent(7, 1)]);
+        u.truncate_and_append(vec![ent(8, 1)]);
         assert_eq!(u.maybe_last_index(), Some(8));
-        u.truncate_and_append(&[ent(7, 2)]);
+        u.truncate_and_append(vec![ent(7, 2)]);
         assert_eq!((u.maybe_last_index(), u.maybe_term(7)), (Some(7), Some(2)));
-        u.truncate_and_append(&[ent(3, 3)]);
+        u.truncate_and_append(vec![ent(3, 3)]);
         assert_eq!((u.offset, u.maybe_last_index()), (3, Some(3)));
     }
 
     #[test]
     fn stable_to_ignores_replaced_entries() {
         let mut u = Unstable::new(1);
-        u.truncate_and_append(&[ent(1, 1), ent(2, 1)]);
+        u.truncate_and_append(vec![ent(1, 1), ent(2, 1)]);
         u.stable_to(2, 5);
         assert_eq!(u.entries.len(), 2);
         u.stable_to(1, 1);

@@ -24,7 +24,7 @@ impl<S: Storage> RawNode<S> {
             ));
         }
         self.conf.apply(&cc).map_err(Error::InvalidConfChange)?;
-        let id = self.append_entry(EntryKind::ConfChange(cc), context);
+        let id = self.append_entry(EntryKind::ConfChange(cc), context.into());
         self.pending_conf_index = id.index;
         Ok(id)
     }
@@ -141,8 +141,10 @@ impl<S: Storage> RawNode<S> {
             && self.conf.is_joint()
             && self.pending_conf_index <= self.log.applied
         {
-            let id =
-                self.append_entry(EntryKind::ConfChange(ConfChange::leave_joint()), Vec::new());
+            let id = self.append_entry(
+                EntryKind::ConfChange(ConfChange::leave_joint()),
+                Default::default(),
+            );
             self.pending_conf_index = id.index;
         }
     }

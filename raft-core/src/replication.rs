@@ -27,14 +27,14 @@ impl<S: Storage> RawNode<S> {
         let prev_index = next - 1;
         let read = self.log.term(prev_index).and_then(|prev_term| {
             self.log
-                .entries(
+                .entries_with_size(
                     next,
                     self.log.last_index() + 1,
                     self.cfg.max_size_per_msg_bytes,
                 )
-                .map(|entries| (prev_term, entries))
+                .map(|(entries, bytes)| (prev_term, entries, bytes))
         });
-        let (prev_term, entries) = match read {
+        let (prev_term, entries, bytes) = match read {
             Ok(read) => read,
             // A broken storage stops the node (the log recorded the failure).
             Err(e) if e.is_fatal() => return false,
@@ -45,7 +45,6 @@ impl<S: Storage> RawNode<S> {
             return false;
         }
         let last = prev_index + entries.len() as u64;
-        let bytes = crate::entry::total_size_bytes(&entries);
         let Some(pr) = self.progress.get_mut(&to) else {
             return false;
         };
@@ -80,8 +79,10 @@ impl<S: Storage> RawNode<S> {
 
     /// Sends appends (or commit updates) to every member.
     pub(crate) fn bcast_append(&mut self) {
-        let ids: Vec<NodeId> = self.progress.keys().copied().collect();
-        for id in ids {
+        // Walk the members in id order without collecting them (this runs every Ready).
+        let mut after = None;
+        while let Some(id) = self.next_member_after(after) {
+            after = Some(id);
             self.send_append(id, true);
             // Pipeline: fill the in-flight window of peers already replicating.
             while self
@@ -91,6 +92,16 @@ impl<S: Storage> RawNode<S> {
                 && self.send_append(id, false)
             {}
         }
+    }
+
+    /// The smallest member id above `after` (the smallest of all with `None`).
+    fn next_member_after(&self, after: Option<NodeId>) -> Option<NodeId> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let lower = after.map_or(Unbounded, Excluded);
+        self.progress
+            .range((lower, Unbounded))
+            .next()
+            .map(|(id, _)| *id)
     }
 
     /// Sends heartbeats carrying the current ReadIndex round.
@@ -275,7 +286,7 @@ impl<S: Storage> RawNode<S> {
         &mut self,
         from: NodeId,
         prev: EntryId,
-        entries: &[Entry],
+        mut entries: Vec<Entry>,
         leader_commit: u64,
         tag: u64,
     ) {
@@ -296,13 +307,13 @@ impl<S: Storage> RawNode<S> {
         }
         if self.log.match_term(prev.index, prev.term) {
             let last_new = prev.index + entries.len() as u64;
-            if let Some(conflict) = self.log.find_conflict(entries) {
+            if let Some(conflict) = self.log.find_conflict(&entries) {
                 if conflict <= self.log.committed {
                     // A leader may never ask to overwrite committed entries; drop it.
                     return;
                 }
-                self.log
-                    .append(&entries[(conflict - prev.index - 1) as usize..]);
+                entries.drain(..(conflict - prev.index - 1) as usize);
+                self.log.append(entries);
             }
             self.log.commit_to(leader_commit.min(last_new));
             let outcome = AppendOutcome::Accepted {

@@ -54,7 +54,7 @@ impl<S: Storage> RawNode<S> {
                 tag,
             } => {
                 if self.follow_sender(m.from) {
-                    self.handle_append(m.from, prev, &entries, leader_commit, tag);
+                    self.handle_append(m.from, prev, entries, leader_commit, tag);
                 }
             }
             MessageBody::Heartbeat {

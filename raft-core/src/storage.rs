@@ -117,7 +117,7 @@ impl MemStorage {
     /// ```
     /// # use raft_core::{ConfState, Entry, EntryKind, MemStorage, SnapshotMeta, Storage};
     /// let mut s = MemStorage::new();
-    /// s.append(&(1..=5).map(|i| Entry { index: i, term: 1, kind: EntryKind::Normal, data: vec![] }).collect::<Vec<_>>());
+    /// s.append(&(1..=5).map(|i| Entry { index: i, term: 1, kind: EntryKind::Normal, data: Default::default() }).collect::<Vec<_>>());
     /// s.compact(SnapshotMeta { index: 4, term: 1, conf: ConfState::default() }).unwrap();
     /// assert_eq!((s.first_index(), s.last_index()), (5, 5));
     /// ```
@@ -132,7 +132,7 @@ impl MemStorage {
     /// ```
     /// # use raft_core::{ConfState, Entry, EntryKind, MemStorage, SnapshotMeta, Storage};
     /// let mut s = MemStorage::new();
-    /// s.append(&(1..=10).map(|i| Entry { index: i, term: 1, kind: EntryKind::Normal, data: vec![] }).collect::<Vec<_>>());
+    /// s.append(&(1..=10).map(|i| Entry { index: i, term: 1, kind: EntryKind::Normal, data: Default::default() }).collect::<Vec<_>>());
     /// s.compact_keeping(SnapshotMeta { index: 8, term: 1, conf: ConfState::default() }, 3).unwrap();
     /// assert_eq!((s.first_index(), s.snapshot_meta().index, s.last_index()), (6, 8, 10));
     /// assert_eq!(s.entries(6, 9, u64::MAX).unwrap().len(), 3);
@@ -211,17 +211,17 @@ impl Storage for MemStorage {
         if hi > self.last_index() + 1 {
             return Err(StorageError::Unavailable);
         }
-        let mut out = Vec::new();
+        let held = &self.entries[(lo - self.first) as usize..(hi - self.first) as usize];
         let mut bytes = 0u64;
-        for index in lo..hi {
-            let e = &self.entries[(index - self.first) as usize];
+        let mut take = 0;
+        for e in held {
             bytes += e.size_bytes();
-            if !out.is_empty() && bytes > max_bytes {
+            if take > 0 && bytes > max_bytes {
                 break;
             }
-            out.push(e.clone());
+            take += 1;
         }
-        Ok(out)
+        Ok(held[..take].to_vec())
     }
 }
 
@@ -235,7 +235,7 @@ mod tests {
             index,
             term,
             kind: EntryKind::Normal,
-            data: vec![0; 8],
+            data: vec![0; 8].into(),
         }
     }
 

@@ -138,7 +138,7 @@ fn decode_entry(index: u64, term: u64, bytes: &[u8]) -> Result<Entry, StorageFai
         index,
         term,
         kind,
-        data: data.into_vec(),
+        data: data.into_vec().into(),
     })
 }
 
@@ -529,13 +529,13 @@ mod tests {
                     index: 2,
                     term: 2,
                     kind: EntryKind::Noop,
-                    data: vec![],
+                    data: Default::default(),
                 },
                 Entry {
                     index: 3,
                     term: 2,
                     kind: EntryKind::Normal,
-                    data: b"x".to_vec(),
+                    data: b"x".to_vec().into(),
                 },
             ],
             hard_state: Some(HardState {
@@ -552,7 +552,7 @@ mod tests {
                 index: 3,
                 term: 3,
                 kind: EntryKind::Normal,
-                data: b"y".to_vec(),
+                data: b"y".to_vec().into(),
             }],
             ..Ready::default()
         };
@@ -568,7 +568,7 @@ mod tests {
         assert_eq!(s.hard_state().vote, Some(1));
         let es = s.entries(2, 4, u64::MAX).unwrap();
         assert_eq!(es[0].kind, EntryKind::Noop);
-        assert_eq!((es[1].term, es[1].data.as_slice()), (3, &b"y"[..]));
+        assert_eq!((es[1].term, &es[1].data[..]), (3, &b"y"[..]));
         assert!(s.take_failure().is_none());
     }
 }

@@ -12,9 +12,20 @@ pub fn committed_index(voters: &BTreeSet<NodeId>, acked: impl Fn(NodeId) -> Opti
     if voters.is_empty() {
         return u64::MAX;
     }
-    let mut indexes: Vec<u64> = voters.iter().map(|id| acked(*id).unwrap_or(0)).collect();
+    // With n voters, a majority is n/2+1; the (n/2)-th largest (0-based) is held by a
+    // majority. Usual cluster sizes sort on the stack (this runs on every ack).
+    let mut small = [0u64; 9];
+    let mut large = Vec::new();
+    let indexes: &mut [u64] = if voters.len() <= small.len() {
+        &mut small[..voters.len()]
+    } else {
+        large.resize(voters.len(), 0);
+        &mut large
+    };
+    for (slot, id) in indexes.iter_mut().zip(voters) {
+        *slot = acked(*id).unwrap_or(0);
+    }
     indexes.sort_unstable_by(|a, b| b.cmp(a));
-    // With n voters, a majority is n/2+1; the (n/2)-th largest (0-based) is held by a majority.
     indexes[voters.len() / 2]
 }
 

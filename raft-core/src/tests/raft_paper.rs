@@ -132,7 +132,7 @@ impl Network {
             .map(|v| {
                 v.iter()
                     .filter(|e| e.kind == EntryKind::Normal)
-                    .map(|e| e.data.clone())
+                    .map(|e| e.data.to_vec())
                     .collect()
             })
             .unwrap_or_default()

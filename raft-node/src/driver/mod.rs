@@ -28,7 +28,7 @@ pub use counters::DriverCounters;
 pub use requests::{ClientError, Pending, Reply, Request, WriteOutcome};
 pub use status::NodeStatus;
 
-use crate::mvcc::{Applied, SharedStore, Store};
+use crate::mvcc::{Applied, Command, SharedStore, Store};
 use crate::storage::WalStorage;
 use waiters::Waiters;
 
@@ -292,7 +292,19 @@ fn run(
             .into_iter()
             .chain(inbox.try_iter())
             .take(MAX_BATCH_INPUTS);
+        // Client writes in a row are proposed together (one `propose_batch`), flushed
+        // before any other input so that inputs still reach the core in arrival order.
+        let mut writes: Vec<(Command, Reply<WriteOutcome>)> = Vec::new();
         for input in &mut batch {
+            if let Input::Client(Request::Write { cmd, reply }) = input {
+                counters.proposal();
+                writes.push((cmd, reply));
+                continue;
+            }
+            if !writes.is_empty() {
+                node.set_clock(clock::now_nanos());
+                waiters.submit_writes(&mut node, std::mem::take(&mut writes));
+            }
             // The core's lease must see the time each input is handled at.
             node.set_clock(clock::now_nanos());
             match input {
@@ -321,18 +333,17 @@ fn run(
                 Input::Client(Request::Snapshot { reply }) => {
                     snapshots.request(&node, &kv, reply);
                 }
-                Input::Client(req) => {
-                    if matches!(req, Request::Write { .. }) {
-                        counters.proposal();
-                    }
-                    waiters.submit(&mut node, req)
-                }
+                Input::Client(req) => waiters.submit(&mut node, req),
                 Input::SnapshotReport { to, delivered } => node.report_snapshot(to, delivered),
                 Input::Stop => {
                     stopping = true;
                     break;
                 }
             }
+        }
+        if !writes.is_empty() {
+            node.set_clock(clock::now_nanos());
+            waiters.submit_writes(&mut node, writes);
         }
         let now = Instant::now();
         if now >= next_tick {

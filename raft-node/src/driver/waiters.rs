@@ -5,11 +5,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use raft_core::{ConfChange, ConfChangeSingle, ConfState, Entry, RawNode, ReadState};
+use raft_core::{ConfChange, ConfChangeSingle, ConfState, Entry, RawNode, ReadState, Storage};
 
 use super::requests::{ClientError, Reply, Request, WriteOutcome};
-use crate::mvcc::{Applied, Store};
-use crate::storage::WalStorage;
+use crate::mvcc::{Applied, Command, Store};
 
 enum WriteReply {
     Kv(Reply<WriteOutcome>),
@@ -53,7 +52,7 @@ impl Waiters {
     }
 
     /// Hands `req` to the core, or answers it at once.
-    pub(super) fn submit(&mut self, node: &mut RawNode<WalStorage>, req: Request) {
+    pub(super) fn submit<S: Storage>(&mut self, node: &mut RawNode<S>, req: Request) {
         let deadline = Instant::now() + self.timeout;
         match req {
             Request::Write { cmd, reply } => match node.propose(cmd.encode()) {
@@ -114,6 +113,40 @@ impl Waiters {
             }
             Request::TransferLeader { to, reply } => {
                 let _ = reply.send(node.transfer_leader(to).map_err(ClientError::from_core));
+            }
+        }
+    }
+
+    /// Hands client writes to the core as one batch (one `propose_batch`): they get
+    /// consecutive indexes of one term. If the core refuses the batch (not leader,
+    /// uncommitted limit...), each write is proposed alone instead, so every client
+    /// hears exactly what a lone proposal would have heard (e.g. the first writes
+    /// may still fit under the uncommitted limit).
+    pub(super) fn submit_writes<S: Storage>(
+        &mut self,
+        node: &mut RawNode<S>,
+        writes: Vec<(Command, Reply<WriteOutcome>)>,
+    ) {
+        if writes.len() == 1 {
+            for (cmd, reply) in writes {
+                self.submit(node, Request::Write { cmd, reply });
+            }
+            return;
+        }
+        let deadline = Instant::now() + self.timeout;
+        let encoded: Vec<Vec<u8>> = writes.iter().map(|(cmd, _)| cmd.encode()).collect();
+        match node.propose_batch(encoded) {
+            Ok(batch) => {
+                debug_assert_eq!(batch.len(), writes.len() as u64);
+                for (index, (_, reply)) in batch.indexes.zip(writes) {
+                    self.add_write(index, batch.term, deadline, WriteReply::Kv(reply));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, writes = writes.len(), "batch refused; proposing one by one");
+                for (cmd, reply) in writes {
+                    self.submit(node, Request::Write { cmd, reply });
+                }
             }
         }
     }
@@ -516,7 +549,7 @@ mod reused_index_tests {
             .find(|e| e.index == x_at.index)
             .expect("node 1 applied the index");
         assert_eq!(
-            (x.term, x.kind.clone(), x.data.as_slice()),
+            (x.term, x.kind.clone(), &x.data[..]),
             (t1, EntryKind::Normal, &b"X"[..])
         );
         for e in &applied {
@@ -531,5 +564,82 @@ mod reused_index_tests {
             );
         }
         assert_eq!(y_rx.try_recv().unwrap(), Err(ClientError::Overwritten));
+    }
+}
+
+/// Client writes drained in one loop iteration go to the core as one batch.
+#[cfg(test)]
+mod batch_tests {
+    use raft_core::{Config, MemStorage, RawNode, Role};
+
+    use super::super::Pending;
+    use super::*;
+
+    fn leader() -> RawNode<MemStorage> {
+        let mut n = RawNode::new(Config::new(1), MemStorage::new_bootstrap([1])).unwrap();
+        n.campaign();
+        assert_eq!(n.role(), Role::Leader);
+        while n.has_ready() {
+            let rd = n.ready().unwrap();
+            n.storage_mut().append(&rd.entries);
+            if let Some(hs) = rd.hard_state {
+                n.storage_mut().set_hard_state(hs);
+            }
+            n.advance();
+        }
+        n
+    }
+
+    type Writes = Vec<(Command, Reply<WriteOutcome>)>;
+
+    fn writes(n: usize) -> (Writes, Vec<Pending<WriteOutcome>>) {
+        (0..n)
+            .map(|i| {
+                let (reply, rx) = tokio::sync::oneshot::channel();
+                ((Command::put(format!("k{i}"), "v"), reply), rx)
+            })
+            .unzip()
+    }
+
+    #[test]
+    fn a_batch_of_writes_waits_at_consecutive_indexes_in_order() {
+        let mut node = leader();
+        let mut w = Waiters::new(Duration::from_secs(60), 1_000);
+        let first = node.last_index() + 1;
+        let (batch, _pending) = writes(3);
+        let cmds: Vec<Vec<u8>> = batch.iter().map(|(c, _)| c.encode()).collect();
+        w.submit_writes(&mut node, batch);
+        assert_eq!(node.last_index(), first + 2);
+        let waiting: Vec<(u64, u64)> = w
+            .writes
+            .iter()
+            .flat_map(|(i, ws)| ws.iter().map(move |p| (*i, p.term)))
+            .collect();
+        let term = node.term();
+        assert_eq!(
+            waiting,
+            vec![(first, term), (first + 1, term), (first + 2, term)]
+        );
+        // Each index holds the command of the write waiting there.
+        let rd = node.ready().unwrap();
+        let data: Vec<Vec<u8>> = rd.entries.iter().map(|e| e.data.to_vec()).collect();
+        assert_eq!(data, cmds);
+        node.advance();
+    }
+
+    #[test]
+    fn a_refused_batch_answers_every_write() {
+        let mut follower =
+            RawNode::new(Config::new(2), MemStorage::new_bootstrap([1, 2, 3])).unwrap();
+        let mut w = Waiters::new(Duration::from_secs(60), 1_000);
+        let (batch, pending) = writes(2);
+        w.submit_writes(&mut follower, batch);
+        assert!(w.writes.is_empty());
+        for mut rx in pending {
+            assert!(
+                matches!(rx.try_recv(), Ok(Err(_))),
+                "refused, not left waiting"
+            );
+        }
     }
 }
