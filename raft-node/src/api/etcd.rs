@@ -46,6 +46,8 @@ pub struct EtcdApi {
     pub lessor: Arc<crate::lease::Lessor>,
     /// Shortest lease TTL granted, in seconds (etcd: 1.5 election timeouts).
     pub min_lease_ttl: i64,
+    /// `https` when the client port speaks TLS, else `http` (members' client URLs).
+    pub client_scheme: &'static str,
 }
 
 impl EtcdApi {

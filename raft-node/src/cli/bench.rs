@@ -169,7 +169,8 @@ pub fn run(args: &BenchArgs, endpoints: &Endpoints) -> Result<String, String> {
     }
     let rt = super::serve::runtime()?;
     rt.block_on(async {
-        let client = reqwest::Client::builder()
+        let client = endpoints
+            .http_client()?
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(args.clients)
             .tcp_nodelay(true)
