@@ -159,6 +159,27 @@ fn hosts_of(spec: &[String], ids: &[u64]) -> Result<Vec<(u64, Vec<String>)>, Str
     Ok(per_node)
 }
 
+/// The config lines that turn client TLS with client certificates on, for
+/// node `<id>`, with the files `certs` wrote into `dir`.
+fn client_tls_snippet(dir: &Path) -> String {
+    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let file = |name: &str| abs.join(name).display().to_string();
+    format!(
+        "client TLS for node <id> (add to its config; clients then need a certificate from \
+         `raft-node certs --out {} --client NAME`):\n\
+         tls_dir = {:?}\n\
+         client_cert = {:?}\n\
+         client_key = {:?}\n\
+         client_trusted_ca = {:?}\n\
+         client_cert_auth = true",
+        dir.display(),
+        abs.display().to_string(),
+        file("server-<id>.crt"),
+        file("server-<id>.key"),
+        file(raft_net::certs::CA_CERT_FILE),
+    )
+}
+
 /// Creates a cluster CA and, per id, a peer certificate and a client-port
 /// certificate; and/or a client certificate from the CA in `--out`.
 pub fn certs(args: &CertsArgs) -> Result<String, String> {
@@ -182,6 +203,7 @@ pub fn certs(args: &CertsArgs) -> Result<String, String> {
             args.ids,
             args.out.display()
         ));
+        done.push(client_tls_snippet(&args.out));
     } else if !args.client_hosts.is_empty() {
         return Err("--client-hosts goes with --ids".into());
     }
@@ -232,10 +254,24 @@ mod certs_tests {
     fn makes_node_server_and_client_certificates() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("c");
-        certs(&args(&out, &[1, 2], &["2=10.9.8.7"], None)).unwrap();
+        let said = certs(&args(&out, &[1, 2], &["2=10.9.8.7"], None)).unwrap();
         for f in ["ca.crt", "node-1.crt", "server-1.crt", "server-2.key"] {
             assert!(out.join(f).exists(), "{f}");
         }
+        // The printed config lines parse as a node config with client TLS on.
+        let snippet: String = said
+            .lines()
+            .skip_while(|l| !l.starts_with("tls_dir"))
+            .map(|l| format!("{}\n", l.replace("<id>", "1")))
+            .collect();
+        let cfg = crate::config::NodeConfig::parse(&format!(
+            "id = 1\ndata_dir = \"d\"\npeer_addr = \"10.0.0.1:7000\"\nclient_addr = \"10.0.0.1:8000\"\n\
+             {snippet}\n[[members]]\nid = 1\npeer_addr = \"10.0.0.1:7000\"\nclient_addr = \"10.0.0.1:8000\"\n"
+        ))
+        .unwrap();
+        let tls = cfg.client_tls().expect("client TLS on");
+        assert!(tls.client_cert_auth && tls.cert.ends_with("server-1.crt"));
+        assert!(crate::client_port::ClientPort::new(Some(&tls), cfg.client_limits()).is_ok());
         certs(&args(&out, &[], &[], Some("alice"))).unwrap();
         assert!(out.join("client-alice.crt").exists());
         let e = certs(&args(&out, &[], &[], Some("alice"))).unwrap_err();
