@@ -34,6 +34,10 @@ use tokio::net::TcpStream;
 
 // ---------------------------------------------------------------- set-up
 
+/// The tests of this file run one at a time: the flood test measures
+/// latencies, which another test's cluster on the same cores would disturb.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The run directory, removed when the test passes and kept when it fails.
 struct RunDir(PathBuf);
 
@@ -250,6 +254,7 @@ fn level_lines<'a>(text: &'a str, level: &str) -> Vec<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_are_required_and_refusals_are_clean() {
+    let _serial = SERIAL.lock().await;
     let bin = node_binary().expect("raft-node binary");
     let run = RunDir::new("auth");
     let pki = Pki::make(&bin, &run.0, 3);
@@ -410,6 +415,7 @@ async fn closed_within(tcp: &mut TcpStream, within: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_first_request_timeout_and_request_rate() {
+    let _serial = SERIAL.lock().await;
     let bin = node_binary().expect("raft-node binary");
     let run = RunDir::new("limits");
     let pki = Pki::make(&bin, &run.0, 1);
@@ -687,6 +693,7 @@ async fn a_connection_flood_and_slowloris_do_not_starve_a_normal_client() {
     const WRITES: usize = 300;
     const IDLE: usize = 500;
     const SLOW: usize = 60;
+    let _serial = SERIAL.lock().await;
     let bin = node_binary().expect("raft-node binary");
     let run = RunDir::new("flood");
     let pki = Pki::make(&bin, &run.0, 3);
