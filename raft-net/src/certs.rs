@@ -19,6 +19,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -62,6 +63,39 @@ pub fn node_key_file(id: NodeId) -> String {
     format!("node-{id}.key")
 }
 
+/// File name of node `id`'s certificate for its client port (`server-<id>.crt`).
+///
+/// ```
+/// assert_eq!(raft_net::certs::server_cert_file(3), "server-3.crt");
+/// ```
+pub fn server_cert_file(id: NodeId) -> String {
+    format!("server-{id}.crt")
+}
+
+/// File name of the private key of node `id`'s client-port certificate (`server-<id>.key`).
+pub fn server_key_file(id: NodeId) -> String {
+    format!("server-{id}.key")
+}
+
+/// File name of client `name`'s certificate (`client-<name>.crt`).
+///
+/// ```
+/// assert_eq!(raft_net::certs::client_cert_file("alice"), "client-alice.crt");
+/// ```
+pub fn client_cert_file(name: &str) -> String {
+    format!("client-{name}.crt")
+}
+
+/// File name of client `name`'s private key (`client-<name>.key`).
+pub fn client_key_file(name: &str) -> String {
+    format!("client-{name}.key")
+}
+
+/// Names every client-port certificate carries besides the ones asked for:
+/// the loopback names, so that a client on the node's own machine can always
+/// connect by `localhost` or `127.0.0.1`.
+pub const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
 /// Why certificates could not be created.
 #[derive(Debug)]
 pub enum CertError {
@@ -85,6 +119,8 @@ pub enum CertError {
     Crypto(String),
     /// The list of ids was empty or repeated an id.
     BadIds(String),
+    /// A client name or a host name cannot go into a certificate.
+    BadName(String),
 }
 
 impl std::fmt::Display for CertError {
@@ -101,6 +137,7 @@ impl std::fmt::Display for CertError {
             CertError::BadCa { path, reason } => write!(f, "{}: {reason}", path.display()),
             CertError::Crypto(reason) => write!(f, "certificate generation failed: {reason}"),
             CertError::BadIds(reason) => write!(f, "bad node ids: {reason}"),
+            CertError::BadName(reason) => write!(f, "{reason}"),
         }
     }
 }
@@ -195,6 +232,32 @@ fn write_node(dir: &Path, id: NodeId, issuer: &Issuer<'_, KeyPair>) -> Result<()
 /// assert!(raft_net::certs::generate(dir.path(), &[1, 2]).is_err());
 /// ```
 pub fn generate(out_dir: &Path, ids: &[NodeId]) -> Result<(), CertError> {
+    generate_with(out_dir, ids, None::<fn(NodeId) -> Vec<String>>)
+}
+
+/// Like [`generate`], and also a certificate for each node's client port
+/// (`server-<id>.crt`, `server-<id>.key`, see [`issue_server`]) naming the
+/// hosts `client_hosts(id)` gives (host names or IP addresses) and
+/// [`LOOPBACK_NAMES`].
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// raft_net::certs::generate_with_servers(dir.path(), &[1, 2], |id| vec![format!("db{id}.example")]).unwrap();
+/// assert!(dir.path().join("server-2.crt").exists());
+/// ```
+pub fn generate_with_servers(
+    out_dir: &Path,
+    ids: &[NodeId],
+    client_hosts: impl Fn(NodeId) -> Vec<String>,
+) -> Result<(), CertError> {
+    generate_with(out_dir, ids, Some(client_hosts))
+}
+
+fn generate_with(
+    out_dir: &Path,
+    ids: &[NodeId],
+    client_hosts: Option<impl Fn(NodeId) -> Vec<String>>,
+) -> Result<(), CertError> {
     if ids.is_empty() {
         return Err(CertError::BadIds("no ids given".into()));
     }
@@ -210,9 +273,15 @@ pub fn generate(out_dir: &Path, ids: &[NodeId]) -> Result<(), CertError> {
     // Check everything first so that a refusal leaves the directory untouched.
     check_absent(&out_dir.join(CA_CERT_FILE))?;
     check_absent(&out_dir.join(CA_KEY_FILE))?;
+    let mut servers = Vec::new();
     for &id in ids {
         check_absent(&out_dir.join(node_cert_file(id)))?;
         check_absent(&out_dir.join(node_key_file(id)))?;
+        if let Some(hosts) = &client_hosts {
+            check_absent(&out_dir.join(server_cert_file(id)))?;
+            check_absent(&out_dir.join(server_key_file(id)))?;
+            servers.push((id, server_params(id, &hosts(id))?));
+        }
     }
     let ca_key = KeyPair::generate().map_err(crypto)?;
     let ca_cert = ca_params().self_signed(&ca_key).map_err(crypto)?;
@@ -221,6 +290,15 @@ pub fn generate(out_dir: &Path, ids: &[NodeId]) -> Result<(), CertError> {
     let issuer = Issuer::new(ca_params(), ca_key);
     for &id in ids {
         write_node(out_dir, id, &issuer)?;
+    }
+    for (id, params) in servers {
+        write_signed(
+            out_dir,
+            &server_cert_file(id),
+            &server_key_file(id),
+            params,
+            &issuer,
+        )?;
     }
     Ok(())
 }
@@ -238,6 +316,14 @@ pub fn generate(out_dir: &Path, ids: &[NodeId]) -> Result<(), CertError> {
 /// assert!(dir.path().join("node-9.crt").exists());
 /// ```
 pub fn issue(dir: &Path, id: NodeId) -> Result<(), CertError> {
+    let issuer = load_issuer(dir)?;
+    check_absent(&dir.join(node_cert_file(id)))?;
+    check_absent(&dir.join(node_key_file(id)))?;
+    write_node(dir, id, &issuer)
+}
+
+/// The issuer that signs with the CA key [`generate`] left in `dir`.
+fn load_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, CertError> {
     let key_path = dir.join(CA_KEY_FILE);
     let pem = fs::read_to_string(&key_path).map_err(|source| CertError::Io {
         path: key_path.clone(),
@@ -247,8 +333,142 @@ pub fn issue(dir: &Path, id: NodeId) -> Result<(), CertError> {
         path: key_path.clone(),
         reason: e.to_string(),
     })?;
-    check_absent(&dir.join(node_cert_file(id)))?;
-    check_absent(&dir.join(node_key_file(id)))?;
-    let issuer = Issuer::new(ca_params(), ca_key);
-    write_node(dir, id, &issuer)
+    Ok(Issuer::new(ca_params(), ca_key))
+}
+
+/// Signs `params` with a new key and writes the key (mode 0600) and the
+/// certificate; refuses to overwrite either.
+fn write_signed(
+    dir: &Path,
+    cert_file: &str,
+    key_file: &str,
+    params: CertificateParams,
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<(), CertError> {
+    check_absent(&dir.join(cert_file))?;
+    check_absent(&dir.join(key_file))?;
+    let key = KeyPair::generate().map_err(crypto)?;
+    let cert = params.signed_by(&key, issuer).map_err(crypto)?;
+    write_new(&dir.join(key_file), &key.serialize_pem(), 0o600)?;
+    write_new(&dir.join(cert_file), &cert.pem(), 0o644)
+}
+
+/// A certificate for node `id`'s client port: a TLS server certificate whose
+/// subject alternative names are `hosts` (DNS names or IP addresses, as
+/// clients dial the node), [`LOOPBACK_NAMES`] and `node-<id>.raft`.
+fn server_params(id: NodeId, hosts: &[String]) -> Result<CertificateParams, CertError> {
+    let mut names: Vec<String> = Vec::new();
+    for h in hosts
+        .iter()
+        .map(|h| h.trim().to_string())
+        .chain(LOOPBACK_NAMES.iter().map(|n| n.to_string()))
+        .chain([node_server_name(id)])
+    {
+        if h.is_empty() || h.contains(|c: char| c.is_whitespace() || c == '/' || c == ',') {
+            return Err(CertError::BadName(format!(
+                "{h:?} is not a host name or IP address"
+            )));
+        }
+        if !names.contains(&h) {
+            names.push(h);
+        }
+    }
+    let mut params = CertificateParams::new(names)
+        .map_err(|e| CertError::BadName(format!("client hosts of node {id}: {e}")))?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, format!("raft-node {id} client API"));
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+/// Issues the certificate of node `id`'s client port (`server-<id>.crt`,
+/// `server-<id>.key`) with the CA that [`generate`] left in `dir`, naming
+/// `hosts` (host names or IP addresses clients use to reach it) besides
+/// [`LOOPBACK_NAMES`]. Refuses to overwrite the files.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// raft_net::certs::generate(dir.path(), &[1]).unwrap();
+/// raft_net::certs::issue_server(dir.path(), 1, &["10.0.0.1".into(), "db1.example".into()]).unwrap();
+/// assert!(dir.path().join("server-1.key").exists());
+/// assert!(raft_net::certs::issue_server(dir.path(), 1, &[]).is_err(), "never overwritten");
+/// ```
+pub fn issue_server(dir: &Path, id: NodeId, hosts: &[String]) -> Result<(), CertError> {
+    let issuer = load_issuer(dir)?;
+    let params = server_params(id, hosts)?;
+    write_signed(
+        dir,
+        &server_cert_file(id),
+        &server_key_file(id),
+        params,
+        &issuer,
+    )
+}
+
+/// Checks that `name` can be a client's common name and part of a file name:
+/// 1 to 64 characters among letters, digits, `.`, `_`, `-` and `@`.
+pub fn check_client_name(name: &str) -> Result<(), CertError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CertError::BadName(format!(
+            "client name {name:?}: use 1 to 64 letters, digits, '.', '_', '-' or '@' (not starting with '.')"
+        )))
+    }
+}
+
+/// Issues a client certificate whose common name is `name` (`client-<name>.crt`,
+/// `client-<name>.key`) with the CA that [`generate`] left in `dir`. With
+/// client-certificate authentication on, a node takes the common name as the
+/// user, as etcd does. `validity` (not before, not after) defaults to the same
+/// long span as the node certificates. Refuses to overwrite the files.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// raft_net::certs::generate(dir.path(), &[1]).unwrap();
+/// raft_net::certs::issue_client(dir.path(), "alice", None).unwrap();
+/// assert!(dir.path().join("client-alice.crt").exists());
+/// assert!(raft_net::certs::issue_client(dir.path(), "../x", None).is_err());
+/// ```
+pub fn issue_client(
+    dir: &Path,
+    name: &str,
+    validity: Option<(SystemTime, SystemTime)>,
+) -> Result<(), CertError> {
+    check_client_name(name)?;
+    let issuer = load_issuer(dir)?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    if let Some((not_before, not_after)) = validity {
+        if not_after <= not_before {
+            return Err(CertError::BadName(
+                "a certificate's validity must end after it starts".into(),
+            ));
+        }
+        params.not_before = time::OffsetDateTime::from(not_before);
+        params.not_after = time::OffsetDateTime::from(not_after);
+    }
+    write_signed(
+        dir,
+        &client_cert_file(name),
+        &client_key_file(name),
+        params,
+        &issuer,
+    )
 }

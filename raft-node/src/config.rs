@@ -21,6 +21,15 @@
 //! `request_timeout_ms = 5000`, `join = false`, `max_request_bytes = 1572864`,
 //! `quota_backend_bytes = 2147483648`, `watch_progress_notify_interval_ms = 600000`,
 //! `auto_compaction_retention_revisions = 100000`. Unknown keys are an error that names them.
+//!
+//! The client port (see `client_port`): `client_cert` + `client_key` turn TLS
+//! on; `client_trusted_ca` checks client certificates and `client_cert_auth =
+//! true` requires them. Without TLS, a `client_addr` that is not a loopback
+//! address is refused unless `insecure_client = true`. Limits and their
+//! defaults: `max_client_connections = 4096`, `max_client_streams = 1000`
+//! (per connection), `max_header_bytes = 65536`, `client_request_rate =
+//! 10000` (per connection per second; 0: none), `client_handshake_timeout_ms
+//! = 10000`, `client_header_timeout_ms = 10000`, `client_keepalive_ms = 30000`.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -105,6 +114,50 @@ pub struct NodeConfig {
     /// (0: never compact automatically, etcd's default).
     #[serde(default = "defaults::auto_compaction_retention_revisions")]
     pub auto_compaction_retention_revisions: i64,
+    /// PEM certificate (chain) the client port presents; with `client_key`,
+    /// the client port speaks TLS only (`raft-node certs` writes
+    /// `server-<id>.crt` for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+    /// PEM CA certificate that client certificates are checked against
+    /// (etcd's `--trusted-ca-file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_trusted_ca: Option<PathBuf>,
+    /// Only clients with a certificate from `client_trusted_ca` connect; its
+    /// common name is the user (etcd's `--client-cert-auth`).
+    #[serde(default)]
+    pub client_cert_auth: bool,
+    /// Serve plain HTTP on a `client_addr` that is not a loopback address
+    /// (refused otherwise: anyone on the network could read and write).
+    #[serde(default)]
+    pub insecure_client: bool,
+    /// Client connections open at once; more are closed at accept.
+    #[serde(default = "defaults::max_client_connections")]
+    pub max_client_connections: usize,
+    /// Concurrent HTTP/2 streams (gRPC calls, watches) per client connection.
+    #[serde(default = "defaults::max_client_streams")]
+    pub max_client_streams: u32,
+    /// Largest request header block a client may send, in bytes (at least 8192).
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Requests per second one client connection may make, in bursts of as
+    /// many (0: no limit). Beyond it: HTTP 429 / gRPC `RESOURCE_EXHAUSTED`.
+    #[serde(default = "defaults::client_request_rate")]
+    pub client_request_rate: u32,
+    /// Time a client has for the TLS handshake.
+    #[serde(default = "defaults::client_timeout_ms")]
+    pub client_handshake_timeout_ms: u64,
+    /// Time a client has for its first request on a connection, and for each
+    /// HTTP/1 request's headers.
+    #[serde(default = "defaults::client_timeout_ms")]
+    pub client_header_timeout_ms: u64,
+    /// HTTP/2 keep-alive: a ping this often, and the connection is closed if
+    /// it is not answered within as long.
+    #[serde(default = "defaults::client_keepalive_ms")]
+    pub client_keepalive_ms: u64,
 }
 
 mod defaults {
@@ -143,6 +196,24 @@ mod defaults {
     }
     pub fn auto_compaction_retention_revisions() -> i64 {
         100_000
+    }
+    pub fn max_client_connections() -> usize {
+        4_096
+    }
+    pub fn max_client_streams() -> u32 {
+        1_000
+    }
+    pub fn max_header_bytes() -> usize {
+        64 << 10
+    }
+    pub fn client_request_rate() -> u32 {
+        10_000
+    }
+    pub fn client_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn client_keepalive_ms() -> u64 {
+        30_000
     }
 }
 
@@ -234,7 +305,77 @@ impl NodeConfig {
         if self.watch_progress_notify_interval_ms == 0 {
             return err("watch_progress_notify_interval_ms must be positive".into());
         }
+        self.validate_client_port()
+    }
+
+    /// Checks the client port's TLS and limits.
+    fn validate_client_port(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        match (&self.client_cert, &self.client_key) {
+            (Some(_), None) => return err("client_cert is set but client_key is not".into()),
+            (None, Some(_)) => return err("client_key is set but client_cert is not".into()),
+            _ => {}
+        }
+        let tls = self.client_cert.is_some();
+        if self.client_cert_auth && self.client_trusted_ca.is_none() {
+            return err("client_cert_auth needs client_trusted_ca (the CA whose client certificates are accepted)".into());
+        }
+        if self.client_trusted_ca.is_some() && !tls {
+            return err("client_trusted_ca needs client_cert and client_key (client certificates come with TLS)".into());
+        }
+        if !tls && !self.client_addr.ip().is_loopback() && !self.insecure_client {
+            return err(format!(
+                "client_addr {} is reachable from the network but client TLS is off: set client_cert and \
+                 client_key (`raft-node certs` writes server-<id>.crt and .key), or insecure_client = true \
+                 to serve plain HTTP anyway",
+                self.client_addr
+            ));
+        }
+        if self.max_client_connections == 0 {
+            return err("max_client_connections must be positive".into());
+        }
+        if self.max_client_streams == 0 {
+            return err("max_client_streams must be positive".into());
+        }
+        if self.max_header_bytes < 8192 {
+            return err("max_header_bytes must be at least 8192".into());
+        }
+        for (key, ms) in [
+            (
+                "client_handshake_timeout_ms",
+                self.client_handshake_timeout_ms,
+            ),
+            ("client_header_timeout_ms", self.client_header_timeout_ms),
+            ("client_keepalive_ms", self.client_keepalive_ms),
+        ] {
+            if ms == 0 {
+                return err(format!("{key} must be positive"));
+            }
+        }
         Ok(())
+    }
+
+    /// The client port's TLS files, if client TLS is on.
+    pub fn client_tls(&self) -> Option<crate::client_port::TlsFiles> {
+        Some(crate::client_port::TlsFiles {
+            cert: self.client_cert.clone()?,
+            key: self.client_key.clone()?,
+            trusted_ca: self.client_trusted_ca.clone(),
+            client_cert_auth: self.client_cert_auth,
+        })
+    }
+
+    /// The client port's limits.
+    pub fn client_limits(&self) -> crate::client_port::Limits {
+        crate::client_port::Limits {
+            max_connections: self.max_client_connections,
+            max_streams: self.max_client_streams,
+            max_header_bytes: self.max_header_bytes,
+            request_rate: self.client_request_rate,
+            handshake_timeout: Duration::from_millis(self.client_handshake_timeout_ms),
+            header_timeout: Duration::from_millis(self.client_header_timeout_ms),
+            keepalive: Duration::from_millis(self.client_keepalive_ms),
+        }
     }
 
     /// The core's tick: one heartbeat interval.
@@ -325,5 +466,66 @@ client_addr = "127.0.0.2:8000"
         assert!(e.contains("line"), "{e}");
         let e = refused(&GOOD.replace("election_timeout_ms = 300", "election_timeout_ms = 60"));
         assert!(e.contains("election_timeout_ms"), "{e}");
+    }
+
+    /// GOOD with its client address moved and `extra` top-level keys.
+    fn with_client(addr: &str, extra: &str) -> String {
+        GOOD.replace(
+            "client_addr = \"127.0.0.2:8000\"\ntls_dir",
+            &format!("client_addr = \"{addr}\"\n{extra}\ntls_dir"),
+        )
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback_unless_insecure_client() {
+        let c = NodeConfig::parse(GOOD).unwrap();
+        assert!(c.client_tls().is_none());
+        let e = refused(&with_client("10.1.2.3:2379", ""));
+        assert!(
+            e.contains("client_addr 10.1.2.3:2379") && e.contains("insecure_client"),
+            "{e}"
+        );
+        let e = refused(&with_client("0.0.0.0:2379", ""));
+        assert!(e.contains("client TLS is off"), "{e}");
+        assert!(NodeConfig::parse(&with_client("10.1.2.3:2379", "insecure_client = true")).is_ok());
+        assert!(NodeConfig::parse(&with_client("[::1]:2379", "")).is_ok());
+        let tls = "client_cert = \"s.crt\"\nclient_key = \"s.key\"";
+        let c = NodeConfig::parse(&with_client("10.1.2.3:2379", tls)).unwrap();
+        let files = c.client_tls().unwrap();
+        assert_eq!(
+            (files.cert.to_str(), files.client_cert_auth),
+            (Some("s.crt"), false)
+        );
+    }
+
+    #[test]
+    fn client_tls_keys_must_fit_together() {
+        let e = refused(&with_client("127.0.0.2:8000", "client_cert = \"s.crt\""));
+        assert!(e.contains("client_key is not"), "{e}");
+        let e = refused(&with_client("127.0.0.2:8000", "client_key = \"s.key\""));
+        assert!(e.contains("client_cert is not"), "{e}");
+        let tls = "client_cert = \"s.crt\"\nclient_key = \"s.key\"";
+        let e = refused(&with_client(
+            "127.0.0.2:8000",
+            &format!("{tls}\nclient_cert_auth = true"),
+        ));
+        assert!(
+            e.contains("client_cert_auth needs client_trusted_ca"),
+            "{e}"
+        );
+        let e = refused(&with_client(
+            "127.0.0.2:8000",
+            "client_trusted_ca = \"ca.crt\"",
+        ));
+        assert!(e.contains("client_trusted_ca needs client_cert"), "{e}");
+        let all = format!("{tls}\nclient_trusted_ca = \"ca.crt\"\nclient_cert_auth = true");
+        let c = NodeConfig::parse(&with_client("127.0.0.2:8000", &all)).unwrap();
+        assert!(c.client_tls().unwrap().client_cert_auth);
+        let e = refused(&with_client("127.0.0.2:8000", "max_header_bytes = 100"));
+        assert!(e.contains("max_header_bytes"), "{e}");
+        let e = refused(&with_client("127.0.0.2:8000", "client_keepalive_ms = 0"));
+        assert!(e.contains("client_keepalive_ms"), "{e}");
+        let e = refused(&with_client("127.0.0.2:8000", "client_tls = true"));
+        assert!(e.contains("client_tls"), "{e}");
     }
 }

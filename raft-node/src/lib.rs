@@ -14,6 +14,7 @@
 pub mod api;
 pub mod auto_compact;
 pub mod cli;
+pub mod client_port;
 pub mod config;
 pub mod driver;
 pub mod forward;

@@ -6,7 +6,6 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use raft_core::{ConfChange, Message};
 use raft_net::{Inbound, TlsConfig, TransportConfig};
 use tokio::task::JoinHandle;
@@ -188,6 +187,11 @@ impl Server {
             forwarder.clone(),
             forward_server,
         ));
+        let client_scheme = if cfg.client_tls().is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let etcd = Arc::new(EtcdApi {
             member_id: cfg.id,
             cluster_id: cfg.cluster_id(),
@@ -202,17 +206,15 @@ impl Server {
             // etcd's minimum: 1.5 election timeouts, in whole seconds.
             min_lease_ttl: (cfg.election_timeout_ms * 3).div_ceil(2000).max(1) as i64,
             watch_metrics: Arc::default(),
+            client_scheme,
         });
 
+        let client_port =
+            crate::client_port::ClientPort::new(cfg.client_tls().as_ref(), cfg.client_limits())
+                .map_err(|e| StartError(format!("client port: {e}")))?;
         let listener = tokio::net::TcpListener::bind(cfg.client_addr)
             .await
-            .map_err(|e| StartError(format!("client_addr {}: {e}", cfg.client_addr)))?
-            // Answers are small: send them at once rather than wait for Nagle.
-            .tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
+            .map_err(|e| StartError(format!("client_addr {}: {e}", cfg.client_addr)))?;
         let metrics_net = net.clone();
         let metrics_driver = handle.clone();
         let watch_metrics = etcd.watch_metrics.clone();
@@ -225,6 +227,7 @@ impl Server {
                 watch_metrics.render(metrics_driver.store().leases().count(), out);
                 render_net_metrics(&metrics_net, out)
             }))),
+            client_scheme,
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let lessor_task = tokio::spawn(crate::lease::run(lessor, etcd.clone()));
@@ -235,17 +238,16 @@ impl Server {
         let app = router(state)
             .merge(crate::api::grpc::router(etcd.clone()))
             .merge(crate::api::gateway::router(etcd));
-        let http = tokio::spawn(async move {
-            let served = axum::serve(crate::api::authority::FixAuthority(listener), app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
-        tracing::info!(node = cfg.id, peer_addr = %cfg.peer_addr, client_addr = %cfg.client_addr, "node started");
+        let client_tls = client_port.is_tls();
+        let http = tokio::spawn(client_port.serve(listener, app, stop_rx));
+        tracing::info!(
+            node = cfg.id,
+            peer_addr = %cfg.peer_addr,
+            client_addr = %cfg.client_addr,
+            client_tls,
+            client_cert_auth = cfg.client_cert_auth,
+            "node started"
+        );
         Ok(Server {
             driver,
             net,

@@ -41,6 +41,7 @@ async fn start() -> Fixture {
             members: book.clone(),
             max_value_bytes: 1024,
             metrics: Arc::new(Metrics::default()),
+            client_scheme: "http",
         });
         tokio::spawn(async move {
             axum::serve(listener, router(state)).await.unwrap();

@@ -51,6 +51,8 @@ pub struct EtcdApi {
     pub min_lease_ttl: i64,
     /// Watch and lease counters for `/metrics`.
     pub watch_metrics: Arc<crate::watch::WatchMetrics>,
+    /// `https` when the client port speaks TLS, else `http` (members' client URLs).
+    pub client_scheme: &'static str,
 }
 
 impl EtcdApi {

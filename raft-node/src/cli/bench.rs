@@ -273,7 +273,7 @@ pub fn run(args: &BenchArgs, endpoints: &Endpoints) -> Result<String, String> {
             .build()
     }
     .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let report = rt.block_on(bench(args, &endpoints.endpoints))?;
+    let report = rt.block_on(bench(args, endpoints))?;
     if args.json {
         Ok(report.to_string())
     } else {
@@ -283,9 +283,10 @@ pub fn run(args: &BenchArgs, endpoints: &Endpoints) -> Result<String, String> {
 
 /// Opens the connections, one per client (each client gets its own handle;
 /// gRPC handles share an HTTP/2 connection per `--clients-per-conn`).
-async fn connect(args: &BenchArgs, endpoints: &[String]) -> Result<(Vec<Conn>, Value), String> {
+async fn connect(args: &BenchArgs, endpoints: &Endpoints) -> Result<(Vec<Conn>, Value), String> {
     let timeout = Duration::from_secs_f64(args.timeout);
     let eps: Vec<String> = endpoints
+        .endpoints
         .iter()
         .map(|e| e.trim_end_matches('/').to_string())
         .collect();
@@ -306,7 +307,8 @@ async fn connect(args: &BenchArgs, endpoints: &[String]) -> Result<(Vec<Conn>, V
             Ok((clients, json!({ "targets": targets, "connections": conns })))
         }
         Protocol::Http => {
-            let client = super::bench_http::client(args.clients, timeout)?;
+            let client =
+                super::bench_http::client(endpoints.http_client()?, args.clients, timeout)?;
             let targets = match args.target {
                 Target::Leader => vec![super::bench_http::find_leader(&client, &eps).await?],
                 Target::All => eps,
@@ -327,7 +329,7 @@ async fn connect(args: &BenchArgs, endpoints: &[String]) -> Result<(Vec<Conn>, V
     }
 }
 
-async fn bench(args: &BenchArgs, endpoints: &[String]) -> Result<Value, String> {
+async fn bench(args: &BenchArgs, endpoints: &Endpoints) -> Result<Value, String> {
     let (conns, wiring) = connect(args, endpoints).await?;
     let t0 = Instant::now();
     let plan = match args.duration {

@@ -12,9 +12,14 @@ pub struct HttpConn {
     url: String,
 }
 
-/// The connection pool shared by every client.
-pub fn client(clients: usize, timeout: Duration) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
+/// The connection pool shared by every client, from `builder` (which
+/// carries the `--cacert/--cert/--key` TLS settings).
+pub fn client(
+    builder: reqwest::ClientBuilder,
+    clients: usize,
+    timeout: Duration,
+) -> Result<reqwest::Client, String> {
+    builder
         .timeout(timeout)
         .pool_max_idle_per_host(clients)
         .tcp_nodelay(true)

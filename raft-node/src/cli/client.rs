@@ -2,20 +2,80 @@
 //! the HTTP API. Each tries the endpoints in order until one answers; the
 //! HTTP client follows the API's 307 redirects to the leader.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
 
 /// Client endpoints of `raft-node demo`, the default for `--endpoints`.
 pub const DEMO_ENDPOINTS: &str =
-    "http://127.0.0.1:47001,http://127.0.0.1:47002,http://127.0.0.1:47003";
+    "https://127.0.0.1:47001,https://127.0.0.1:47002,https://127.0.0.1:47003";
 
-/// Where to send requests.
+/// Where to send requests, and the TLS material to reach them with.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Endpoints {
-    /// Comma-separated base URLs of the nodes' client API.
+    /// Comma-separated base URLs of the nodes' client API (https:// for
+    /// nodes with client TLS, which `raft-node demo` runs with).
     #[arg(long, default_value = DEMO_ENDPOINTS, value_delimiter = ',', global = true)]
     pub endpoints: Vec<String>,
+    /// CA certificate (PEM) that https:// endpoints are verified against, e.g.
+    /// the cluster's `ca.crt` (the demo's: raft-demo-data/certs/ca.crt).
+    #[arg(long, global = true)]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM) to present, for nodes with client_cert_auth
+    /// (`raft-node certs --client NAME` makes one).
+    #[arg(
+        long = "cert",
+        id = "client_cert",
+        global = true,
+        requires = "client_key"
+    )]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(
+        long = "key",
+        id = "client_key",
+        global = true,
+        requires = "client_cert"
+    )]
+    pub key: Option<PathBuf>,
+}
+
+impl Endpoints {
+    /// An HTTP client builder that trusts only `--cacert` (no system roots)
+    /// and presents `--cert`/`--key` if given.
+    pub fn http_client(&self) -> Result<reqwest::ClientBuilder, String> {
+        let read = |flag: &str, p: &Path| {
+            std::fs::read(p).map_err(|e| format!("{flag} {}: {e}", p.display()))
+        };
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false);
+        match &self.cacert {
+            Some(path) => {
+                let ca = reqwest::Certificate::from_pem(&read("--cacert", path)?)
+                    .map_err(|e| format!("--cacert {}: {e}", path.display()))?;
+                b = b.add_root_certificate(ca);
+            }
+            None => {
+                if let Some(ep) = self.endpoints.iter().find(|e| e.starts_with("https://")) {
+                    return Err(format!(
+                        "{ep} needs --cacert (the CA that signed the node's certificate, e.g. \
+                         raft-demo-data/certs/ca.crt for the demo)"
+                    ));
+                }
+            }
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            let mut pem = read("--cert", cert)?;
+            pem.push(b'\n');
+            pem.extend(read("--key", key)?);
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| format!("--cert {} / --key {}: {e}", cert.display(), key.display()))?;
+            b = b.identity(id);
+        }
+        Ok(b)
+    }
 }
 
 /// A client command.
@@ -55,7 +115,7 @@ fn trim(s: &str) -> &str {
 }
 
 /// Runs `cmd` against `endpoints`.
-pub fn run(cmd: &ClientCommand, endpoints: &[String]) -> Outcome {
+pub fn run(cmd: &ClientCommand, endpoints: &Endpoints) -> Outcome {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -63,15 +123,17 @@ pub fn run(cmd: &ClientCommand, endpoints: &[String]) -> Outcome {
     rt.block_on(run_async(cmd, endpoints))
 }
 
-async fn run_async(cmd: &ClientCommand, endpoints: &[String]) -> Outcome {
-    if endpoints.is_empty() {
-        return Err("no endpoints given".into());
-    }
-    let client = reqwest::Client::builder()
+async fn run_async(cmd: &ClientCommand, endpoints: &Endpoints) -> Outcome {
+    let client = endpoints
+        .http_client()?
         .timeout(Duration::from_secs(15))
         .connect_timeout(Duration::from_secs(2))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let endpoints = &endpoints.endpoints;
+    if endpoints.is_empty() {
+        return Err("no endpoints given".into());
+    }
     match cmd {
         ClientCommand::Status => {
             let mut out = String::new();

@@ -1,6 +1,6 @@
 //! `raft-node demo`: start a local 3-node cluster (QUIC + mutual TLS between
-//! the nodes, HTTP for clients), show it working, and keep it running until
-//! Ctrl-C.
+//! the nodes, HTTPS for clients: gRPC and HTTP over TLS on each client port),
+//! show it working, and keep it running until Ctrl-C.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -44,6 +44,7 @@ fn configs(args: &DemoArgs) -> Result<Vec<NodeConfig>, String> {
     }
     let dir = std::path::absolute(&args.dir)
         .map_err(|e| format!("cannot resolve {}: {e}", args.dir.display()))?;
+    let certs = dir.join("certs");
     Ok(members
         .iter()
         .map(|m| NodeConfig {
@@ -51,7 +52,7 @@ fn configs(args: &DemoArgs) -> Result<Vec<NodeConfig>, String> {
             data_dir: dir.join(format!("node-{}", m.id)),
             peer_addr: m.peer_addr,
             client_addr: m.client_addr,
-            tls_dir: dir.join("certs"),
+            tls_dir: certs.clone(),
             members: members.clone(),
             join: false,
             election_timeout_ms: 500,
@@ -66,8 +67,37 @@ fn configs(args: &DemoArgs) -> Result<Vec<NodeConfig>, String> {
             quota_backend_bytes: crate::api::etcd::DEFAULT_QUOTA_BYTES,
             watch_progress_notify_interval_ms: 600_000,
             auto_compaction_retention_revisions: 100_000,
+            // Client TLS on, as in production; client certificates from the
+            // cluster CA are checked when presented, not required.
+            client_cert: Some(certs.join(raft_net::certs::server_cert_file(m.id))),
+            client_key: Some(certs.join(raft_net::certs::server_key_file(m.id))),
+            client_trusted_ca: Some(certs.join(raft_net::certs::CA_CERT_FILE)),
+            client_cert_auth: false,
+            insecure_client: false,
+            max_client_connections: 4_096,
+            max_client_streams: 1_000,
+            max_header_bytes: 64 << 10,
+            client_request_rate: 10_000,
+            client_handshake_timeout_ms: 10_000,
+            client_header_timeout_ms: 10_000,
+            client_keepalive_ms: 30_000,
         })
         .collect())
+}
+
+/// Makes the cluster CA and node certificates on the first run, and the
+/// client-port certificates a data directory from an older version lacks.
+fn ensure_certs(certs: &Path) -> Result<(), String> {
+    let bad = |e: raft_net::certs::CertError| format!("certificates: {e}");
+    if !certs.join(raft_net::certs::CA_CERT_FILE).exists() {
+        return raft_net::certs::generate_with_servers(certs, &IDS, |_| Vec::new()).map_err(bad);
+    }
+    for id in IDS {
+        if !certs.join(raft_net::certs::server_cert_file(id)).exists() {
+            raft_net::certs::issue_server(certs, id, &[]).map_err(bad)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes each node's config next to its data so it can be run by hand with `serve`.
@@ -130,8 +160,13 @@ async fn show(client: &reqwest::Client, urls: &[String]) {
     }
 }
 
-async fn exercise(urls: &[String]) -> Result<(), String> {
+async fn exercise(urls: &[String], ca: &Path) -> Result<(), String> {
+    let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+    let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| format!("{}: {e}", ca.display()))?;
     let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| e.to_string())?;
@@ -178,17 +213,22 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
     let cfgs = configs(args)?;
     let certs = &cfgs[0].tls_dir;
-    if !certs.join("ca.crt").exists() {
-        raft_net::certs::generate(certs, &IDS).map_err(|e| format!("certificates: {e}"))?;
-    }
+    ensure_certs(certs)?;
     write_configs(&args.dir, &cfgs)?;
     println!(
-        "Starting a 3-node Raft cluster on 127.0.0.1 (QUIC + mutual TLS between nodes, HTTP for clients); data and certs under {}",
+        "Starting a 3-node Raft cluster on 127.0.0.1 (QUIC + mutual TLS between nodes, HTTPS for clients); data and certs under {}",
         args.dir.display()
     );
+    let ca = certs.join(raft_net::certs::CA_CERT_FILE);
+    // As typed in a shell: relative to the current directory when the data is below it.
+    let ca_arg = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| ca.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| ca.clone());
+    let ca_arg = ca_arg.display();
     let urls: Vec<String> = cfgs
         .iter()
-        .map(|c| format!("http://{}", c.client_addr))
+        .map(|c| format!("https://{}", c.client_addr))
         .collect();
     let rt = runtime()?;
     rt.block_on(async {
@@ -207,31 +247,26 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
                 }
             }
         }
-        let outcome = exercise(&urls).await;
+        let outcome = exercise(&urls, &ca).await;
         if outcome.is_ok() && !args.no_wait {
             let eps = urls.join(",");
-            println!("\nThe cluster is running. Try:");
-            println!("    curl -X PUT -d bar {}/v1/kv/foo", urls[0]);
-            println!("    curl {}/v1/kv/foo", urls[1]);
-            println!("    curl {}/v1/status", urls[2]);
-            println!("    raft-node put foo bar --endpoints {eps}");
-            println!("    raft-node get foo --endpoints {eps}");
-            println!("    raft-node status --endpoints {eps}");
-            let grpc: Vec<&str> = urls
-                .iter()
-                .map(|u| u.trim_start_matches("http://"))
-                .collect();
-            let grpc = grpc.join(",");
+            println!("\nThe cluster is running; clients use TLS, verified with the cluster CA. Try:");
+            println!("    curl --cacert {ca_arg} -X PUT -d bar {}/v1/kv/foo", urls[0]);
+            println!("    curl --cacert {ca_arg} {}/v1/kv/foo", urls[1]);
+            println!("    curl --cacert {ca_arg} {}/v1/status", urls[2]);
+            println!("    raft-node put foo bar --cacert {ca_arg}   # --endpoints defaults to the demo's");
+            println!("    raft-node get foo --cacert {ca_arg} --endpoints {eps}");
+            println!("    raft-node status --cacert {ca_arg}");
             println!("etcd's v3 API (gRPC) is on the same ports, so etcdctl works unchanged:");
-            println!("    export ETCDCTL_API=3");
-            println!("    etcdctl --endpoints={grpc} put foo bar");
-            println!("    etcdctl --endpoints={grpc} get foo --prefix -w json");
-            println!("    etcdctl --endpoints={grpc} txn -i");
-            println!("    etcdctl --endpoints={grpc} member list -w table");
-            println!("    etcdctl --endpoints={grpc} endpoint status -w table");
-            println!("    etcdctl --endpoints={grpc} snapshot save backup.db");
+            println!("    export ETCDCTL_API=3 ETCDCTL_CACERT={ca_arg}");
+            println!("    etcdctl --endpoints={eps} put foo bar");
+            println!("    etcdctl --endpoints={eps} get foo --prefix -w json");
+            println!("    etcdctl --endpoints={eps} txn -i");
+            println!("    etcdctl --endpoints={eps} member list -w table");
+            println!("    etcdctl --endpoints={eps} endpoint status -w table");
+            println!("    etcdctl --endpoints={eps} snapshot save backup.db");
             println!(
-                "    curl -d '{{\"key\":\"Zm9v\"}}' {}/v3/kv/range   # the JSON gateway (base64 keys)",
+                "    curl --cacert {ca_arg} -d '{{\"key\":\"Zm9v\"}}' {}/v3/kv/range   # the JSON gateway (base64 keys)",
                 urls[0]
             );
             println!(

@@ -77,7 +77,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Certs(args) => finish(serve::certs(&args).map(Some), ""),
         Command::Restore(args) => finish(restore::run(&args).map(Some), "restore failed: "),
         Command::Bench(args) => finish(bench::run(&args, &cli.endpoints).map(Some), ""),
-        Command::Client(cmd) => finish(client::run(&cmd, &cli.endpoints.endpoints).map(Some), ""),
+        Command::Client(cmd) => finish(client::run(&cmd, &cli.endpoints).map(Some), ""),
         Command::Wal(cmd) => {
             let stdout = io::stdout();
             let mut out = io::BufWriter::new(stdout.lock());

@@ -21,12 +21,24 @@ pub struct ServeArgs {
 /// Options of `certs`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CertsArgs {
-    /// Directory to write `ca.crt`, `ca.key`, `node-<id>.crt`, `node-<id>.key` into.
+    /// Directory to write `ca.crt`, `ca.key`, `node-<id>.crt`/`.key` (peer
+    /// mTLS) and `server-<id>.crt`/`.key` (the client port's TLS) into.
     #[arg(long)]
     pub out: PathBuf,
-    /// Comma-separated node ids.
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// Comma-separated node ids: makes a new cluster CA and their certificates.
+    #[arg(long, value_delimiter = ',', required_unless_present = "client")]
     pub ids: Vec<u64>,
+    /// Names clients reach the nodes' client ports by, put in the server
+    /// certificates besides localhost, 127.0.0.1 and ::1: `ID=HOST` for one
+    /// node, `HOST` for all; host names or IP addresses, comma-separated
+    /// (e.g. `1=10.0.0.1,2=10.0.0.2,3=10.0.0.3,db.example.com`).
+    #[arg(long, value_delimiter = ',')]
+    pub client_hosts: Vec<String>,
+    /// Make a client certificate with common name NAME (`client-NAME.crt`,
+    /// `client-NAME.key`) with the CA in --out; with client_cert_auth the
+    /// name is the user.
+    #[arg(long, value_name = "NAME")]
+    pub client: Option<String>,
 }
 
 /// Builds the multi-threaded runtime the node runs on.
@@ -122,17 +134,155 @@ pub fn check_data_dir(dir: &Path, join: bool, force_new_cluster: bool) -> Result
     ))
 }
 
-/// Creates a cluster CA and one certificate per id.
-pub fn certs(args: &CertsArgs) -> Result<String, String> {
-    if args.ids.contains(&0) {
-        return Err("node id 0 is not valid".into());
+/// Splits `--client-hosts` into the hosts of node `id`.
+fn hosts_of(spec: &[String], ids: &[u64]) -> Result<Vec<(u64, Vec<String>)>, String> {
+    let mut per_node: Vec<(u64, Vec<String>)> = ids.iter().map(|&id| (id, Vec::new())).collect();
+    for item in spec.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        match item.split_once('=') {
+            Some((id, host)) => {
+                let id: u64 = id
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("--client-hosts {item:?}: expected ID=HOST or HOST"))?;
+                let Some((_, hosts)) = per_node.iter_mut().find(|(n, _)| *n == id) else {
+                    return Err(format!(
+                        "--client-hosts {item:?}: node {id} is not in --ids"
+                    ));
+                };
+                hosts.push(host.trim().to_string());
+            }
+            None => per_node
+                .iter_mut()
+                .for_each(|(_, hosts)| hosts.push(item.to_string())),
+        }
     }
-    raft_net::certs::generate(&args.out, &args.ids).map_err(|e| e.to_string())?;
-    Ok(format!(
-        "wrote a cluster CA and certificates for nodes {:?} to {}",
-        args.ids,
-        args.out.display()
-    ))
+    Ok(per_node)
+}
+
+/// The config lines that turn client TLS with client certificates on, for
+/// node `<id>`, with the files `certs` wrote into `dir`.
+fn client_tls_snippet(dir: &Path) -> String {
+    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let file = |name: &str| abs.join(name).display().to_string();
+    format!(
+        "client TLS for node <id> (add to its config; clients then need a certificate from \
+         `raft-node certs --out {} --client NAME`):\n\
+         tls_dir = {:?}\n\
+         client_cert = {:?}\n\
+         client_key = {:?}\n\
+         client_trusted_ca = {:?}\n\
+         client_cert_auth = true",
+        dir.display(),
+        abs.display().to_string(),
+        file("server-<id>.crt"),
+        file("server-<id>.key"),
+        file(raft_net::certs::CA_CERT_FILE),
+    )
+}
+
+/// Creates a cluster CA and, per id, a peer certificate and a client-port
+/// certificate; and/or a client certificate from the CA in `--out`.
+pub fn certs(args: &CertsArgs) -> Result<String, String> {
+    let mut done = Vec::new();
+    if !args.ids.is_empty() {
+        if args.ids.contains(&0) {
+            return Err("node id 0 is not valid".into());
+        }
+        let hosts = hosts_of(&args.client_hosts, &args.ids)?;
+        raft_net::certs::generate_with_servers(&args.out, &args.ids, |id| {
+            hosts
+                .iter()
+                .find(|(n, _)| *n == id)
+                .map(|(_, h)| h.clone())
+                .unwrap_or_default()
+        })
+        .map_err(|e| e.to_string())?;
+        done.push(format!(
+            "wrote a cluster CA, peer certificates (node-<id>) and client-port certificates \
+             (server-<id>) for nodes {:?} to {}",
+            args.ids,
+            args.out.display()
+        ));
+        done.push(client_tls_snippet(&args.out));
+    } else if !args.client_hosts.is_empty() {
+        return Err("--client-hosts goes with --ids".into());
+    }
+    if let Some(name) = &args.client {
+        raft_net::certs::issue_client(&args.out, name, None).map_err(|e| e.to_string())?;
+        done.push(format!(
+            "wrote client certificate {} (common name {name:?}) and its key",
+            args.out
+                .join(raft_net::certs::client_cert_file(name))
+                .display()
+        ));
+    }
+    Ok(done.join("\n"))
+}
+
+#[cfg(test)]
+mod certs_tests {
+    use super::*;
+
+    fn args(out: &Path, ids: &[u64], hosts: &[&str], client: Option<&str>) -> CertsArgs {
+        CertsArgs {
+            out: out.to_path_buf(),
+            ids: ids.to_vec(),
+            client_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            client: client.map(String::from),
+        }
+    }
+
+    #[test]
+    fn client_hosts_per_node_and_for_all() {
+        let h = hosts_of(&["1=10.0.0.1".into(), "db.example".into()], &[1, 2]).unwrap();
+        assert_eq!(
+            h,
+            vec![
+                (1, vec!["10.0.0.1".to_string(), "db.example".to_string()]),
+                (2, vec!["db.example".to_string()])
+            ]
+        );
+        assert!(hosts_of(&["3=x".into()], &[1, 2])
+            .unwrap_err()
+            .contains("not in --ids"));
+        assert!(hosts_of(&["a=x".into()], &[1])
+            .unwrap_err()
+            .contains("ID=HOST"));
+    }
+
+    #[test]
+    fn makes_node_server_and_client_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("c");
+        let said = certs(&args(&out, &[1, 2], &["2=10.9.8.7"], None)).unwrap();
+        for f in ["ca.crt", "node-1.crt", "server-1.crt", "server-2.key"] {
+            assert!(out.join(f).exists(), "{f}");
+        }
+        // The printed config lines parse as a node config with client TLS on.
+        let snippet: String = said
+            .lines()
+            .skip_while(|l| !l.starts_with("tls_dir"))
+            .map(|l| format!("{}\n", l.replace("<id>", "1")))
+            .collect();
+        let cfg = crate::config::NodeConfig::parse(&format!(
+            "id = 1\ndata_dir = \"d\"\npeer_addr = \"10.0.0.1:7000\"\nclient_addr = \"10.0.0.1:8000\"\n\
+             {snippet}\n[[members]]\nid = 1\npeer_addr = \"10.0.0.1:7000\"\nclient_addr = \"10.0.0.1:8000\"\n"
+        ))
+        .unwrap();
+        let tls = cfg.client_tls().expect("client TLS on");
+        assert!(tls.client_cert_auth && tls.cert.ends_with("server-1.crt"));
+        assert!(crate::client_port::ClientPort::new(Some(&tls), cfg.client_limits()).is_ok());
+        certs(&args(&out, &[], &[], Some("alice"))).unwrap();
+        assert!(out.join("client-alice.crt").exists());
+        let e = certs(&args(&out, &[], &[], Some("alice"))).unwrap_err();
+        assert!(e.contains("exists already"), "{e}");
+        let e = certs(&args(&out, &[], &[], Some("a/b"))).unwrap_err();
+        assert!(e.contains("client name"), "{e}");
+        let e = certs(&args(&dir.path().join("none"), &[], &[], Some("bob"))).unwrap_err();
+        assert!(e.contains("ca.key"), "{e}");
+        let e = certs(&args(&dir.path().join("d"), &[1], &["1=bad host"], None)).unwrap_err();
+        assert!(e.contains("bad host"), "{e}");
+    }
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ impl ApiError {
         match e {
             ClientError::NotLeader { leader: Some(l) } => match state.client_addr(l) {
                 Some(addr) => ApiError {
-                    location: Some(format!("http://{addr}{path_and_query}")),
+                    location: Some(format!("{}://{addr}{path_and_query}", state.client_scheme)),
                     ..Self::new(307, "not_leader", format!("node {l} is the leader"))
                 },
                 None => Self::new(503, "no_leader", format!("leader {l} has no known address")),

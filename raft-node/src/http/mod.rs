@@ -38,6 +38,8 @@ pub struct ApiState {
     pub max_value_bytes: usize,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// `https` when the client port speaks TLS, else `http` (redirects).
+    pub client_scheme: &'static str,
 }
 
 impl ApiState {

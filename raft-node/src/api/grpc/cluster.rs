@@ -75,7 +75,7 @@ impl ClusterService {
                         .unwrap_or_default(),
                     client_ur_ls: addrs
                         .filter(|m| m.client_addr != UNKNOWN_ADDR)
-                        .map(|m| vec![format!("http://{}", m.client_addr)])
+                        .map(|m| vec![format!("{}://{}", self.0.client_scheme, m.client_addr)])
                         .unwrap_or_default(),
                     is_learner,
                 }
