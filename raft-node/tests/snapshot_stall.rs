@@ -1,0 +1,75 @@
+//! A snapshot of a large state does not stop the node. In its own test
+//! binary: writing 150 MiB with fsyncs would starve the short-timed clusters
+//! of the other in-process tests if it ran beside them.
+
+use std::time::Duration;
+
+use raft_node::driver::Request;
+use raft_node::local_cluster::LocalCluster;
+use raft_node::mvcc::Command;
+
+const T: Duration = Duration::from_secs(15);
+
+fn put(c: &LocalCluster, i: u32) -> u64 {
+    let cmd = Command::put(format!("k{i}"), i.to_le_bytes().to_vec());
+    c.write(cmd, T)
+        .unwrap_or_else(|e| panic!("write {i}: {e}"))
+        .index
+}
+
+/// Taking a snapshot of a large state (about 150 MiB of incompressible
+/// values) does not stop the node: writes submitted while it is written go
+/// through in a small fraction of the time the snapshot takes.
+#[test]
+fn a_snapshot_of_a_large_state_does_not_stall_the_node() {
+    use rand::RngCore;
+    let dir = tempfile::tempdir().unwrap();
+    let c = LocalCluster::start(dir.path(), 1).unwrap();
+    assert!(c.wait_for(T, |c| c.leader().is_some()), "no leader");
+    let h = c.handle(1).unwrap();
+    // 2,400 values of 64 KiB (150 MiB), submitted 32 at a time so they share fsyncs.
+    let mut rng = rand::rngs::OsRng;
+    for chunk in 0..75 {
+        let pending: Vec<_> = (0..32)
+            .map(|i| {
+                let mut value = vec![0u8; 64 << 10];
+                rng.fill_bytes(&mut value);
+                let key = format!("big{}", chunk * 32 + i);
+                let (req, rx) = Request::write(Command::put(key, value));
+                h.submit(req);
+                rx
+            })
+            .collect();
+        for rx in pending {
+            rx.blocking_recv().unwrap().unwrap();
+        }
+    }
+
+    let (reply, mut snapshot) = tokio::sync::oneshot::channel();
+    let started = std::time::Instant::now();
+    h.submit(Request::Snapshot { reply });
+    let mut slowest = Duration::ZERO;
+    let mut writes = 0;
+    let index = loop {
+        match snapshot.try_recv() {
+            Ok(r) => break r.expect("snapshot failed"),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+            Err(e) => panic!("snapshot reply lost: {e}"),
+        }
+        let t = std::time::Instant::now();
+        put(&c, writes);
+        slowest = slowest.max(t.elapsed());
+        writes += 1;
+    };
+    let took = started.elapsed();
+    assert!(index > 2_400, "snapshot at {index}");
+    assert!(
+        took >= Duration::from_millis(200),
+        "the state is too small to show anything: the snapshot took {took:?}"
+    );
+    assert!(
+        slowest * 3 < took,
+        "a write during the snapshot took {slowest:?}; the snapshot took {took:?} ({writes} writes meanwhile)"
+    );
+    eprintln!("snapshot of ~150 MiB took {took:?}; {writes} writes meanwhile, slowest {slowest:?}; longest driver round {:?}", h.counters().longest_stall());
+}
