@@ -642,8 +642,13 @@ async fn run_async(config: &RunConfig, bin: &Path, firewall: Option<&Firewall>) 
     outcome.counts = shared.rec.counts();
     outcome.checked_ops = history.ops.len();
     outcome.keys = history.by_key().len();
+    // A key with many operations of unknown outcome can need more than the
+    // default search budget; an undecided key fails the run, so search
+    // further rather than give up (10x the default; memory stays bounded
+    // by the per-key history).
     let check = CheckConfig {
         threads: 2,
+        max_states_per_key: 20_000_000,
         ..CheckConfig::default()
     };
     let mut failure_txt = String::new();
