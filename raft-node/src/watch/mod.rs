@@ -317,24 +317,16 @@ impl<H: Headers> WatchStream<H> {
         };
         let events = match view.events(&w.range, w.next_rev, to, w.prev_kv) {
             Ok(events) => events,
-            Err(MvccError::Compacted) => {
-                self.watchers.remove(&id);
-                self.metrics.add_watchers(-1);
-                return self
-                    .send(WatchResponse {
-                        header: Some(self.headers.header(to)),
-                        watch_id: id,
-                        canceled: true,
-                        compact_revision: view.compact_revision(),
-                        cancel_reason: MvccError::Compacted.message(),
-                        ..Default::default()
-                    })
-                    .await;
-            }
             Err(e) => {
-                // Not reachable with a consistent view; cancel rather than
-                // retry the same read forever.
-                tracing::error!(watch = id, error = %e, "cannot read watch events; cancelling the watch");
+                // Compacted history cancels the watch as etcd does; any other
+                // error is not reachable with a consistent view, and is
+                // cancelled too rather than retried forever.
+                let compact_revision = if e == MvccError::Compacted {
+                    view.compact_revision()
+                } else {
+                    tracing::error!(watch = id, error = %e, "cannot read watch events; cancelling the watch");
+                    0
+                };
                 self.watchers.remove(&id);
                 self.metrics.add_watchers(-1);
                 return self
@@ -342,6 +334,7 @@ impl<H: Headers> WatchStream<H> {
                         header: Some(self.headers.header(to)),
                         watch_id: id,
                         canceled: true,
+                        compact_revision,
                         cancel_reason: e.message(),
                         ..Default::default()
                     })
