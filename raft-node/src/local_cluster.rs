@@ -14,7 +14,7 @@ use crate::driver::{
     ClientError, Driver, DriverHandle, DriverOptions, NodeStatus, Request, Transport, WriteOutcome,
 };
 use crate::mvcc::Command;
-use crate::snapshot_transfer::{snapshot_of, CHUNK_BYTES};
+use crate::snapshot_transfer::{deliver_install, snapshot_of, CHUNK_BYTES};
 use crate::storage::{SnapshotPolicy, StorageFailure, StorageIo, WalStorage};
 use raft_snapshot::{Received, SnapshotId, SnapshotStore};
 
@@ -30,6 +30,8 @@ type Router = Arc<Mutex<HashMap<u64, (DriverHandle, SnapshotStore)>>>;
 struct ChannelTransport {
     router: Router,
     me: u64,
+    /// Snapshots being copied to a node: one copy of each at a time.
+    copying: Arc<Mutex<std::collections::HashSet<(u64, SnapshotId)>>>,
 }
 
 impl ChannelTransport {
@@ -63,21 +65,49 @@ impl Transport for ChannelTransport {
         let Some((handle, their_store)) = to else {
             return;
         };
-        if let Some(id) = snapshot_of(&msg) {
+        let Some(id) = snapshot_of(&msg) else {
+            handle.deliver(msg);
+            return;
+        };
+        // Copying and decoding a snapshot is slow: not on the sender's
+        // driver thread (the networked node streams it from a task too).
+        let to = msg.to;
+        if !self
+            .copying
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((to, id))
+        {
+            return; // The copy under way delivers it.
+        }
+        let (router, me, copying) = (self.router.clone(), self.me, self.copying.clone());
+        let copier = std::thread::Builder::new().name(format!("snapshot-to-{to}"));
+        let spawned = copier.spawn(move || {
             let copied = mine.is_some_and(|s| Self::copy_snapshot(&s, &their_store, id));
-            if !copied {
-                if let Some((me, _)) = self
-                    .router
+            if copied {
+                deliver_install(&handle, &their_store, msg);
+            } else {
+                let sender = router
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .get(&self.me)
-                {
-                    me.report_snapshot(msg.to, false);
+                    .get(&me)
+                    .cloned();
+                if let Some((sender, _)) = sender {
+                    sender.report_snapshot(to, false);
                 }
-                return;
             }
+            copying
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(to, id));
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no thread to send a snapshot on");
+            self.copying
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(to, id));
         }
-        handle.deliver(msg);
     }
 }
 
@@ -156,6 +186,7 @@ impl LocalCluster {
         let transport = ChannelTransport {
             router: self.router.clone(),
             me: id,
+            copying: Arc::default(),
         };
         let driver =
             Driver::spawn(opts, storage, transport).map_err(|source| StorageFailure::Io {

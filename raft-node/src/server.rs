@@ -325,7 +325,12 @@ async fn pump_inbound(
             }
             Inbound::Bulk(PeerBulk::Snapshot(piece)) => {
                 if let Some(install) = intake.accept(from, piece) {
-                    handle.deliver(install);
+                    // Decoding a large state takes seconds, which neither the
+                    // driver nor this pump may spend.
+                    let (handle, store) = (handle.clone(), intake.store().clone());
+                    tokio::task::spawn_blocking(move || {
+                        crate::snapshot_transfer::deliver_install(&handle, &store, install)
+                    });
                 }
             }
             Inbound::Bulk(PeerBulk::Forward(f)) => forward_server.handle(&forwarder, f),

@@ -18,6 +18,8 @@ use raft_core::{Message, MessageBody};
 use raft_snapshot::{Chunk, Received, SnapshotId, SnapshotReceiver, SnapshotStore};
 use serde::{Deserialize, Serialize};
 
+use crate::driver::{DriverHandle, PreparedState};
+
 /// Bytes per chunk.
 pub const CHUNK_BYTES: usize = 1 << 20;
 
@@ -198,6 +200,11 @@ impl Intake {
         }
     }
 
+    /// The store snapshots are received into.
+    pub fn store(&self) -> &SnapshotStore {
+        &self.store
+    }
+
     /// Takes one piece from `from`. Returns the `InstallSnapshot` message to
     /// step once the whole snapshot is verified and durable in the store.
     pub fn accept(&mut self, from: u64, piece: SnapshotPiece) -> Option<Message> {
@@ -252,6 +259,38 @@ impl Intake {
             }
         }
     }
+}
+
+/// Hands a received snapshot's `InstallSnapshot` message to the driver,
+/// after decoding its state (blocking: seconds for a large state) and
+/// handing that over first, so that the install itself only swaps the
+/// state in (see [`crate::driver::Input::Prepared`]). If decoding fails,
+/// the driver reads the file itself on install, and stops the node with the
+/// error if it fails there too.
+pub fn deliver_install(handle: &DriverHandle, store: &SnapshotStore, install: Message) {
+    if let Some(id) = snapshot_of(&install) {
+        let started = std::time::Instant::now();
+        match crate::storage::read_state(store, id) {
+            Ok(kv) => {
+                tracing::info!(
+                    index = id.index,
+                    term = id.term,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "decoded a received snapshot ahead of its install"
+                );
+                handle.prepare_install(PreparedState {
+                    id,
+                    store: Box::new(kv),
+                });
+            }
+            Err(e) => tracing::warn!(
+                index = id.index,
+                error = %e,
+                "cannot decode a received snapshot ahead of its install"
+            ),
+        }
+    }
+    handle.deliver(install);
 }
 
 #[cfg(test)]

@@ -310,15 +310,7 @@ impl WalStorage {
             index: self.snapshot.index,
             term: self.snapshot.term,
         };
-        let mut reader = self.store.open_snapshot(id)?;
-        kv.restore_snapshot(self.snapshot.index, &mut reader)
-            .map_err(|e| StorageFailure::Snapshot(raft_snapshot::Error::from_io(e)))?;
-        // Reading to the end verified the body checksum; make sure it was all read.
-        if !reader.is_verified() {
-            let mut rest = std::io::sink();
-            std::io::copy(&mut reader, &mut rest)
-                .map_err(|e| StorageFailure::Snapshot(raft_snapshot::Error::from_io(e)))?;
-        }
+        *kv = read_state(&self.store, id)?;
         Ok(())
     }
 
@@ -511,6 +503,22 @@ fn bootstrap(
     })?;
     wal.sync()?;
     Ok(meta)
+}
+
+/// The state held in snapshot `id` of `store`, read and decoded (every
+/// checksum verified). Slow for a large state: the driver calls it only at
+/// start-up; a snapshot received from a leader is decoded on another thread
+/// before the driver installs it (see `Input::Prepared`).
+pub fn read_state(store: &SnapshotStore, id: SnapshotId) -> Result<Store, StorageFailure> {
+    let failed = |e| StorageFailure::Snapshot(raft_snapshot::Error::from_io(e));
+    let mut reader = store.open_snapshot(id)?;
+    let mut kv = Store::default();
+    kv.restore_snapshot(id.index, &mut reader).map_err(failed)?;
+    // Reading to the end verified the body checksum; make sure it was all read.
+    if !reader.is_verified() {
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(failed)?;
+    }
+    Ok(kv)
 }
 
 #[cfg(test)]

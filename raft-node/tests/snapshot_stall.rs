@@ -73,3 +73,82 @@ fn a_snapshot_of_a_large_state_does_not_stall_the_node() {
     );
     eprintln!("snapshot of ~150 MiB took {took:?}; {writes} writes meanwhile, slowest {slowest:?}; longest driver round {:?}", h.counters().longest_stall());
 }
+
+/// Installing a large snapshot from the leader does not stop the follower:
+/// the state is decoded off its driver thread before the install, so no
+/// driver round of the follower comes near the time a decode takes.
+#[test]
+fn installing_a_large_snapshot_does_not_stall_the_follower() {
+    use rand::RngCore;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = LocalCluster::start(dir.path(), 3).unwrap();
+    assert!(c.wait_for(T, |c| c.leader().is_some()), "no leader");
+    let leader = c.leader().unwrap();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    c.stop_node(follower);
+    let h = c.handle(leader).unwrap();
+    // 3,200 values of 64 KiB (200 MiB), 32 at a time.
+    let mut rng = rand::rngs::OsRng;
+    for chunk in 0..100 {
+        let pending: Vec<_> = (0..32)
+            .map(|i| {
+                let mut value = vec![0u8; 64 << 10];
+                rng.fill_bytes(&mut value);
+                let (req, rx) =
+                    Request::write(Command::put(format!("big{}", chunk * 32 + i), value));
+                h.submit(req);
+                rx
+            })
+            .collect();
+        for rx in pending {
+            rx.blocking_recv().unwrap().unwrap();
+        }
+    }
+    // The leader's snapshot drops the log the follower misses.
+    let (reply, snapshot) = tokio::sync::oneshot::channel();
+    h.submit(Request::Snapshot { reply });
+    let index = snapshot.blocking_recv().unwrap().expect("snapshot failed");
+    assert!(index > 3_200, "snapshot at {index}");
+
+    c.start_node(follower).unwrap();
+    let f = c.handle(follower).unwrap();
+    assert!(
+        c.wait_for(Duration::from_secs(120), |c| c.status(follower).applied
+            >= index),
+        "the follower did not catch up"
+    );
+    assert!(
+        f.counters().snapshots_installed() >= 1,
+        "the follower caught up without a snapshot: the test proved nothing"
+    );
+    let longest = f.counters().longest_stall();
+    c.stop_node(follower);
+
+    // What decoding that snapshot takes, measured here on the same file.
+    let store = raft_snapshot::SnapshotStore::open(
+        c.node_dir(follower).join("snapshots"),
+        raft_snapshot::StoreOptions::default(),
+    )
+    .unwrap();
+    let id = *store
+        .list()
+        .unwrap()
+        .last()
+        .expect("the installed snapshot");
+    let started = std::time::Instant::now();
+    let state = raft_node::storage::read_state(&store, id).unwrap();
+    let decode = started.elapsed();
+    assert!(state.len() >= 3_200, "decoded {} keys", state.len());
+    eprintln!(
+        "installing a ~200 MiB snapshot: decoding it takes {decode:?}; the follower's longest driver round {longest:?}"
+    );
+    assert!(
+        decode >= Duration::from_millis(100),
+        "the state is too small to show anything: decoding took {decode:?}"
+    );
+    assert!(
+        longest * 3 < decode,
+        "a driver round of the installing follower took {longest:?}; decoding the snapshot takes {decode:?}"
+    );
+    c.shutdown();
+}

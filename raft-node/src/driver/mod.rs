@@ -60,8 +60,28 @@ pub enum Input {
         /// Whether it was delivered (false: the leader probes and retries).
         delivered: bool,
     },
+    /// The state of a snapshot received from a leader, decoded off the
+    /// driver thread ahead of its `InstallSnapshot` message, so that the
+    /// install itself only swaps it in.
+    Prepared(PreparedState),
     /// Finish the current batch (its fsync included) and stop.
     Stop,
+}
+
+/// A received snapshot's state, decoded and ready to install.
+pub struct PreparedState {
+    /// The snapshot it was read from.
+    pub id: raft_snapshot::SnapshotId,
+    /// Its state.
+    pub store: Box<Store>,
+}
+
+impl std::fmt::Debug for PreparedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedState")
+            .field("id", &self.id)
+            .finish()
+    }
 }
 
 /// Timing and limits of a driver.
@@ -223,6 +243,12 @@ impl DriverHandle {
         let _ = self.inbox.send(Input::Client(req));
     }
 
+    /// Hands over the decoded state of a received snapshot (before its
+    /// `InstallSnapshot` message, see [`Input::Prepared`]).
+    pub fn prepare_install(&self, prepared: PreparedState) {
+        let _ = self.inbox.send(Input::Prepared(prepared));
+    }
+
     /// Reports the end of a snapshot transfer to `to`.
     pub fn report_snapshot(&self, to: u64, delivered: bool) {
         let _ = self.inbox.send(Input::SnapshotReport { to, delivered });
@@ -280,6 +306,7 @@ fn run(
     let mut next_tick = Instant::now() + opts.tick;
     let mut stopping = false;
     let mut snapshots = snapshot::Snapshotter::new();
+    let mut prepared: Option<PreparedState> = None;
     while !stopping {
         let first = match inbox.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
             Ok(input) => Some(input),
@@ -335,6 +362,11 @@ fn run(
                 }
                 Input::Client(req) => waiters.submit(&mut node, req),
                 Input::SnapshotReport { to, delivered } => node.report_snapshot(to, delivered),
+                Input::Prepared(p) => {
+                    if let Some(old) = prepared.replace(p) {
+                        retire(old.store);
+                    }
+                }
                 Input::Stop => {
                     stopping = true;
                     break;
@@ -385,14 +417,13 @@ fn run(
                 }
             }
             counters.persisted(started.elapsed());
-            let installed = (|| {
-                if rd.snapshot.is_some() {
-                    node.storage().load_state(&mut kv)?;
+            let installed = match &rd.snapshot {
+                Some(meta) => install(&node, &mut kv, &mut prepared, meta).map(|()| {
                     transport.members_restored(&member_list(&kv));
                     counters.installed();
-                }
-                Ok(())
-            })();
+                }),
+                None => Ok(()),
+            };
             if let Err(e) = installed {
                 waiters.fail_all(ClientError::from_storage(&e));
                 return Err(e.to_string());
@@ -426,6 +457,15 @@ fn run(
             view.publish(&kv);
         }
         waiters.serve_reads(&kv);
+        if prepared
+            .as_ref()
+            .is_some_and(|p| p.id.index <= kv.applied_index())
+        {
+            // The core did not install it (stale, or from a deposed leader).
+            if let Some(p) = prepared.take() {
+                retire(p.store);
+            }
+        }
         snapshots.poll(&mut node, counters);
         snapshots.maybe_start(&opts, &node, &kv);
         if let Some(f) = node.storage().take_failure() {
@@ -438,6 +478,42 @@ fn run(
     waiters.fail_all(ClientError::Stopped("node is shutting down".into()));
     status::publish(status, &node, &kv);
     Ok(())
+}
+
+/// Makes the snapshot `meta` (just persisted) the state machine: swaps in
+/// its state if it was decoded ahead ([`Input::Prepared`]), or reads it from
+/// the snapshot file here.
+fn install(
+    node: &RawNode<WalStorage>,
+    kv: &mut Store,
+    prepared: &mut Option<PreparedState>,
+    meta: &raft_core::SnapshotMeta,
+) -> Result<(), crate::storage::StorageFailure> {
+    let id = raft_snapshot::SnapshotId {
+        index: meta.index,
+        term: meta.term,
+    };
+    match prepared.take() {
+        Some(p) if p.id == id => {
+            retire(Box::new(std::mem::replace(kv, *p.store)));
+            Ok(())
+        }
+        other => {
+            if let Some(p) = other {
+                retire(p.store);
+            }
+            node.storage().load_state(kv)
+        }
+    }
+}
+
+/// Drops a whole store on another thread: freeing a large state takes
+/// time the driver must not spend.
+fn retire(store: Box<Store>) {
+    let dropper = std::thread::Builder::new().name("retire-state".into());
+    if let Err(e) = dropper.spawn(move || drop(store)) {
+        tracing::warn!(error = %e, "no thread to free an old state on; freeing it here");
+    }
 }
 
 /// The reason a core stopped on a storage error, naming the file when the
@@ -504,6 +580,7 @@ fn persist_until_space(
                     match inbox.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                         Ok(Input::Client(req)) => refuse_disk_full(req),
                         Ok(Input::Peer(_) | Input::SnapshotReport { .. }) => {}
+                        Ok(Input::Prepared(p)) => retire(p.store),
                         Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(false),
                         Err(RecvTimeoutError::Timeout) => break,
                     }
