@@ -8,7 +8,8 @@
 //!   (`tests/etcdctl.rs`) against etcd itself.
 //! - [`client`] talks to the node's HTTP API and records operations with
 //!   their exact outcome (ok, definitely failed, unknown); [`grpc_client`]
-//!   does the same through etcd's v3 gRPC API with the `etcd-client` crate.
+//!   does the same through etcd's v3 gRPC API with the `etcd-client` crate;
+//!   [`etcd_api`] connects that crate to a cluster's members.
 //! - [`nemesis`] injects faults: iptables partitions and loss, SIGKILL,
 //!   SIGSTOP, leadership transfers, membership changes.
 //! - [`suite`] runs clients against a cluster under a nemesis and checks the
@@ -18,6 +19,7 @@
 pub mod client;
 pub mod cluster;
 pub mod etcd;
+pub mod etcd_api;
 pub mod grpc_client;
 pub mod linearizability;
 pub mod nemesis;

@@ -12,6 +12,12 @@ use etcd_client::{
     TxnOp, TxnOpResponse,
 };
 use raft_tests::cluster::{node_binary, Cluster, ClusterOptions};
+use raft_tests::etcd_api::{connect, leader as leader_via};
+
+/// The leader as node 1 sees it.
+async fn leader(c: &Cluster) -> u64 {
+    leader_via(c, 1).await
+}
 
 /// The tests run one at a time: three clusters at once on two cores make
 /// elections and timeouts, not the API, what a run measures.
@@ -24,37 +30,22 @@ fn start(nodes: usize) -> (tempfile::TempDir, Cluster) {
     (dir, cluster)
 }
 
-fn endpoint(c: &Cluster, id: u64) -> String {
-    format!("http://{}", c.node(id).client_addr)
-}
-
-async fn connect(c: &Cluster, id: u64) -> Client {
+/// A put that waits out "etcdserver: no leader": that answer means nothing
+/// was proposed, so sending the same put again cannot apply it twice. The
+/// tests' 300 ms election timeout lets a loaded machine start an election
+/// of its own at any moment.
+async fn put_when_led(client: &mut Client, key: String, value: String) -> etcd_client::PutResponse {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match Client::connect([endpoint(c, id)], None).await {
-            Ok(client) => return client,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
+        match client.put(key.as_str(), value.as_str(), None).await {
+            Ok(r) => return r,
+            Err(etcd_client::Error::GRpcStatus(s))
+                if s.message() == "etcdserver: no leader" && Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(e) => panic!("cannot connect to node {id}: {e}"),
+            Err(e) => panic!("put {key}: {e}"),
         }
-    }
-}
-
-/// The leader as node 1's `Status` reports it, once there is one and a
-/// write through it succeeds.
-async fn leader(c: &Cluster) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut client = connect(c, 1).await;
-    loop {
-        if let Ok(s) = client.status().await {
-            if s.leader() != 0 && client.put("ready", "1", None).await.is_ok() {
-                return s.leader();
-            }
-        }
-        assert!(Instant::now() < deadline, "no leader within 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -325,7 +316,7 @@ async fn watches_on_followers_see_every_revision_across_a_leader_change_and_leas
     let followers: Vec<u64> = c.ids().into_iter().filter(|&id| id != leader).collect();
     let mut on_leader = connect(&c, leader).await;
     let mut watcher = connect(&c, followers[0]).await;
-    let start = on_leader.put("w/0", "0", None).await.unwrap();
+    let start = put_when_led(&mut on_leader, "w/0".into(), "0".into()).await;
     let from = start.header().unwrap().revision();
     // A watch from a past revision replays history, then follows new writes.
     let mut stream = watcher
@@ -341,18 +332,12 @@ async fn watches_on_followers_see_every_revision_across_a_leader_change_and_leas
         .unwrap();
     let mut writer = connect(&c, followers[1]).await;
     for i in 1..20 {
-        writer
-            .put(format!("w/{i}"), i.to_string(), None)
-            .await
-            .unwrap();
+        put_when_led(&mut writer, format!("w/{i}"), i.to_string()).await;
     }
     // Leadership moves to the follower that serves the watch.
     on_leader.move_leader(followers[0]).await.unwrap();
     for i in 20..40 {
-        writer
-            .put(format!("w/{i}"), i.to_string(), None)
-            .await
-            .unwrap();
+        put_when_led(&mut writer, format!("w/{i}"), i.to_string()).await;
     }
     writer
         .delete("w/", Some(DeleteOptions::new().with_prefix()))

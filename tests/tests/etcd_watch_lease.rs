@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, EventType, PutOptions, WatchOptions};
+use etcd_client::{EventType, PutOptions, WatchOptions};
 use raft_tests::cluster::{node_binary, Cluster, ClusterOptions};
+use raft_tests::etcd_api::{connect, connect_within, leader, metric};
 
 /// One cluster at a time: on two cores, concurrent clusters make
 /// elections, not the API, what a run measures.
@@ -26,45 +27,6 @@ fn start(nodes: usize) -> (tempfile::TempDir, Cluster) {
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::start(&bin, dir.path(), ClusterOptions::for_tests(nodes)).unwrap();
     (dir, cluster)
-}
-
-fn endpoint(c: &Cluster, id: u64) -> String {
-    format!("http://{}", c.node(id).client_addr)
-}
-
-/// A client of node `id`, retried for up to `patience`.
-async fn connect_within(c: &Cluster, id: u64, patience: Duration) -> Option<Client> {
-    let deadline = Instant::now() + patience;
-    loop {
-        if let Ok(client) = Client::connect([endpoint(c, id)], None).await {
-            return Some(client);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn connect(c: &Cluster, id: u64) -> Client {
-    connect_within(c, id, Duration::from_secs(20))
-        .await
-        .unwrap_or_else(|| panic!("cannot connect to node {id}"))
-}
-
-/// The leader, once a write through node `via` succeeds.
-async fn leader(c: &Cluster, via: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut client = connect(c, via).await;
-    loop {
-        if let Ok(s) = client.status().await {
-            if s.leader() != 0 && client.put("ready", "1", None).await.is_ok() {
-                return s.leader();
-            }
-        }
-        assert!(Instant::now() < deadline, "no leader within 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// One event as a watcher saw it.
@@ -667,5 +629,89 @@ async fn a_stalled_watcher_keeps_memory_bounded_and_does_not_delay_others() {
         excess < 64 * 1024,
         "the stalled watcher's member uses {excess} KiB more than the other follower"
     );
+    c.shutdown(Duration::from_secs(5));
+}
+
+/// A watch on a follower that misses 600 writes while it is stopped, and
+/// catches up by installing the leader's snapshot (the nodes snapshot every
+/// 200 entries and keep 50): its stream goes on, and delivers every write
+/// before, during and after the install exactly once, in revision order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_on_a_member_that_installs_a_snapshot_misses_nothing() {
+    let _one = SERIAL.lock().await;
+    let (_dir, c) = start(3);
+    let lead = leader(&c, 1).await;
+    let member = c.ids().into_iter().find(|&id| id != lead).unwrap();
+    let installed = |c: &Cluster| metric(c, member, &["raft_snapshots_installed_total"]);
+    let installed_before = installed(&c).expect("the member reports its installs");
+
+    let mut watch_client = connect(&c, member).await;
+    let mut stream = watch_client
+        .watch("i/", Some(WatchOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let mut writer = connect(&c, lead).await;
+    // (revision, key, is a put) of every acknowledged write, in order.
+    let mut written: Vec<(i64, String, bool)> = Vec::new();
+    let key_of = |i: u64| format!("i/{:04}", i % 500);
+    for i in 0..50 {
+        let key = key_of(i);
+        let r = writer.put(key.as_str(), i.to_string(), None).await.unwrap();
+        written.push((r.header().unwrap().revision(), key, true));
+    }
+    assert!(c.pause(member), "SIGSTOP node {member}");
+    for i in 50..650 {
+        let key = key_of(i);
+        let r = writer.put(key.as_str(), i.to_string(), None).await.unwrap();
+        written.push((r.header().unwrap().revision(), key, true));
+    }
+    // A delete that the member too learns only from the snapshot.
+    let r = writer.delete("i/0007", None).await.unwrap();
+    written.push((r.header().unwrap().revision(), "i/0007".into(), false));
+    assert!(c.resume(member), "SIGCONT node {member}");
+    for i in 650..750 {
+        let key = key_of(i);
+        let r = writer.put(key.as_str(), i.to_string(), None).await.unwrap();
+        written.push((r.header().unwrap().revision(), key, true));
+    }
+
+    let mut seen: Vec<(i64, String, bool)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < written.len() && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(1), stream.message()).await {
+            Ok(Ok(Some(resp))) => {
+                assert!(
+                    !resp.canceled(),
+                    "watch cancelled: {}",
+                    resp.cancel_reason()
+                );
+                for e in resp.events() {
+                    let kv = e.kv().unwrap();
+                    seen.push((
+                        kv.mod_revision(),
+                        kv.key_str().unwrap().to_string(),
+                        e.event_type() == EventType::Put,
+                    ));
+                }
+            }
+            Ok(Ok(None)) => panic!("the watch stream ended"),
+            Ok(Err(e)) => panic!("the watch stream failed: {e}"),
+            Err(_) => {}
+        }
+    }
+    let installs = installed(&c).unwrap_or(0.0) - installed_before;
+    eprintln!(
+        "snapshot install under a watch: {} writes, {} events seen on node {member}, {installs} snapshot(s) installed",
+        written.len(),
+        seen.len()
+    );
+    assert!(
+        installs >= 1.0,
+        "node {member} caught up without installing a snapshot: the test proved nothing"
+    );
+    assert_eq!(seen.len(), written.len(), "every write seen exactly once");
+    for (i, (w, s)) in written.iter().zip(&seen).enumerate() {
+        assert_eq!(w, s, "event {i}: wrote {w:?}, the watch saw {s:?}");
+    }
     c.shutdown(Duration::from_secs(5));
 }

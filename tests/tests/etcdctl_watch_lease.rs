@@ -21,6 +21,7 @@ mod etcdctl_common;
 use std::time::Duration;
 
 use etcdctl_common::*;
+use serde_json::Value;
 
 /// Watcher gauges on a member: raft-node's, then etcd 3.4's.
 const WATCHER_METRICS: &[&str] = &["etcd_watchers", "etcd_debugging_mvcc_watcher_total"];
@@ -429,5 +430,273 @@ fn etcdctl_elect_hands_over_when_the_leader_resigns() {
         seen,
         vec!["p1".into(), "p2".into()],
     );
+    ck.finish();
+}
+
+/// One streamed call of etcd's JSON gateway: its `{"result": ...}` objects,
+/// one per line, as they arrive.
+struct GatewayStream {
+    lines: tokio::sync::mpsc::UnboundedReceiver<Result<Value, String>>,
+}
+
+impl GatewayStream {
+    async fn open(http: &reqwest::Client, ep: &str, path: &str, body: String) -> GatewayStream {
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        let resp = http
+            .post(format!("http://{ep}{path}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        let path = path.to_string();
+        tokio::spawn(async move {
+            let mut resp = match resp {
+                Ok(r) if r.status().is_success() => r,
+                Ok(r) => {
+                    let _ = tx.send(Err(format!("{path}: HTTP {}", r.status())));
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(format!("{path}: {e}")));
+                    return;
+                }
+            };
+            let mut buf = Vec::new();
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("{path}: {e}")));
+                        return;
+                    }
+                }
+                while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=end).collect();
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let parsed = serde_json::from_slice::<Value>(&line)
+                        .map_err(|e| format!("{path}: not JSON ({e}): {line:?}"));
+                    if tx.send(parsed).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        GatewayStream { lines }
+    }
+
+    /// The next object's `result`, waiting up to 10 s.
+    async fn next(&mut self) -> Result<Value, String> {
+        match tokio::time::timeout(Duration::from_secs(10), self.lines.recv()).await {
+            Ok(Some(Ok(v))) => Ok(v["result"].clone()),
+            Ok(Some(Err(e))) => Err(e),
+            Ok(None) => Err("the stream ended".into()),
+            Err(_) => Err("nothing within 10 s".into()),
+        }
+    }
+}
+
+/// The (type, key, value) of each event of a watch response, decoded.
+fn gateway_events(result: &Value) -> Vec<(String, String, String)> {
+    result["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| {
+                    let kv = &e["kv"];
+                    (
+                        e["type"].as_str().unwrap_or("PUT").to_string(),
+                        kv["key"].as_str().and_then(unb64).unwrap_or_default(),
+                        kv["value"].as_str().and_then(unb64).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// etcd's JSON gateway for Watch and Lease, with plain HTTP: `/v3/watch`
+/// streams `{"result": ...}` lines on a follower (created, then every event
+/// of writes made through the leader); `/v3/lease/grant`, `put` with the
+/// lease, `/v3/lease/timetolive` with keys, `/v3/lease/leases`,
+/// `/v3/lease/keepalive` (streamed) and `/v3/lease/revoke`, whose delete the
+/// watch sees.
+#[test]
+fn json_gateway_watch_and_lease() {
+    let Some(env) = setup("json_gateway_watch_and_lease", false) else {
+        return;
+    };
+    let mut ck = Checks::new(system_name());
+    let t = env.wait_leader(Duration::from_secs(30));
+    let (lead, f1, f2) = (
+        t.leader_ep().to_string(),
+        t.followers[0].0.clone(),
+        t.followers[1].0.clone(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("reqwest client");
+    let post = |ep: &str, path: &str, body: String| -> (u16, Value) {
+        rt.block_on(async {
+            let resp = http
+                .post(format!("http://{ep}{path}"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("POST {path} to {ep}: {e}"));
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        })
+    };
+
+    // A watch over the prefix `gw/` on a follower.
+    let mut watch = rt.block_on(GatewayStream::open(
+        &http,
+        &f1,
+        "/v3/watch",
+        format!(
+            r#"{{"create_request":{{"key":"{}","range_end":"{}"}}}}"#,
+            b64("gw/"),
+            b64("gw0")
+        ),
+    ));
+    match rt.block_on(watch.next()) {
+        Ok(created) => ck.check(created["created"] == Value::Bool(true), || {
+            format!("the first watch response says created: {created}")
+        }),
+        Err(e) => ck.fail(format!("watch create: {e}")),
+    }
+    wait_watchers(&mut ck, &f1, 1.0);
+
+    // A lease, granted on the other follower.
+    let (status, granted) = post(&f2, "/v3/lease/grant", r#"{"TTL":"60"}"#.into());
+    ck.eq("lease grant: HTTP status", status, 200);
+    ck.eq("lease grant: TTL", granted["TTL"].as_str(), Some("60"));
+    let id = granted["ID"].as_str().unwrap_or("").to_string();
+    ck.check(id.parse::<i64>().is_ok_and(|i| i > 0), || {
+        format!("lease grant: ID is an int64 string: {granted}")
+    });
+
+    let (status, _) = post(
+        &lead,
+        "/v3/kv/put",
+        format!(
+            r#"{{"key":"{}","value":"{}","lease":"{id}"}}"#,
+            b64("gw/leased"),
+            b64("x")
+        ),
+    );
+    ck.eq("put with a lease: HTTP status", status, 200);
+    let (status, _) = post(
+        &lead,
+        "/v3/kv/put",
+        format!(r#"{{"key":"{}","value":"{}"}}"#, b64("gw/kept"), b64("y")),
+    );
+    ck.eq("put: HTTP status", status, 200);
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match rt.block_on(watch.next()) {
+            Ok(r) => seen.extend(gateway_events(&r)),
+            Err(e) => {
+                ck.fail(format!("watch events after the puts: {e}"));
+                break;
+            }
+        }
+    }
+    ck.eq(
+        "watch events of the two puts",
+        seen.clone(),
+        vec![
+            ("PUT".into(), "gw/leased".into(), "x".into()),
+            ("PUT".into(), "gw/kept".into(), "y".into()),
+        ],
+    );
+
+    let (status, ttl) = post(
+        &f1,
+        "/v3/lease/timetolive",
+        format!(r#"{{"ID":"{id}","keys":true}}"#),
+    );
+    ck.eq("timetolive: HTTP status", status, 200);
+    ck.eq(
+        "timetolive: grantedTTL",
+        ttl["grantedTTL"].as_str(),
+        Some("60"),
+    );
+    ck.check(
+        ttl["TTL"]
+            .as_str()
+            .and_then(|s| s.parse::<i64>().ok())
+            .is_some_and(|s| (50..=60).contains(&s)),
+        || format!("timetolive: remaining TTL within 50..=60: {ttl}"),
+    );
+    let keys: Vec<String> = ttl["keys"]
+        .as_array()
+        .map(|k| {
+            k.iter()
+                .filter_map(|k| k.as_str().and_then(unb64))
+                .collect()
+        })
+        .unwrap_or_default();
+    ck.eq("timetolive: keys", keys, vec!["gw/leased".to_string()]);
+
+    let (status, leases) = post(&f2, "/v3/lease/leases", "{}".into());
+    ck.eq("leases: HTTP status", status, 200);
+    let ids: Vec<&str> = leases["leases"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|l| l["ID"].as_str()).collect())
+        .unwrap_or_default();
+    ck.eq("leases: ids", ids, vec![id.as_str()]);
+
+    let mut keep = rt.block_on(GatewayStream::open(
+        &http,
+        &f2,
+        "/v3/lease/keepalive",
+        format!(r#"{{"ID":"{id}"}}"#),
+    ));
+    match rt.block_on(keep.next()) {
+        Ok(r) => {
+            ck.eq("keepalive: ID", r["ID"].as_str(), Some(id.as_str()));
+            ck.eq("keepalive: TTL", r["TTL"].as_str(), Some("60"));
+        }
+        Err(e) => ck.fail(format!("keepalive: {e}")),
+    }
+    drop(keep);
+
+    // The revoke deletes the leased key; the watch sees that delete.
+    let (status, _) = post(&lead, "/v3/lease/revoke", format!(r#"{{"ID":"{id}"}}"#));
+    ck.eq("revoke: HTTP status", status, 200);
+    match rt.block_on(watch.next()) {
+        Ok(r) => ck.eq(
+            "watch event of the revoke",
+            gateway_events(&r),
+            vec![("DELETE".into(), "gw/leased".into(), String::new())],
+        ),
+        Err(e) => ck.fail(format!("watch event of the revoke: {e}")),
+    }
+    let (status, gone) = post(
+        &f1,
+        "/v3/kv/range",
+        format!(r#"{{"key":"{}"}}"#, b64("gw/leased")),
+    );
+    ck.eq("range after the revoke: HTTP status", status, 200);
+    ck.check(gone["kvs"].is_null(), || {
+        format!("the leased key is gone after the revoke: {gone}")
+    });
+    drop(watch);
     ck.finish();
 }

@@ -654,14 +654,5 @@ impl Drop for Bg {
 /// The first value of a Prometheus metric among `names` on the client port
 /// at `endpoint` (`host:port`), over plain HTTP.
 pub fn metric(endpoint: &str, names: &[&str]) -> Option<f64> {
-    use std::io::Read as _;
-    let mut tcp = std::net::TcpStream::connect(endpoint).ok()?;
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(tcp, "GET /metrics HTTP/1.0\r\nHost: {endpoint}\r\n\r\n").ok()?;
-    let mut body = String::new();
-    tcp.read_to_string(&mut body).ok()?;
-    body.lines().find_map(|l| {
-        let (name, value) = l.split_once(' ')?;
-        names.contains(&name).then(|| value.trim().parse().ok())?
-    })
+    raft_tests::etcd_api::metric_at(endpoint, names)
 }
