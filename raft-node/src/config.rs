@@ -84,7 +84,9 @@ pub struct NodeConfig {
     pub snapshot_threshold_entries: u64,
     /// Take a snapshot after this many bytes of applied entries (0: only
     /// by entries). Either threshold starts one; it is written on its own
-    /// thread while the node goes on.
+    /// thread while the node goes on. A state larger than this also waits
+    /// for half its own size in bytes of log, so that snapshots cost at
+    /// most twice the log they replace.
     #[serde(default = "defaults::snapshot_threshold_bytes")]
     pub snapshot_threshold_bytes: u64,
     /// Snapshots kept on disk.

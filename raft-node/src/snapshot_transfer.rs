@@ -267,8 +267,21 @@ impl Intake {
 /// state in (see [`crate::driver::Input::Prepared`]). If decoding fails,
 /// the driver reads the file itself on install, and stops the node with the
 /// error if it fails there too.
+///
+/// Callers deliver one snapshot at a time. An install whose snapshot a newer
+/// one already replaced in the store is dropped (as a lost message would
+/// be): the newer one's install follows, and decoding both would hold three
+/// states in memory at once.
 pub fn deliver_install(handle: &DriverHandle, store: &SnapshotStore, install: Message) {
     if let Some(id) = snapshot_of(&install) {
+        let newest = store.list().ok().and_then(|ids| ids.last().copied());
+        if newest.is_some_and(|newest| newest > id) {
+            tracing::debug!(
+                index = id.index,
+                "a newer snapshot arrived before this one was installed; dropped"
+            );
+            return;
+        }
         let started = std::time::Instant::now();
         match crate::storage::read_state(store, id) {
             Ok(kv) => {

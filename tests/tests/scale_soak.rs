@@ -59,31 +59,27 @@ fn plan() -> Plan {
     }
 }
 
-fn endpoint(c: &Cluster, id: u64) -> String {
-    format!("http://{}", c.node(id).client_addr)
-}
-
 /// A metric of node `id` from its `/metrics`.
 fn metric(c: &Cluster, id: u64, name: &str) -> Option<f64> {
-    use std::io::{Read, Write};
-    let addr = c.node(id).client_addr;
-    let mut tcp = std::net::TcpStream::connect(addr).ok()?;
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(tcp, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut body = String::new();
-    tcp.read_to_string(&mut body).ok()?;
-    body.lines().find_map(|l| {
-        let (n, v) = l.split_once(' ')?;
-        (n == name).then(|| v.trim().parse().ok())?
-    })
+    raft_tests::etcd_api::metric(c, id, &[name])
 }
 
+/// Node `id`'s resident memory now, in MiB.
 fn rss_mib(c: &Cluster, id: u64) -> u64 {
+    proc_status_mib(c, id, "VmRSS:")
+}
+
+/// The most resident memory node `id` has had since it started, in MiB.
+fn peak_rss_mib(c: &Cluster, id: u64) -> u64 {
+    proc_status_mib(c, id, "VmHWM:")
+}
+
+fn proc_status_mib(c: &Cluster, id: u64, field: &str) -> u64 {
     let Some(pid) = c.pid(id) else { return 0 };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .unwrap_or(0)
         / 1024
@@ -185,7 +181,7 @@ async fn clients(c: &Cluster, ids: &[u64]) -> Vec<Client> {
     let mut out = Vec::new();
     for i in 0..CLIENTS {
         let id = ids[i % ids.len()];
-        let client = Client::connect([endpoint(c, id)], None)
+        let client = Client::connect([raft_tests::etcd_api::endpoint(c, id)], None)
             .await
             .unwrap_or_else(|e| panic!("connect to {id}: {e}"));
         out.push(client);
@@ -280,6 +276,13 @@ async fn a_large_state_with_snapshots_under_load_and_a_follower_catching_up() {
 
     let term_after = metric(&c, leader, "raft_term");
     let rss_end: Vec<(u64, u64)> = c.ids().iter().map(|&id| (id, rss_mib(&c, id))).collect();
+    // The peak covers every snapshot the nodes took or installed.
+    let rss_peak: Vec<(u64, u64)> = c
+        .ids()
+        .iter()
+        .map(|&id| (id, peak_rss_mib(&c, id)))
+        .collect();
+    let live_mib = plan.keys * VALUE as u64 / (1 << 20);
     let rounds: Vec<(u64, Option<f64>)> = c
         .ids()
         .iter()
@@ -294,7 +297,9 @@ async fn a_large_state_with_snapshots_under_load_and_a_follower_catching_up() {
     eprintln!(
         "follower {follower} caught up by snapshot in {catch_up:?}; leader term {term_before:?} -> {term_after:?}"
     );
-    eprintln!("RSS MiB at start {rss_start:?}, at end {rss_end:?}");
+    eprintln!(
+        "RSS MiB at start {rss_start:?}, at end {rss_end:?}, peak {rss_peak:?}; live data {live_mib} MiB"
+    );
     eprintln!("longest driver round (s) per node {rounds:?}; snapshots taken {snapshots:?}");
 
     assert!(
@@ -309,6 +314,12 @@ async fn a_large_state_with_snapshots_under_load_and_a_follower_catching_up() {
         );
     }
     if plan.full {
+        for (id, peak) in &rss_peak {
+            assert!(
+                *peak * 2 <= live_mib * 5,
+                "node {id}: peak RSS {peak} MiB is above 2.5x the live data ({live_mib} MiB)"
+            );
+        }
         assert_eq!(term_before, term_after, "the leader changed");
         assert!(
             big.max() < Duration::from_secs(1),

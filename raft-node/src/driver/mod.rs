@@ -496,15 +496,14 @@ fn install(
     match prepared.take() {
         Some(p) if p.id == id => {
             retire(Box::new(std::mem::replace(kv, *p.store)));
-            Ok(())
+            return Ok(());
         }
-        other => {
-            if let Some(p) = other {
-                retire(p.store);
-            }
-            node.storage().load_state(kv)
-        }
+        // A newer one is on its way to install: keep it.
+        Some(p) if p.id > id => *prepared = Some(p),
+        Some(p) => retire(p.store),
+        None => {}
     }
+    node.storage().load_state(kv)
 }
 
 /// Drops a whole store on another thread: freeing a large state takes
