@@ -19,15 +19,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::api::pb::raftnodepb::internal_response::Response as Resp;
-use crate::api::pb::raftnodepb::InternalResponse;
 use crate::driver::{ClientError, DriverHandle, Request, WriteOutcome};
 use crate::lease::Lessor;
-use crate::mvcc::{Applied, Command, MvccError, Response};
+use crate::mvcc::{decode_response, encode_response, Applied, Command, MvccError, Once, RequestId};
 use crate::snapshot_transfer::{PeerNet, SnapshotPiece};
 
 /// Most forwarded requests a node has outstanding (as a follower) or serves
@@ -158,9 +155,23 @@ impl Forwarder {
         }
     }
 
-    /// Has `leader` propose `cmd`; returns what applying it did.
-    pub async fn write(&self, leader: u64, cmd: &Command) -> Result<WriteOutcome, ClientError> {
-        match self.call(leader, ForwardBody::Write(cmd.encode())).await? {
+    /// Has `leader` propose `cmd` (applied at most once if it has an `id`);
+    /// returns what applying it did.
+    pub async fn write(
+        &self,
+        leader: u64,
+        cmd: &Command,
+        id: Option<RequestId>,
+    ) -> Result<WriteOutcome, ClientError> {
+        // The leader stamps its own clock when it proposes.
+        let once = id.map(|id| Once {
+            id,
+            proposed_at_ms: 0,
+        });
+        match self
+            .call(leader, ForwardBody::Write(cmd.encode_once(once)))
+            .await?
+        {
             ForwardBody::Written {
                 index,
                 term,
@@ -328,11 +339,11 @@ async fn serve(driver: &DriverHandle, lessor: &Lessor, body: ForwardBody) -> For
             .remaining(id)
             .map_or_else(not_leader, ForwardBody::Ttl),
         ForwardBody::Write(data) => {
-            let cmd = match Command::decode(&data) {
+            let (cmd, once) = match Command::decode_once(&data) {
                 Ok(c) => c,
                 Err(e) => return ForwardBody::Failed(ClientError::Invalid(e)),
             };
-            let (req, rx) = Request::write(cmd);
+            let (req, rx) = Request::write_once(cmd, once.map(|o| o.id));
             driver.submit(req);
             match rx.await.map_err(ClientError::from).and_then(|r| r) {
                 Ok(WriteOutcome {
@@ -377,30 +388,4 @@ async fn serve(driver: &DriverHandle, lessor: &Lessor, body: ForwardBody) -> For
             "not a forwardable request: {other:?}"
         ))),
     }
-}
-
-fn encode_response(resp: Response) -> Vec<u8> {
-    let r = match resp {
-        Response::Put(r) => Resp::Put(r),
-        Response::DeleteRange(r) => Resp::DeleteRange(r),
-        Response::Txn(r) => Resp::Txn(r),
-        Response::Compaction(r) => Resp::Compaction(r),
-        Response::Alarm(r) => Resp::Alarm(r),
-        Response::LeaseGrant(r) => Resp::LeaseGrant(r),
-        Response::LeaseRevoke(r) => Resp::LeaseRevoke(r),
-    };
-    InternalResponse { response: Some(r) }.encode_to_vec()
-}
-
-fn decode_response(bytes: &[u8]) -> Result<Response, String> {
-    let r = InternalResponse::decode(bytes).map_err(|e| e.to_string())?;
-    Ok(match r.response.ok_or("empty response")? {
-        Resp::Put(r) => Response::Put(r),
-        Resp::DeleteRange(r) => Response::DeleteRange(r),
-        Resp::Txn(r) => Response::Txn(r),
-        Resp::Compaction(r) => Response::Compaction(r),
-        Resp::Alarm(r) => Response::Alarm(r),
-        Resp::LeaseGrant(r) => Response::LeaseGrant(r),
-        Resp::LeaseRevoke(r) => Response::LeaseRevoke(r),
-    })
 }

@@ -291,3 +291,232 @@ async fn bad_requests_get_json_errors() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+async fn json_of(r: reqwest::Response) -> (StatusCode, Value) {
+    let status = r.status();
+    (status, r.json().await.unwrap())
+}
+
+/// A write with a `Request-Id` is applied once however often it is sent:
+/// again to the leader, through a follower (307 to the leader), and after a
+/// leader change; every reply is the first one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_with_a_request_id_is_applied_once() {
+    let f = start().await;
+    let leader = f.cluster.leader().unwrap();
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    let client = reqwest::Client::new();
+    let put = |url: &str, id: &str, v: &str| {
+        client
+            .put(format!("{url}/v1/kv/once"))
+            .header("Request-Id", id)
+            .body(v.to_string())
+            .send()
+    };
+    let (status, first) = json_of(put(&f.urls[&leader], "77/1", "a").await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let rev = first["revision"].as_i64().unwrap();
+    // Someone else writes the key in between.
+    let other = client
+        .put(format!("{}/v1/kv/once", f.urls[&leader]))
+        .body("b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    for url in [&f.urls[&leader], &f.urls[&follower]] {
+        let (status, again) = json_of(put(url, "77/1", "a").await.unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(again, first, "a retry gets the first reply");
+    }
+    let value = client
+        .get(format!("{}/v1/kv/once", f.urls[&leader]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        value.text().await.unwrap(),
+        "b",
+        "the retries changed nothing"
+    );
+
+    // A new leader has the table too (it is replicated state).
+    let r = client
+        .post(format!("{}/v1/leader/transfer", f.urls[&leader]))
+        .body(format!("{{\"to\":{follower}}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    let c = &f.cluster;
+    assert!(tokio::task::block_in_place(|| {
+        c.wait_for(Duration::from_secs(15), |c| c.leader() == Some(follower))
+    }));
+    let (status, again) = json_of(put(&f.urls[&follower], "77/1", "a").await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again, first);
+    // The next id of the client applies: one revision after the other write.
+    let (_, next) = json_of(put(&f.urls[&follower], "77/2", "c").await.unwrap()).await;
+    assert_eq!(next["revision"].as_i64(), Some(rev + 2), "{next}");
+    // The same id with another request is refused; a bad id is a bad request.
+    let (status, reused) = json_of(put(&f.urls[&follower], "77/2", "d").await.unwrap()).await;
+    assert_eq!(
+        (status.as_u16(), reused["code"].as_str()),
+        (409, Some("request_id_reused"))
+    );
+    let (status, bad) = json_of(put(&f.urls[&follower], "77", "d").await.unwrap()).await;
+    assert_eq!(
+        (status.as_u16(), bad["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+    // Deletes and compare-and-swaps too.
+    for _ in 0..2 {
+        let r = client
+            .post(format!("{}/v1/cas/once", f.urls[&follower]))
+            .header("Request-Id", "78/1")
+            .body(r#"{"expected":"c","value":"e"}"#)
+            .send()
+            .await
+            .unwrap();
+        let (status, cas) = json_of(r).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            cas["succeeded"], true,
+            "the retry reports the first success: {cas}"
+        );
+        let r = client
+            .delete(format!("{}/v1/kv/once", f.urls[&follower]))
+            .header("Request-Id", "78/2")
+            .send()
+            .await
+            .unwrap();
+        let (status, del) = json_of(r).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            del["deleted"], true,
+            "the retry reports the first delete: {del}"
+        );
+    }
+}
+
+/// An endpoint that passes a request on to `target` and then loses the
+/// answer (504, outcome unknown), counting what it saw: the write happened,
+/// but the client cannot know.
+async fn reply_losing_proxy(target: String) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::extract::Request as AxumRequest;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().fallback(move |req: AxumRequest| {
+        let target = target.clone();
+        let log = log.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let id = parts
+                .headers
+                .get("request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_string();
+            log.lock().unwrap().push(id);
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+            let mut fwd = reqwest::Client::new().request(
+                parts.method.clone(),
+                format!("{target}{}", parts.uri.path_and_query().unwrap()),
+            );
+            for (k, v) in parts.headers.iter() {
+                if k != "host" && k != "content-length" {
+                    fwd = fwd.header(k, v);
+                }
+            }
+            let r = fwd.body(body).send().await.unwrap();
+            assert!(r.status().is_success(), "the write went through");
+            (
+                axum::http::StatusCode::GATEWAY_TIMEOUT,
+                r#"{"error":"timed out; the outcome is unknown","code":"timeout"}"#,
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, seen)
+}
+
+/// `raft-node put/del/cas` send a request id and retry an unknown outcome on
+/// the next endpoint with the same id: the write is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_retries_a_write_with_its_request_id_and_it_applies_once() {
+    use raft_node::cli::client::{run, ClientCommand, Endpoints};
+    let f = start().await;
+    let leader = f.cluster.leader().unwrap();
+    let lurl = f.urls[&leader].clone();
+    let (proxy, seen) = reply_losing_proxy(lurl.clone()).await;
+    let endpoints = Endpoints {
+        endpoints: vec![proxy, lurl.clone()],
+        cacert: None,
+        cert: None,
+        key: None,
+    };
+    let before: Value = reqwest::Client::new()
+        .put(format!("{lurl}/v1/kv/cli"))
+        .body("0")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rev0 = before["revision"].as_i64().unwrap();
+    let cmds = [
+        ClientCommand::Put {
+            key: "cli".into(),
+            value: "1".into(),
+        },
+        ClientCommand::Cas {
+            key: "cli".into(),
+            expected: Some("1".into()),
+            value: Some("2".into()),
+        },
+        ClientCommand::Del { key: "cli".into() },
+    ];
+    for (n, cmd) in cmds.into_iter().enumerate() {
+        let eps = endpoints.clone();
+        let out = tokio::task::spawn_blocking(move || run(&cmd, &eps))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("command {n} failed: {e}"));
+        let reply: Value = serde_json::from_str(&out).unwrap();
+        let rev = reply["revision"].as_i64();
+        if let Some(rev) = rev {
+            assert_eq!(rev, rev0 + 1 + n as i64, "applied once: {reply}");
+        }
+        if n == 1 {
+            assert_eq!(reply["succeeded"], true, "the first result: {reply}");
+        }
+        if n == 2 {
+            assert_eq!(reply["deleted"], true, "the first result: {reply}");
+        }
+    }
+    let ids = seen.lock().unwrap().clone();
+    assert_eq!(
+        ids.len(),
+        3,
+        "each write went to the reply-losing endpoint once"
+    );
+    assert!(
+        ids.iter()
+            .all(|id| id.parse::<raft_node::mvcc::RequestId>().is_ok()),
+        "{ids:?}"
+    );
+    // One revision per command: none was applied twice.
+    let r = reqwest::Client::new()
+        .put(format!("{lurl}/v1/kv/cli"))
+        .body("3")
+        .send()
+        .await
+        .unwrap();
+    let after: Value = r.json().await.unwrap();
+    assert_eq!(after["revision"].as_i64(), Some(rev0 + 4), "{after}");
+}

@@ -691,3 +691,92 @@ fn a_member_recreated_from_nothing_is_refused_by_its_peers() {
     client_until_ok(&["put", "k3", "v"], &eps);
     sigterm_all(nodes);
 }
+
+/// etcd's API takes a request id in the `request-id` gRPC metadata (etcd's
+/// clients leave it unset): a put sent again with the same id, to any
+/// member (followers forward it), is applied once and answered with the
+/// first result.
+#[test]
+fn etcd_api_writes_with_a_request_id_apply_once() {
+    use raft_node::api::pb::etcdserverpb::kv_client::KvClient;
+    use raft_node::api::pb::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest};
+
+    let (dir, base, _) = cluster_dir(4_242, "1,2,3");
+    let configs = write_configs(dir.path(), base);
+    let eps = endpoints(base);
+    let _nodes = start(&configs);
+    client_until_ok(&["put", "warm", "up"], &eps);
+    let urls: Vec<String> = eps.split(',').map(String::from).collect();
+    let follower = urls
+        .iter()
+        .find(|u| status_of(u).is_some_and(|s| s["role"] == "follower"))
+        .expect("a follower")
+        .clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut clients = Vec::new();
+        for u in &urls {
+            clients.push(KvClient::connect(u.clone()).await.unwrap());
+        }
+        let mut to_follower = KvClient::connect(follower.clone()).await.unwrap();
+        let with_id = |id: &str, value: &str| {
+            let mut r = tonic::Request::new(PutRequest {
+                key: b"g".to_vec(),
+                value: value.as_bytes().to_vec(),
+                prev_kv: true,
+                ..Default::default()
+            });
+            r.metadata_mut().insert("request-id", id.parse().unwrap());
+            r
+        };
+        let first = to_follower
+            .put(with_id("5/1", "a"))
+            .await
+            .unwrap()
+            .into_inner();
+        let rev = first.header.as_ref().unwrap().revision;
+        // Another write in between, without an id.
+        clients[0]
+            .put(PutRequest {
+                key: b"g".to_vec(),
+                value: b"b".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for c in clients.iter_mut().chain([&mut to_follower]) {
+            let again = c.put(with_id("5/1", "a")).await.unwrap().into_inner();
+            assert_eq!(again.header.unwrap().revision, rev, "the first result");
+            assert_eq!(again.prev_kv, first.prev_kv);
+        }
+        let now = clients[1]
+            .range(RangeRequest {
+                key: b"g".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(now.kvs[0].value, b"b", "the retries changed nothing");
+        assert_eq!(now.header.unwrap().revision, rev + 1);
+        // A delete with an id reports its first result on a retry.
+        for _ in 0..2 {
+            let mut r = tonic::Request::new(DeleteRangeRequest {
+                key: b"g".to_vec(),
+                ..Default::default()
+            });
+            r.metadata_mut()
+                .insert("request-id", "5/2".parse().unwrap());
+            let d = to_follower.delete_range(r).await.unwrap().into_inner();
+            assert_eq!(d.deleted, 1);
+        }
+        // Reused for another request, or malformed: refused.
+        let e = to_follower.put(with_id("5/2", "c")).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        let e = to_follower.put(with_id("five", "c")).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    });
+}

@@ -13,6 +13,14 @@
 //! - 504 (`timeout`, `stopped`), any other status, a timeout, or a connection
 //!   lost after the request may have been sent: **unknown** outcome
 //!   (`complete_unknown`).
+//!
+//! A write may carry a request id (`Request-Id: CLIENT/SEQ`): the node then
+//! applies it at most once however often it is sent. [`Recording::run_once`]
+//! retries such a write whose outcome is unknown, through other nodes, with
+//! the same id, and records all its attempts as **one** operation: invoked
+//! when the first attempt was, completed by the first definite answer (the
+//! node answers a retry with the first result). It failed definitely only if
+//! every attempt did; otherwise, without a definite answer, it is unknown.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
@@ -135,6 +143,17 @@ impl Api {
     /// Sends `method url` with `body`, following up to 4 redirects (307 with
     /// `Location`) itself.
     pub async fn request(&self, method: Method, url: &str, body: Option<Vec<u8>>) -> Answer {
+        self.request_with_id(method, url, body, None).await
+    }
+
+    /// [`Api::request`] with a `Request-Id` header if `id` is given.
+    pub async fn request_with_id(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+        id: Option<&str>,
+    ) -> Answer {
         let mut url = url.to_string();
         for _ in 0..5 {
             let mut req = self
@@ -143,6 +162,9 @@ impl Api {
                 .timeout(self.timeout);
             if let Some(b) = &body {
                 req = req.body(b.clone());
+            }
+            if let Some(id) = id {
+                req = req.header("request-id", id);
             }
             let resp = match req.send().await {
                 Ok(r) => r,
@@ -280,29 +302,55 @@ impl Recording {
         key: &str,
         input: Input,
     ) -> (Outcome, Option<Output>, Answer) {
-        let url_key = format!("{base}/v1/kv/{key}");
-        let (method, url, body) = match &input {
-            Input::Get => (Method::GET, url_key, None),
-            Input::Put { value } => (Method::PUT, url_key, Some(value.0.clone())),
-            Input::Delete => (Method::DELETE, url_key, None),
-            Input::Cas { expected, new } => {
-                let text = |v: &Option<Value>| {
-                    v.as_ref()
-                        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                };
-                let body = serde_json::json!({"expected": text(expected), "value": text(new)});
-                (
-                    Method::POST,
-                    format!("{base}/v1/cas/{key}"),
-                    Some(body.to_string().into_bytes()),
-                )
-            }
-        };
+        let (method, url, body) = http_request(base, key, &input);
         let id = self.begin(client, key, &input);
         let answer = api.request(method, &url, body).await;
         let output = parse_output(&input, &answer);
         let outcome = self.finish(id, output.clone(), answer.definitely_failed());
         (outcome, output, answer)
+    }
+
+    /// Runs the write `input` with request id `request_id` (`CLIENT/SEQ`),
+    /// trying `bases` in turn (at most `attempts` tries) while the outcome
+    /// is unknown, every try with the same id; records it as one operation
+    /// (see the module doc). Returns the outcome, the output if any, and how
+    /// many tries it took.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_once(
+        &self,
+        api: &Api,
+        bases: &[&str],
+        attempts: usize,
+        client: u64,
+        key: &str,
+        input: Input,
+        request_id: &str,
+    ) -> (Outcome, Option<Output>, usize) {
+        let op = self.begin(client, key, &input);
+        let mut tries = Attempts::default();
+        for n in 0..attempts.max(1) {
+            if n > 0 {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            let Some(base) = bases.get(n % bases.len().max(1)) else {
+                break;
+            };
+            let (method, url, body) = http_request(base, key, &input);
+            let answer = api
+                .request_with_id(method, &url, body, Some(request_id))
+                .await;
+            if let Some(out) = tries.answered(&answer, parse_output(&input, &answer)) {
+                return (self.finish(op, Some(out.clone()), false), Some(out), n + 1);
+            }
+            if !tries.worth_retrying(&answer) {
+                break;
+            }
+        }
+        (
+            self.finish(op, None, tries.all_definitely_failed()),
+            None,
+            tries.count,
+        )
     }
 
     /// Records the invocation of `input` on `key` by logical client `client`.
@@ -346,6 +394,62 @@ impl Recording {
         };
         self.count(outcome);
         outcome
+    }
+}
+
+/// Pause between the tries of a write with a request id.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The tries of one write with a request id.
+#[derive(Debug, Default)]
+struct Attempts {
+    count: usize,
+    definitely_failed: usize,
+}
+
+impl Attempts {
+    /// Records one try's answer; returns the operation's output if the
+    /// answer is definite.
+    fn answered(&mut self, answer: &Answer, output: Option<Output>) -> Option<Output> {
+        self.count += 1;
+        if answer.definitely_failed() {
+            self.definitely_failed += 1;
+        }
+        output
+    }
+
+    /// Whether another try (same id) may still learn the outcome: not after
+    /// a refusal of the request itself (400, 413: the retry would be refused
+    /// alike) nor after the node no longer knows the id's result (409).
+    fn worth_retrying(&self, answer: &Answer) -> bool {
+        !matches!(answer, Answer::Http { status, .. } if matches!(status.as_u16(), 400 | 409 | 413))
+    }
+
+    /// The operation failed definitely only if every try did.
+    fn all_definitely_failed(&self) -> bool {
+        self.count > 0 && self.definitely_failed == self.count
+    }
+}
+
+/// The `/v1` request that runs `input` on `key` at the node at `base`.
+fn http_request(base: &str, key: &str, input: &Input) -> (Method, String, Option<Vec<u8>>) {
+    let url_key = format!("{base}/v1/kv/{key}");
+    match input {
+        Input::Get => (Method::GET, url_key, None),
+        Input::Put { value } => (Method::PUT, url_key, Some(value.0.clone())),
+        Input::Delete => (Method::DELETE, url_key, None),
+        Input::Cas { expected, new } => {
+            let text = |v: &Option<Value>| {
+                v.as_ref()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            };
+            let body = serde_json::json!({"expected": text(expected), "value": text(new)});
+            (
+                Method::POST,
+                format!("{base}/v1/cas/{key}"),
+                Some(body.to_string().into_bytes()),
+            )
+        }
     }
 }
 
@@ -416,6 +520,25 @@ mod tests {
         ] {
             assert!(!unknown.definitely_failed(), "{unknown:?}");
         }
+    }
+
+    #[test]
+    fn a_retried_write_failed_only_if_every_try_did() {
+        let mut t = Attempts::default();
+        let lost = Answer::Lost("timed out".into());
+        let refused = http(503, r#"{"code":"not_leader"}"#);
+        assert_eq!(t.answered(&refused, None), None);
+        assert!(t.all_definitely_failed());
+        // An unknown try may have applied it: a later refusal does not undo that.
+        assert_eq!(t.answered(&lost, None), None);
+        assert!(t.worth_retrying(&lost));
+        assert_eq!(t.answered(&refused, None), None);
+        assert!(!t.all_definitely_failed());
+        assert_eq!(t.count, 3);
+        // The node no longer knows the id, or refuses the request: stop.
+        assert!(!t.worth_retrying(&http(409, r#"{"code":"request_id_too_old"}"#)));
+        assert!(!t.worth_retrying(&http(400, "{}")));
+        assert!(t.worth_retrying(&http(504, r#"{"code":"timeout"}"#)));
     }
 
     #[test]

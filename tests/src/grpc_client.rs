@@ -31,6 +31,9 @@ fn definitely_failed(e: &etcd_client::Error) -> bool {
             use tonic::Code;
             let msg = s.message();
             match s.code() {
+                // A retry whose first result the node no longer keeps: its
+                // outcome is unknown (see raft-node's mvcc/dedupe.rs).
+                Code::FailedPrecondition if msg.contains("request id too old") => false,
                 Code::InvalidArgument
                 | Code::OutOfRange
                 | Code::NotFound

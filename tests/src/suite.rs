@@ -121,6 +121,9 @@ pub struct RunOutcome {
     pub seed: u64,
     /// Outcome counts of client operations (probes and final reads included).
     pub counts: Counts,
+    /// Writes with a request id that took more than one try (each is one
+    /// operation in the history).
+    pub retried_writes: u64,
     /// Operations in the checked history (definite failures excluded).
     pub checked_ops: usize,
     /// Keys in the history.
@@ -153,7 +156,8 @@ impl RunOutcome {
         }
         let worst = self.faults.iter().filter_map(|f| f.recovery).max();
         format!(
-            "{} nodes, seed {}, {:.0?}: ops ok {} / unknown {} / failed {}; checked {} ops on {} keys: {:?}; \
+            "{} nodes, seed {}, {:.0?}: ops ok {} / unknown {} / failed {}; {} writes retried with their request id; \
+             checked {} ops on {} keys: {:?}; \
              {} leader terms; faults {:?}; slowest recovery {:?}; watches checked: [{}]; {}",
             self.nodes,
             self.seed,
@@ -161,6 +165,7 @@ impl RunOutcome {
             self.counts.ok,
             self.counts.unknown,
             self.counts.failed,
+            self.retried_writes,
             self.checked_ops,
             self.keys,
             self.verdict,
@@ -202,10 +207,15 @@ struct Shared {
     /// The last value seen per key, to make compare-and-swaps succeed often.
     last_seen: Mutex<HashMap<String, Option<Value>>>,
     stop_clients: AtomicBool,
+    /// Writes with a request id that took more than one try.
+    retried: AtomicU64,
     stop_polling: AtomicBool,
     /// term -> nodes that claimed to lead it.
     claims: Mutex<BTreeMap<u64, BTreeSet<u64>>>,
 }
+
+/// Most tries of a write with a request id (through different nodes).
+const RETRIES_PER_WRITE: usize = 3;
 
 async fn client_loop(shared: Arc<Shared>, index: u64, seed: u64) {
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -214,6 +224,9 @@ async fn client_loop(shared: Arc<Shared>, index: u64, seed: u64) {
     let mut grpc = (index % 2 == 1).then(GrpcClients::default);
     let mut process = index * 1_000_000;
     let mut seq = 0u64;
+    // This client's id for its writes with a request id (half of the /v1
+    // clients' writes), numbered by `seq`.
+    let request_client: u64 = rng.gen();
     while !shared.stop_clients.load(Ordering::Relaxed) {
         let slot = rng.gen_range(0..shared.keys.counters.len());
         let key = shared.keys.key(slot);
@@ -251,6 +264,30 @@ async fn client_loop(shared: Arc<Shared>, index: u64, seed: u64) {
                     input.clone(),
                 )
                 .await
+            }
+            None if input.is_write() && rng.gen_bool(0.5) => {
+                // Retried through other nodes while the outcome is unknown,
+                // always with this id: applied at most once, recorded as
+                // one operation.
+                let mut bases: Vec<&str> = shared.urls.iter().map(String::as_str).collect();
+                bases.shuffle(&mut rng);
+                let request_id = format!("{request_client}/{seq}");
+                let (outcome, output, tries) = shared
+                    .rec
+                    .run_once(
+                        &shared.api,
+                        &bases,
+                        RETRIES_PER_WRITE,
+                        process,
+                        &key,
+                        input.clone(),
+                        &request_id,
+                    )
+                    .await;
+                if tries > 1 {
+                    shared.retried.fetch_add(1, Ordering::Relaxed);
+                }
+                (outcome, output)
             }
             None => {
                 let (outcome, output, _) = shared
@@ -394,6 +431,7 @@ async fn run_async(config: &RunConfig, bin: &Path, firewall: Option<&Firewall>) 
         nodes: config.cluster.nodes,
         seed: config.seed,
         counts: Counts::default(),
+        retried_writes: 0,
         checked_ops: 0,
         keys: 0,
         verdict: None,
@@ -431,6 +469,7 @@ async fn run_async(config: &RunConfig, bin: &Path, firewall: Option<&Firewall>) 
         },
         last_seen: Mutex::new(HashMap::new()),
         stop_clients: AtomicBool::new(false),
+        retried: AtomicU64::new(0),
         stop_polling: AtomicBool::new(false),
         claims: Mutex::new(BTreeMap::new()),
     });
@@ -640,6 +679,7 @@ async fn run_async(config: &RunConfig, bin: &Path, firewall: Option<&Firewall>) 
     // Linearizability.
     let history = shared.rec.history();
     outcome.counts = shared.rec.counts();
+    outcome.retried_writes = shared.retried.load(Ordering::Relaxed);
     outcome.checked_ops = history.ops.len();
     outcome.keys = history.by_key().len();
     // A key with many operations of unknown outcome can need more than the

@@ -14,7 +14,7 @@ use super::pb::raftnodepb::internal_request::Request as Internal;
 use crate::driver::{ClientError, DriverHandle, Request, WriteOutcome};
 use crate::forward::Forwarder;
 use crate::http::AddressBook;
-use crate::mvcc::{Applied, Command, Response, Store};
+use crate::mvcc::{Applied, Command, RequestId, Response, Store};
 
 /// etcd's default limit on one request (`--max-request-bytes`).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
@@ -77,13 +77,23 @@ impl EtcdApi {
     /// Proposes `cmd` (through the leader if this node follows) and returns
     /// what applying it produced.
     pub async fn write(&self, cmd: Command) -> Result<Response, Status> {
+        self.write_once(cmd, None).await
+    }
+
+    /// [`EtcdApi::write`] applied at most once per request id `id` (from
+    /// the `request-id` metadata): a retry gets the first result.
+    pub async fn write_once(
+        &self,
+        cmd: Command,
+        id: Option<RequestId>,
+    ) -> Result<Response, Status> {
         if cmd.encoded_len() > self.max_request_bytes {
             return Err(Status::invalid_argument("etcdserver: request is too large"));
         }
         if adds_data(&cmd) {
             self.check_quota().await?;
         }
-        let outcome = self.propose(&cmd).await.map_err(from_client)?;
+        let outcome = self.propose(&cmd, id).await.map_err(from_client)?;
         match outcome.applied {
             Applied::Command(Ok(resp)) => Ok(resp),
             Applied::Command(Err(e)) => Err(from_mvcc(&e)),
@@ -91,13 +101,17 @@ impl EtcdApi {
         }
     }
 
-    async fn propose(&self, cmd: &Command) -> Result<WriteOutcome, ClientError> {
-        let (req, rx) = Request::write(cmd.clone());
+    async fn propose(
+        &self,
+        cmd: &Command,
+        id: Option<RequestId>,
+    ) -> Result<WriteOutcome, ClientError> {
+        let (req, rx) = Request::write_once(cmd.clone(), id);
         self.driver.submit(req);
         match rx.await.map_err(ClientError::from).and_then(|r| r) {
             Err(ClientError::NotLeader {
                 leader: Some(leader),
-            }) if leader != self.member_id => self.forwarder.write(leader, cmd).await,
+            }) if leader != self.member_id => self.forwarder.write(leader, cmd, id).await,
             other => other,
         }
     }
@@ -121,7 +135,7 @@ impl EtcdApi {
                 member_id: self.member_id,
                 alarm: AlarmType::Nospace as i32,
             }));
-            let _ = self.propose(&alarm).await;
+            let _ = self.propose(&alarm, None).await;
         }
         Err(from_mvcc(&crate::mvcc::MvccError::NoSpace))
     }

@@ -1,11 +1,27 @@
 //! Client commands (`put`, `get`, `del`, `cas`, `status`, `members`) that speak
 //! the HTTP API. Each tries the endpoints in order until one answers; the
 //! HTTP client follows the API's 307 redirects to the leader.
+//!
+//! A write (`put`, `del`, `cas`) carries a request id (`Request-Id:
+//! CLIENT/SEQ`, a random client id per invocation) and every attempt sends
+//! the same one, so the cluster applies it at most once however often it is
+//! retried. Only because of that does a write whose outcome is unknown (an
+//! answer lost, 504) go on to the next endpoint; a write is never re-sent
+//! without an id.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::mvcc::{RequestId, REQUEST_ID_HEADER};
+
+/// Rounds over the endpoints before giving up (with a pause between rounds,
+/// e.g. while a new leader is elected).
+const ROUNDS: usize = 3;
+
+/// Pause between rounds.
+const ROUND_PAUSE: Duration = Duration::from_millis(500);
 
 /// Client endpoints of `raft-node demo`, the default for `--endpoints`.
 pub const DEMO_ENDPOINTS: &str =
@@ -101,6 +117,19 @@ pub enum ClientCommand {
         /// Key.
         key: String,
     },
+    /// Compare-and-swap: set KEY to --value (or delete it without --value)
+    /// if it holds --expected (or is absent without --expected); prints
+    /// whether it held and the key's value afterwards.
+    Cas {
+        /// Key.
+        key: String,
+        /// The value KEY must hold (omitted: KEY must be absent).
+        #[arg(long)]
+        expected: Option<String>,
+        /// The new value (omitted: delete KEY).
+        #[arg(long)]
+        value: Option<String>,
+    },
     /// Print each endpoint's status.
     Status,
     /// Print the membership as the first reachable node knows it.
@@ -147,11 +176,24 @@ async fn run_async(cmd: &ClientCommand, endpoints: &Endpoints) -> Outcome {
             Ok(out.trim_end().to_string())
         }
         _ => {
+            // One id for every attempt of this write.
+            let id = is_write(cmd).then(|| RequestId {
+                client: rand::RngCore::next_u64(&mut rand::rngs::OsRng),
+                seq: 1,
+            });
             let mut last = String::new();
-            for ep in endpoints {
-                match one(&client, cmd, trim(ep)).await {
-                    Ok(out) => return out,
-                    Err(unreachable) => last = unreachable,
+            for round in 0..ROUNDS {
+                if round > 0 {
+                    tokio::time::sleep(ROUND_PAUSE).await;
+                }
+                for ep in endpoints {
+                    match one(&client, cmd, id, trim(ep)).await {
+                        Ok(out) => return out,
+                        Err(next) => {
+                            tracing::debug!(endpoint = %ep, error = %next, "trying the next endpoint");
+                            last = next;
+                        }
+                    }
                 }
             }
             Err(format!("no endpoint answered (last: {last})"))
@@ -159,11 +201,32 @@ async fn run_async(cmd: &ClientCommand, endpoints: &Endpoints) -> Outcome {
     }
 }
 
-/// `Err` only when the endpoint could not be reached (try the next one).
-async fn one(client: &reqwest::Client, cmd: &ClientCommand, ep: &str) -> Result<Outcome, String> {
+fn is_write(cmd: &ClientCommand) -> bool {
+    matches!(
+        cmd,
+        ClientCommand::Put { .. } | ClientCommand::Del { .. } | ClientCommand::Cas { .. }
+    )
+}
+
+/// `Err` when another endpoint may do better: this one could not be reached,
+/// knows no leader, or (a write with a request id only) left the outcome
+/// unknown.
+async fn one(
+    client: &reqwest::Client,
+    cmd: &ClientCommand,
+    id: Option<RequestId>,
+    ep: &str,
+) -> Result<Outcome, String> {
     let key_url = |k: &str| format!("{ep}/v1/kv/{}", encode_key(k));
     let req = match cmd {
         ClientCommand::Put { key, value } => client.put(key_url(key)).body(value.clone()),
+        ClientCommand::Cas {
+            key,
+            expected,
+            value,
+        } => client
+            .post(format!("{ep}/v1/cas/{}", encode_key(key)))
+            .json(&serde_json::json!({ "expected": expected, "value": value })),
         ClientCommand::Get { key, stale } => {
             let q = if *stale { "?consistency=stale" } else { "" };
             client.get(format!("{}{q}", key_url(key)))
@@ -172,12 +235,32 @@ async fn one(client: &reqwest::Client, cmd: &ClientCommand, ep: &str) -> Result<
         ClientCommand::Members => client.get(format!("{ep}/v1/members")),
         ClientCommand::Status => unreachable!("handled by the caller"),
     };
-    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let req = match id {
+        Some(id) => req.header(REQUEST_ID_HEADER, id.to_string()),
+        None => req,
+    };
+    let resp = match req.send().await {
+        Ok(r) => r,
+        // Not sent at all: safe to try elsewhere, with or without an id.
+        Err(e) if e.is_connect() => return Err(format!("{ep}: {e}")),
+        // Maybe sent: only a write with an id may go again.
+        Err(e) if id.is_some() || !is_write(cmd) => return Err(format!("{ep}: {e}")),
+        Err(e) => return Ok(Err(format!("{ep}: {e} (the outcome is unknown)"))),
+    };
     let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    let body = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) if id.is_some() || !is_write(cmd) => return Err(format!("{ep}: {e}")),
+        Err(e) => return Ok(Err(format!("{ep}: {e} (the outcome is unknown)"))),
+    };
     if status.as_u16() == 503 && is_code(&body, "no_leader") {
         // Another endpoint may know the leader.
         return Err(format!("{ep}: no leader"));
+    }
+    if status.as_u16() == 504 && id.is_some() {
+        // Outcome unknown: the same id through another endpoint is applied
+        // at most once, and answers with the first result if it was.
+        return Err(format!("{ep}: {}", String::from_utf8_lossy(&body)));
     }
     if !status.is_success() {
         if matches!(cmd, ClientCommand::Get { .. }) && status.as_u16() == 404 {

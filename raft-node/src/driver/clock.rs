@@ -37,6 +37,15 @@ fn fallback_nanos() -> u64 {
     u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Wall-clock milliseconds since the Unix epoch (0 before it), which a
+/// leader stamps into a request with an id: the request-id table ages
+/// sessions by the highest stamp in the log, not by any member's clock.
+pub(super) fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -28,7 +28,7 @@ pub use counters::DriverCounters;
 pub use requests::{ClientError, Pending, Reply, Request, WriteOutcome};
 pub use status::NodeStatus;
 
-use crate::mvcc::{Applied, Command, SharedStore, Store};
+use crate::mvcc::{Applied, SharedStore, Store};
 use crate::storage::WalStorage;
 use waiters::Waiters;
 
@@ -321,11 +321,11 @@ fn run(
             .take(MAX_BATCH_INPUTS);
         // Client writes in a row are proposed together (one `propose_batch`), flushed
         // before any other input so that inputs still reach the core in arrival order.
-        let mut writes: Vec<(Command, Reply<WriteOutcome>)> = Vec::new();
+        let mut writes: Vec<waiters::Write> = Vec::new();
         for input in &mut batch {
-            if let Input::Client(Request::Write { cmd, reply }) = input {
+            if let Input::Client(Request::Write { cmd, id, reply }) = input {
                 counters.proposal();
-                writes.push((cmd, reply));
+                writes.push((cmd, id, reply));
                 continue;
             }
             if !writes.is_empty() {
@@ -432,23 +432,25 @@ fn run(
                 transport.send(m);
             }
             for e in &rd.committed_entries {
-                let applied = match &e.kind {
+                // `at`: the entry whose result this is (an earlier one for a
+                // retried request id).
+                let (at, applied) = match &e.kind {
                     EntryKind::Normal => {
                         snapshots.applied(e.data.len());
-                        kv.apply(e.index, e.term, &e.data)
+                        kv.apply_at(e.index, e.term, &e.data)
                     }
                     EntryKind::ConfChange(cc) => {
                         record_members(&mut kv, cc, &e.data);
                         transport.conf_change_applied(cc, &e.data);
                         kv.skip(e.index, e.term);
-                        Applied::Nothing
+                        ((e.index, e.term), Applied::Nothing)
                     }
                     EntryKind::Noop => {
                         kv.skip(e.index, e.term);
-                        Applied::Nothing
+                        ((e.index, e.term), Applied::Nothing)
                     }
                 };
-                waiters.applied(e, applied);
+                waiters.applied_at(e, at, applied);
             }
             waiters.confirmed_reads(&rd.read_states);
             node.advance();

@@ -4,7 +4,7 @@ use std::fmt;
 
 use raft_core::ConfChange;
 
-use crate::mvcc::{Applied, Command};
+use crate::mvcc::{Applied, Command, RequestId};
 use crate::storage::StorageFailure;
 
 /// Where the driver sends a request's outcome. Works from threads and tasks
@@ -20,6 +20,9 @@ pub enum Request {
     Write {
         /// The command.
         cmd: Command,
+        /// The client's request id: the command is applied at most once per
+        /// id (see `mvcc/dedupe.rs`).
+        id: Option<RequestId>,
         /// Gets the log index and what applying did.
         reply: Reply<WriteOutcome>,
     },
@@ -57,7 +60,8 @@ pub enum Request {
 /// The outcome of an applied write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriteOutcome {
-    /// Log index the command was applied at.
+    /// Log index the command was applied at (for a retried request id: the
+    /// index of the entry that applied it first).
     pub index: u64,
     /// Term of that entry.
     pub term: u64,
@@ -142,8 +146,14 @@ impl From<tokio::sync::oneshot::error::RecvError> for ClientError {
 impl Request {
     /// A write of `cmd` and the receiver of its outcome.
     pub fn write(cmd: Command) -> (Request, Pending<WriteOutcome>) {
+        Request::write_once(cmd, None)
+    }
+
+    /// A write of `cmd` applied at most once per request id `id` (a retry
+    /// with the same id is answered with the first result).
+    pub fn write_once(cmd: Command, id: Option<RequestId>) -> (Request, Pending<WriteOutcome>) {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        (Request::Write { cmd, reply }, rx)
+        (Request::Write { cmd, id, reply }, rx)
     }
 
     /// A linearizable read barrier and the receiver of the index to read at.

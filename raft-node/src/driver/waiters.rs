@@ -8,7 +8,19 @@ use std::time::{Duration, Instant};
 use raft_core::{ConfChange, ConfChangeSingle, ConfState, Entry, RawNode, ReadState, Storage};
 
 use super::requests::{ClientError, Reply, Request, WriteOutcome};
-use crate::mvcc::{Applied, Command, Store};
+use crate::mvcc::{Applied, Command, Once, RequestId, Store};
+
+/// A client write: its command, request id (if any) and reply.
+pub(super) type Write = (Command, Option<RequestId>, Reply<WriteOutcome>);
+
+/// Encodes `cmd` for a proposal by this node; a request with an id carries
+/// this node's wall clock (the request-id table's clock).
+fn proposal(cmd: &Command, id: Option<RequestId>) -> Vec<u8> {
+    cmd.encode_once(id.map(|id| Once {
+        id,
+        proposed_at_ms: super::clock::wall_ms(),
+    }))
+}
 
 enum WriteReply {
     Kv(Reply<WriteOutcome>),
@@ -55,7 +67,7 @@ impl Waiters {
     pub(super) fn submit<S: Storage>(&mut self, node: &mut RawNode<S>, req: Request) {
         let deadline = Instant::now() + self.timeout;
         match req {
-            Request::Write { cmd, reply } => match node.propose(cmd.encode()) {
+            Request::Write { cmd, id, reply } => match node.propose(proposal(&cmd, id)) {
                 Ok(at) => self.add_write(at.index, at.term, deadline, WriteReply::Kv(reply)),
                 Err(e) => {
                     let _ = reply.send(Err(ClientError::from_core(e)));
@@ -122,30 +134,29 @@ impl Waiters {
     /// uncommitted limit...), each write is proposed alone instead, so every client
     /// hears exactly what a lone proposal would have heard (e.g. the first writes
     /// may still fit under the uncommitted limit).
-    pub(super) fn submit_writes<S: Storage>(
-        &mut self,
-        node: &mut RawNode<S>,
-        writes: Vec<(Command, Reply<WriteOutcome>)>,
-    ) {
+    pub(super) fn submit_writes<S: Storage>(&mut self, node: &mut RawNode<S>, writes: Vec<Write>) {
         if writes.len() == 1 {
-            for (cmd, reply) in writes {
-                self.submit(node, Request::Write { cmd, reply });
+            for (cmd, id, reply) in writes {
+                self.submit(node, Request::Write { cmd, id, reply });
             }
             return;
         }
         let deadline = Instant::now() + self.timeout;
-        let encoded: Vec<Vec<u8>> = writes.iter().map(|(cmd, _)| cmd.encode()).collect();
+        let encoded: Vec<Vec<u8>> = writes
+            .iter()
+            .map(|(cmd, id, _)| proposal(cmd, *id))
+            .collect();
         match node.propose_batch(encoded) {
             Ok(batch) => {
                 debug_assert_eq!(batch.len(), writes.len() as u64);
-                for (index, (_, reply)) in batch.indexes.zip(writes) {
+                for (index, (_, _, reply)) in batch.indexes.zip(writes) {
                     self.add_write(index, batch.term, deadline, WriteReply::Kv(reply));
                 }
             }
             Err(e) => {
                 tracing::debug!(error = %e, writes = writes.len(), "batch refused; proposing one by one");
-                for (cmd, reply) in writes {
-                    self.submit(node, Request::Write { cmd, reply });
+                for (cmd, id, reply) in writes {
+                    self.submit(node, Request::Write { cmd, id, reply });
                 }
             }
         }
@@ -165,7 +176,15 @@ impl Waiters {
     /// Entry `e` was applied with result `applied`: answer its proposer. Any
     /// waiter at this index whose entry had another term is now certainly not
     /// applied (the log holds exactly one entry per index once committed).
+    #[cfg(test)]
     pub(super) fn applied(&mut self, e: &Entry, applied: Applied) {
+        self.applied_at(e, (e.index, e.term), applied);
+    }
+
+    /// [`Waiters::applied`] for a result first produced by the entry at
+    /// `first` = (index, term) (a retried request id): the proposer of `e`
+    /// hears that entry's position.
+    pub(super) fn applied_at(&mut self, e: &Entry, first: (u64, u64), applied: Applied) {
         let Some(waiting) = self.writes.remove(&e.index) else {
             return;
         };
@@ -178,8 +197,8 @@ impl Waiters {
             match (w.reply, applied.take()) {
                 (WriteReply::Kv(reply), Some(applied)) => {
                     let _ = reply.send(Ok(WriteOutcome {
-                        index: e.index,
-                        term: e.term,
+                        index: first.0,
+                        term: first.1,
                         applied,
                     }));
                 }
@@ -590,13 +609,13 @@ mod batch_tests {
         n
     }
 
-    type Writes = Vec<(Command, Reply<WriteOutcome>)>;
+    type Writes = Vec<Write>;
 
     fn writes(n: usize) -> (Writes, Vec<Pending<WriteOutcome>>) {
         (0..n)
             .map(|i| {
                 let (reply, rx) = tokio::sync::oneshot::channel();
-                ((Command::put(format!("k{i}"), "v"), reply), rx)
+                ((Command::put(format!("k{i}"), "v"), None, reply), rx)
             })
             .unzip()
     }
@@ -607,7 +626,7 @@ mod batch_tests {
         let mut w = Waiters::new(Duration::from_secs(60), 1_000);
         let first = node.last_index() + 1;
         let (batch, _pending) = writes(3);
-        let cmds: Vec<Vec<u8>> = batch.iter().map(|(c, _)| c.encode()).collect();
+        let cmds: Vec<Vec<u8>> = batch.iter().map(|(c, _, _)| c.encode()).collect();
         w.submit_writes(&mut node, batch);
         assert_eq!(node.last_index(), first + 2);
         let waiting: Vec<(u64, u64)> = w

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -13,7 +13,9 @@ use super::{ApiError, ApiState, MAX_KEY_BYTES};
 use crate::api::pb::etcdserverpb::response_op::Response as OpResponse;
 use crate::api::pb::etcdserverpb::TxnResponse;
 use crate::driver::{Request, WriteOutcome};
-use crate::mvcc::{Applied, Command, MvccError, Response as MvccResponse};
+use crate::mvcc::{
+    Applied, Command, MvccError, RequestId, Response as MvccResponse, REQUEST_ID_HEADER,
+};
 
 fn check_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
@@ -51,13 +53,28 @@ async fn read_body(state: &ApiState, body: Body) -> Result<Bytes, ApiError> {
         })
 }
 
-/// Proposes `cmd` and waits for what applying it did.
+/// The `Request-Id: CLIENT/SEQ` header of a write, if it has one: the write
+/// is then applied at most once, and a retry with the same id gets the
+/// first reply (see `mvcc/dedupe.rs`).
+fn request_id(headers: &HeaderMap) -> Result<Option<RequestId>, ApiError> {
+    let Some(v) = headers.get(REQUEST_ID_HEADER) else {
+        return Ok(None);
+    };
+    let text = v
+        .to_str()
+        .map_err(|_| ApiError::bad_request("Request-Id must be CLIENT/SEQ"))?;
+    text.parse().map(Some).map_err(ApiError::bad_request)
+}
+
+/// Proposes `cmd` (at most once per request id `id`) and waits for what
+/// applying it did.
 async fn write(
     state: &ApiState,
     cmd: Command,
+    id: Option<RequestId>,
     uri: &Uri,
 ) -> Result<(WriteOutcome, MvccResponse), ApiError> {
-    let (req, rx) = Request::write(cmd);
+    let (req, rx) = Request::write_once(cmd, id);
     state.driver.submit(req);
     let outcome = rx.await.map_err(Into::into).and_then(|r| r);
     state.metrics.count_write(&outcome);
@@ -79,6 +96,8 @@ async fn write(
 fn from_mvcc(e: &MvccError) -> ApiError {
     match e {
         MvccError::NoSpace => ApiError::new(507, "no_space", e.message()),
+        MvccError::RequestIdTooOld => ApiError::new(409, "request_id_too_old", e.message()),
+        MvccError::RequestIdReused => ApiError::new(409, "request_id_reused", e.message()),
         _ => ApiError::bad_request(e.message()),
     }
 }
@@ -98,11 +117,13 @@ pub(super) async fn put_key(
     State(state): State<Arc<ApiState>>,
     Path(key): Path<String>,
     uri: Uri,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_key(&key)?;
+    let id = request_id(&headers)?;
     let value = read_body(&state, body).await?.to_vec();
-    let (done, resp) = write(&state, Command::put(key, value), &uri).await?;
+    let (done, resp) = write(&state, Command::put(key, value), id, &uri).await?;
     let revision = header_revision(&resp);
     Ok(Json(
         serde_json::json!({ "index": done.index, "revision": revision }),
@@ -114,9 +135,11 @@ pub(super) async fn delete_key(
     State(state): State<Arc<ApiState>>,
     Path(key): Path<String>,
     uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_key(&key)?;
-    let (done, resp) = write(&state, Command::delete(key), &uri).await?;
+    let id = request_id(&headers)?;
+    let (done, resp) = write(&state, Command::delete(key), id, &uri).await?;
     let deleted = matches!(&resp, MvccResponse::DeleteRange(d) if d.deleted > 0);
     Ok(Json(serde_json::json!({
         "index": done.index,
@@ -138,9 +161,11 @@ pub(super) async fn cas_key(
     State(state): State<Arc<ApiState>>,
     Path(key): Path<String>,
     uri: Uri,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_key(&key)?;
+    let id = request_id(&headers)?;
     let bytes = read_body(&state, body).await?;
     let cas: CasBody = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!(
@@ -152,7 +177,7 @@ pub(super) async fn cas_key(
         cas.expected.map(String::into_bytes),
         cas.value.map(String::into_bytes),
     );
-    let (done, resp) = write(&state, cmd, &uri).await?;
+    let (done, resp) = write(&state, cmd, id, &uri).await?;
     let MvccResponse::Txn(txn) = &resp else {
         return Err(ApiError::new(
             500,

@@ -17,6 +17,8 @@ use crate::api::pb::etcdserverpb::{
 use crate::api::pb::raftnodepb::internal_request::Request;
 use crate::api::pb::raftnodepb::InternalRequest;
 
+use super::dedupe::Once;
+
 /// First byte of every entry this version of raft-node proposes.
 pub const FORMAT_V1: u8 = 0xE7;
 
@@ -27,8 +29,16 @@ pub struct Command(pub Request);
 impl Command {
     /// Encodes the command for a proposal.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_once(None)
+    }
+
+    /// Encodes the command for a proposal, with the client's request id and
+    /// the proposer's clock if it has one (see [`super::dedupe`]).
+    pub fn encode_once(&self, once: Option<Once>) -> Vec<u8> {
         let msg = InternalRequest {
             request: Some(self.0.clone()),
+            request_id: once.map(|o| o.id.into()),
+            proposed_at_ms: once.map_or(0, |o| o.proposed_at_ms),
         };
         let mut out = Vec::with_capacity(1 + msg.encoded_len());
         out.push(FORMAT_V1);
@@ -44,14 +54,26 @@ impl Command {
 
     /// Decodes an entry's data.
     pub fn decode(data: &[u8]) -> Result<Command, String> {
+        Command::decode_once(data).map(|(c, _)| c)
+    }
+
+    /// Decodes an entry's data with its request id, if it carries one.
+    pub fn decode_once(data: &[u8]) -> Result<(Command, Option<Once>), String> {
         match data.first() {
-            Some(&FORMAT_V1) => InternalRequest::decode(&data[1..])
-                .map_err(|e| e.to_string())?
-                .request
-                .map(Command)
-                .ok_or_else(|| "entry holds no request".to_string()),
+            Some(&FORMAT_V1) => {
+                let msg = InternalRequest::decode(&data[1..]).map_err(|e| e.to_string())?;
+                let once = msg.request_id.map(|id| Once {
+                    id: id.into(),
+                    proposed_at_ms: msg.proposed_at_ms,
+                });
+                let cmd = msg
+                    .request
+                    .map(Command)
+                    .ok_or_else(|| "entry holds no request".to_string())?;
+                Ok((cmd, once))
+            }
             Some(_) => postcard::from_bytes::<Legacy>(data)
-                .map(Legacy::into_command)
+                .map(|l| (l.into_command(), None))
                 .map_err(|e| format!("neither a current nor a legacy command: {e}")),
             None => Err("empty entry".into()),
         }
@@ -184,5 +206,21 @@ mod tests {
         assert!(Command::decode(&[]).is_err());
         assert!(Command::decode(&[FORMAT_V1, 0xff, 0xff]).is_err());
         assert!(Command::decode(&[0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn a_request_id_and_its_stamp_round_trip() {
+        let c = Command::delete("k");
+        let once = Once {
+            id: super::super::RequestId { client: 7, seq: 9 },
+            proposed_at_ms: 1_700_000_000_000,
+        };
+        let data = c.encode_once(Some(once));
+        assert_eq!(
+            Command::decode_once(&data).unwrap(),
+            (c.clone(), Some(once))
+        );
+        assert_eq!(Command::decode(&data).unwrap(), c);
+        assert_eq!(Command::decode_once(&c.encode()).unwrap(), (c, None));
     }
 }

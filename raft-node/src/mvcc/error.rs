@@ -25,6 +25,11 @@ pub enum MvccError {
     TooManyOps,
     /// A request the store cannot decode or interpret.
     Malformed(String),
+    /// A retried request whose first result is no longer kept: it may or
+    /// may not have been applied (see `mvcc/dedupe.rs`).
+    RequestIdTooOld,
+    /// A request id already applied with a different request.
+    RequestIdReused,
 }
 
 impl MvccError {
@@ -43,6 +48,12 @@ impl MvccError {
             MvccError::DuplicateKey => "etcdserver: duplicate key given in txn request".into(),
             MvccError::TooManyOps => "etcdserver: too many operations in txn request".into(),
             MvccError::Malformed(why) => format!("etcdserver: malformed request: {why}"),
+            MvccError::RequestIdTooOld => "etcdserver: request id too old; the outcome of its \
+                                           first attempt is unknown"
+                .into(),
+            MvccError::RequestIdReused => {
+                "etcdserver: request id already used for a different request".into()
+            }
         }
     }
 }

@@ -12,6 +12,7 @@
 //! snapshot serializes such a view while apply goes on.
 
 mod command;
+mod dedupe;
 mod error;
 mod events;
 mod key_history;
@@ -28,6 +29,10 @@ use bytes::Bytes;
 use imbl::OrdMap;
 
 pub use command::{Command, FORMAT_V1};
+pub use dedupe::{
+    decode_response, encode_response, Limits as DedupeLimits, Once, RequestId,
+    Table as DedupeTable, REQUEST_ID_HEADER,
+};
 pub use error::MvccError;
 pub use events::RECENT_CHANGES;
 pub use key_history::{KeyHistory, Version};
@@ -97,6 +102,8 @@ pub struct Store {
     members: BTreeMap<u64, Vec<u8>>,
     /// Leases by id.
     leases: leases::Leases,
+    /// Request ids applied and their first results (replicated state).
+    dedupe: dedupe::Table,
     /// Recent changes for watchers, oldest first (not replicated state).
     recent: imbl::Vector<events::Change>,
     /// Every change at or after this revision is in `recent`.
@@ -117,6 +124,7 @@ impl Default for Store {
             alarms: BTreeSet::new(),
             members: BTreeMap::new(),
             leases: leases::Leases::new(),
+            dedupe: dedupe::Table::default(),
             recent: imbl::Vector::new(),
             recent_from: 1,
         }
@@ -138,14 +146,22 @@ impl Store {
     /// that does not decode as a command is skipped and logged: it must not
     /// stop the node.
     pub fn apply(&mut self, index: u64, term: u64, data: &[u8]) -> Applied {
+        self.apply_at(index, term, data).1
+    }
+
+    /// [`Store::apply`], also returning the (index, term) of the entry whose
+    /// result this is: the entry's own, or for a retried request (one whose
+    /// request id was applied before, see [`dedupe`]) the first entry's.
+    pub fn apply_at(&mut self, index: u64, term: u64, data: &[u8]) -> ((u64, u64), Applied) {
         debug_assert!(index > self.applied_index, "entries apply in order");
         self.applied_index = index;
         self.applied_term = term;
-        match Command::decode(data) {
-            Ok(Command(req)) => Applied::Command(self.run(req, term)),
+        match Command::decode_once(data) {
+            Ok((Command(req), None)) => ((index, term), Applied::Command(self.run(req, term))),
+            Ok((Command(req), Some(once))) => self.run_once(index, term, req, once),
             Err(e) => {
                 tracing::warn!(index, error = %e, "skipping undecodable entry");
-                Applied::Nothing
+                ((index, term), Applied::Nothing)
             }
         }
     }

@@ -3,7 +3,10 @@
 //! `RNMVCC` + format version (2 bytes), then three sections, each a count
 //! (u64 LE) followed by that many records (u32 LE length + postcard):
 //! the store's scalars (one record), the member contexts, and the keys with
-//! every retained version. Snapshots of raft-node before the MVCC store
+//! every retained version. Version 2 adds a fourth section: the request-id
+//! table's time (u64 LE) and its sessions (count + records, see
+//! `dedupe.rs`); a version 1 snapshot loads with an empty table. Snapshots
+//! of raft-node before the MVCC store
 //! (which begin with a member count) are refused with an error naming the
 //! format; see the README's restore procedure.
 
@@ -16,7 +19,10 @@ use super::key_history::{KeyHistory, Version};
 use super::{pair_hash, Store};
 
 const MAGIC: &[u8; 6] = b"RNMVCC";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+
+/// The first version with the request-id section.
+const VERSION_DEDUPE: u16 = 2;
 
 /// Upper bound of one record (keys and values are bounded far below this).
 const MAX_RECORD_BYTES: usize = 64 << 20;
@@ -143,6 +149,11 @@ impl Store {
                 .collect();
             write_record(out, &(serde_bytes::Bytes::new(k), versions))?;
         }
+        out.write_all(&self.dedupe.now_ms().to_le_bytes())?;
+        out.write_all(&(self.dedupe.clients() as u64).to_le_bytes())?;
+        for session in self.dedupe.records() {
+            write_record(out, &session)?;
+        }
         Ok(())
     }
 
@@ -164,9 +175,9 @@ impl Store {
             ));
         }
         let version = u16::from_le_bytes([head[6], head[7]]);
-        if version != VERSION {
+        if !(1..=VERSION).contains(&version) {
             return Err(bad(format!(
-                "snapshot format version {version} is not supported (this raft-node reads {VERSION})"
+                "snapshot format version {version} is not supported (this raft-node reads 1 to {VERSION})"
             )));
         }
         let mut buf = Vec::new();
@@ -237,6 +248,14 @@ impl Store {
                 restored.digest = restored.digest.wrapping_add(pair_hash(&key, value));
             }
             restored.keys.insert(key, history);
+        }
+        if version >= VERSION_DEDUPE {
+            restored.dedupe.set_now(read_count(input)?);
+            for _ in 0..read_count(input)? {
+                read_record(input, &mut buf)?;
+                let session: super::dedupe::SessionRecord = decode(&buf)?;
+                restored.dedupe.restore(session).map_err(bad)?;
+            }
         }
         *self = restored;
         Ok(())

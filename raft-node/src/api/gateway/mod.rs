@@ -121,10 +121,10 @@ macro_rules! gateway_call {
 }
 
 gateway_call!(range, RangeRequest, |api, r| KvService(api).range(r));
-gateway_call!(put, PutRequest, |api, r| KvService(api).put(r));
+gateway_call!(put, PutRequest, |api, r| KvService(api).put(r, None));
 gateway_call!(delete_range, DeleteRangeRequest, |api, r| KvService(api)
-    .delete_range(r));
-gateway_call!(txn, TxnRequest, |api, r| KvService(api).txn(r));
+    .delete_range(r, None));
+gateway_call!(txn, TxnRequest, |api, r| KvService(api).txn(r, None));
 gateway_call!(compaction, CompactionRequest, |api, r| KvService(api)
     .compact(r));
 gateway_call!(status, StatusRequest, |api, _r| async move {

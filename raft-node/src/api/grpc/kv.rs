@@ -12,7 +12,10 @@ use crate::api::pb::etcdserverpb::{
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use crate::api::pb::raftnodepb::internal_request::Request as Internal;
-use crate::mvcc::{check_txn, txn_is_read_only, Command, MvccError, Response as Applied};
+use crate::mvcc::{
+    check_txn, txn_is_read_only, Command, MvccError, RequestId, Response as Applied,
+    REQUEST_ID_HEADER,
+};
 
 /// The `KV` service.
 pub struct KvService(pub Arc<EtcdApi>);
@@ -40,12 +43,12 @@ impl KvService {
         Ok(resp)
     }
 
-    /// Serves a put.
-    pub async fn put(&self, req: PutRequest) -> Result<PutResponse, Status> {
+    /// Serves a put (at most once per request id `id`).
+    pub async fn put(&self, req: PutRequest, id: Option<RequestId>) -> Result<PutResponse, Status> {
         if req.key.is_empty() {
             return Err(from_mvcc(&MvccError::EmptyKey));
         }
-        match self.0.write(Command(Internal::Put(req))).await? {
+        match self.0.write_once(Command(Internal::Put(req)), id).await? {
             Applied::Put(mut r) => {
                 r.header = self.0.header(r.header);
                 Ok(r)
@@ -54,15 +57,20 @@ impl KvService {
         }
     }
 
-    /// Serves a delete.
+    /// Serves a delete (at most once per request id `id`).
     pub async fn delete_range(
         &self,
         req: DeleteRangeRequest,
+        id: Option<RequestId>,
     ) -> Result<DeleteRangeResponse, Status> {
         if req.key.is_empty() {
             return Err(from_mvcc(&MvccError::EmptyKey));
         }
-        match self.0.write(Command(Internal::DeleteRange(req))).await? {
+        match self
+            .0
+            .write_once(Command(Internal::DeleteRange(req)), id)
+            .await?
+        {
             Applied::DeleteRange(mut r) => {
                 r.header = self.0.header(r.header);
                 Ok(r)
@@ -72,8 +80,9 @@ impl KvService {
     }
 
     /// Serves a transaction. One that only reads is served like a range
-    /// (linearizable, without a log entry), as etcd does.
-    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, Status> {
+    /// (linearizable, without a log entry), as etcd does; one that writes is
+    /// applied at most once per request id `id`.
+    pub async fn txn(&self, req: TxnRequest, id: Option<RequestId>) -> Result<TxnResponse, Status> {
         check_txn(&req).map_err(|e| from_mvcc(&e))?;
         if txn_is_read_only(&req) {
             let view = self.0.read_barrier().await?;
@@ -85,7 +94,7 @@ impl KvService {
             fill_headers(&self.0, &mut resp);
             return Ok(resp);
         }
-        let mut resp = match self.0.write(Command(Internal::Txn(req))).await? {
+        let mut resp = match self.0.write_once(Command(Internal::Txn(req)), id).await? {
             Applied::Txn(r) => r,
             _ => return Err(unexpected("txn")),
         };
@@ -123,6 +132,20 @@ fn fill_headers(api: &EtcdApi, t: &mut TxnResponse) {
     }
 }
 
+/// The request id in a call's `request-id` metadata (`CLIENT/SEQ`), which
+/// etcd's clients leave unset.
+fn request_id<T>(r: &Request<T>) -> Result<Option<RequestId>, Status> {
+    let Some(v) = r.metadata().get(REQUEST_ID_HEADER) else {
+        return Ok(None);
+    };
+    let text = v
+        .to_str()
+        .map_err(|_| Status::invalid_argument("etcdserver: request-id must be CLIENT/SEQ"))?;
+    text.parse()
+        .map(Some)
+        .map_err(|e| Status::invalid_argument(format!("etcdserver: {e}")))
+}
+
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, r: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
@@ -132,7 +155,8 @@ impl Kv for KvService {
     }
 
     async fn put(&self, r: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        KvService::put(self, r.into_inner())
+        let id = request_id(&r)?;
+        KvService::put(self, r.into_inner(), id)
             .await
             .map(Response::new)
     }
@@ -141,13 +165,15 @@ impl Kv for KvService {
         &self,
         r: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        KvService::delete_range(self, r.into_inner())
+        let id = request_id(&r)?;
+        KvService::delete_range(self, r.into_inner(), id)
             .await
             .map(Response::new)
     }
 
     async fn txn(&self, r: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        KvService::txn(self, r.into_inner())
+        let id = request_id(&r)?;
+        KvService::txn(self, r.into_inner(), id)
             .await
             .map(Response::new)
     }

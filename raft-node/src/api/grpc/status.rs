@@ -14,6 +14,9 @@ pub fn from_mvcc(e: &MvccError) -> Status {
         MvccError::LeaseNotFound => Status::not_found(msg),
         MvccError::LeaseExists => Status::failed_precondition(msg),
         MvccError::NoSpace => Status::resource_exhausted(msg),
+        // A retried request whose outcome the store can no longer tell, or
+        // an id reused for another request: retrying cannot help.
+        MvccError::RequestIdTooOld | MvccError::RequestIdReused => Status::failed_precondition(msg),
         MvccError::KeyNotFound
         | MvccError::EmptyKey
         | MvccError::DuplicateKey
