@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod auto_compact;
 pub mod cli;
 pub mod client_port;

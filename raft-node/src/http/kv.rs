@@ -218,6 +218,7 @@ fn header_revision(resp: &MvccResponse) -> i64 {
         MvccResponse::Alarm(r) => r.header.as_ref(),
         MvccResponse::LeaseGrant(r) => r.header.as_ref(),
         MvccResponse::LeaseRevoke(r) => r.header.as_ref(),
+        MvccResponse::Auth(h) => Some(h),
     };
     header.map_or(0, |h| h.revision)
 }

@@ -25,6 +25,8 @@ pub enum MvccError {
     TooManyOps,
     /// A request the store cannot decode or interpret.
     Malformed(String),
+    /// Refused by auth (`auth/`): a permission, user or role problem.
+    Auth(crate::auth::AuthError),
 }
 
 impl MvccError {
@@ -43,6 +45,7 @@ impl MvccError {
             MvccError::DuplicateKey => "etcdserver: duplicate key given in txn request".into(),
             MvccError::TooManyOps => "etcdserver: too many operations in txn request".into(),
             MvccError::Malformed(why) => format!("etcdserver: malformed request: {why}"),
+            MvccError::Auth(e) => e.message().to_string(),
         }
     }
 }

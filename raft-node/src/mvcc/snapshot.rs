@@ -1,9 +1,10 @@
 //! The store's snapshot format.
 //!
-//! `RNMVCC` + format version (2 bytes), then three sections, each a count
+//! `RNMVCC` + format version (2 bytes), then sections, each a count
 //! (u64 LE) followed by that many records (u32 LE length + postcard):
-//! the store's scalars (one record), the member contexts, and the keys with
-//! every retained version. Snapshots of raft-node before the MVCC store
+//! the store's scalars (one record), the member contexts, the keys with
+//! every retained version, and (since version 2) the auth state (one
+//! record). A version-1 snapshot loads with auth disabled and empty. Snapshots of raft-node before the MVCC store
 //! (which begin with a member count) are refused with an error naming the
 //! format; see the README's restore procedure.
 
@@ -16,7 +17,9 @@ use super::key_history::{KeyHistory, Version};
 use super::{pair_hash, Store};
 
 const MAGIC: &[u8; 6] = b"RNMVCC";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+/// The oldest format this version reads (no auth section).
+const VERSION_NO_AUTH: u16 = 1;
 
 /// Upper bound of one record (keys and values are bounded far below this).
 const MAX_RECORD_BYTES: usize = 64 << 20;
@@ -143,6 +146,8 @@ impl Store {
                 .collect();
             write_record(out, &(serde_bytes::Bytes::new(k), versions))?;
         }
+        out.write_all(&1u64.to_le_bytes())?;
+        write_record(out, self.auth.data())?;
         Ok(())
     }
 
@@ -164,7 +169,7 @@ impl Store {
             ));
         }
         let version = u16::from_le_bytes([head[6], head[7]]);
-        if version != VERSION {
+        if version != VERSION && version != VERSION_NO_AUTH {
             return Err(bad(format!(
                 "snapshot format version {version} is not supported (this raft-node reads {VERSION})"
             )));
@@ -237,6 +242,14 @@ impl Store {
                 restored.digest = restored.digest.wrapping_add(pair_hash(&key, value));
             }
             restored.keys.insert(key, history);
+        }
+        if version >= 2 {
+            if read_count(input)? != 1 {
+                return Err(bad("snapshot must hold one auth record"));
+            }
+            read_record(input, &mut buf)?;
+            let auth: crate::auth::AuthData = decode(&buf)?;
+            restored.set_auth(crate::auth::AuthState::from_data(auth));
         }
         *self = restored;
         Ok(())
