@@ -50,7 +50,7 @@ impl Log {
         self.apply(Request::Authorized(Box::new(AuthorizedRequest {
             user: user.into(),
             auth_revision: rev,
-            request: Some(InternalRequest { request: Some(req) }),
+            request: Some(Box::new(InternalRequest { request: Some(req) })),
         })))
     }
 

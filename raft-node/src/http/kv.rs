@@ -4,12 +4,14 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
+use axum::Extension;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::{ApiError, ApiState, MAX_KEY_BYTES};
+use super::{ApiError, ApiState, Caller, MAX_KEY_BYTES};
+use crate::auth::AuthInfo;
 use crate::api::pb::etcdserverpb::response_op::Response as OpResponse;
 use crate::api::pb::etcdserverpb::TxnResponse;
 use crate::driver::{Request, WriteOutcome};
@@ -51,12 +53,20 @@ async fn read_body(state: &ApiState, body: Body) -> Result<Bytes, ApiError> {
         })
 }
 
-/// Proposes `cmd` and waits for what applying it did.
+/// The caller the auth layer found (nobody if it did not run).
+fn caller_of(c: Option<Extension<Caller>>) -> Option<AuthInfo> {
+    c.and_then(|Extension(Caller(c))| c)
+}
+
+/// Proposes `cmd` on behalf of `caller` (refused unless permitted, see
+/// [`crate::auth`]) and waits for what applying it did.
 async fn write(
     state: &ApiState,
+    caller: Option<&AuthInfo>,
     cmd: Command,
     uri: &Uri,
 ) -> Result<(WriteOutcome, MvccResponse), ApiError> {
+    let cmd = state.driver.store().authorize(caller, cmd)?;
     let (req, rx) = Request::write(cmd);
     state.driver.submit(req);
     let outcome = rx.await.map_err(Into::into).and_then(|r| r);
@@ -67,6 +77,7 @@ async fn write(
             let resp = resp.clone();
             Ok((done, resp))
         }
+        Applied::Command(Err(MvccError::Auth(e))) => Err((*e).into()),
         Applied::Command(Err(e)) => Err(from_mvcc(e)),
         Applied::Nothing => Err(ApiError::new(
             500,
@@ -96,13 +107,15 @@ fn cas_outcome(t: &TxnResponse) -> (bool, Option<Vec<u8>>) {
 /// `PUT /v1/kv/{key}`: body = value; 200 `{"index":N}` once applied.
 pub(super) async fn put_key(
     State(state): State<Arc<ApiState>>,
+    caller: Option<Extension<Caller>>,
     Path(key): Path<String>,
     uri: Uri,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_key(&key)?;
     let value = read_body(&state, body).await?.to_vec();
-    let (done, resp) = write(&state, Command::put(key, value), &uri).await?;
+    let caller = caller_of(caller);
+    let (done, resp) = write(&state, caller.as_ref(), Command::put(key, value), &uri).await?;
     let revision = header_revision(&resp);
     Ok(Json(
         serde_json::json!({ "index": done.index, "revision": revision }),
@@ -112,11 +125,13 @@ pub(super) async fn put_key(
 /// `DELETE /v1/kv/{key}`: 200 `{"index":N,"deleted":bool}`.
 pub(super) async fn delete_key(
     State(state): State<Arc<ApiState>>,
+    caller: Option<Extension<Caller>>,
     Path(key): Path<String>,
     uri: Uri,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_key(&key)?;
-    let (done, resp) = write(&state, Command::delete(key), &uri).await?;
+    let caller = caller_of(caller);
+    let (done, resp) = write(&state, caller.as_ref(), Command::delete(key), &uri).await?;
     let deleted = matches!(&resp, MvccResponse::DeleteRange(d) if d.deleted > 0);
     Ok(Json(serde_json::json!({
         "index": done.index,
@@ -136,6 +151,7 @@ pub(super) struct CasBody {
 /// `POST /v1/cas/{key}` `{"expected":..,"value":..}` (null = absent).
 pub(super) async fn cas_key(
     State(state): State<Arc<ApiState>>,
+    caller: Option<Extension<Caller>>,
     Path(key): Path<String>,
     uri: Uri,
     body: Body,
@@ -152,7 +168,8 @@ pub(super) async fn cas_key(
         cas.expected.map(String::into_bytes),
         cas.value.map(String::into_bytes),
     );
-    let (done, resp) = write(&state, cmd, &uri).await?;
+    let caller = caller_of(caller);
+    let (done, resp) = write(&state, caller.as_ref(), cmd, &uri).await?;
     let MvccResponse::Txn(txn) = &resp else {
         return Err(ApiError::new(
             500,
@@ -178,6 +195,7 @@ pub(super) struct ReadQuery {
 /// `GET /v1/kv/{key}[?consistency=stale]`: 200 value bytes, 404 if absent.
 pub(super) async fn get_key(
     State(state): State<Arc<ApiState>>,
+    caller: Option<Extension<Caller>>,
     Path(key): Path<String>,
     Query(q): Query<ReadQuery>,
     uri: Uri,
@@ -199,7 +217,14 @@ pub(super) async fn get_key(
         state.driver.submit(req);
         rx.await.map_err(Into::into).and_then(|r| r).map(|_| ())
     };
-    let outcome = outcome.map(|()| state.driver.store().get(key.as_bytes()).map(<[u8]>::to_vec));
+    let view = state.driver.store();
+    view.auth().check_range(
+        caller_of(caller).as_ref(),
+        key.as_bytes(),
+        &[],
+        crate::auth::Access::Read,
+    )?;
+    let outcome = outcome.map(|()| view.get(key.as_bytes()).map(<[u8]>::to_vec));
     state.metrics.count_read(&outcome);
     match outcome {
         Ok(Some(v)) => Ok((StatusCode::OK, v).into_response()),

@@ -5,10 +5,10 @@
 //! log, so a permission revoked after the check but before apply refuses
 //! the request (nothing changes, no revision is used), as etcd does.
 
-use super::{MvccError, Response, Store};
+use super::{Command, MvccError, Response, Store};
 use crate::api::pb::raftnodepb::internal_request::Request;
-use crate::api::pb::raftnodepb::AuthorizedRequest;
-use crate::auth::{AuthInfo, AuthState};
+use crate::api::pb::raftnodepb::{AuthorizedRequest, InternalRequest};
+use crate::auth::{AuthError, AuthInfo, AuthState};
 
 impl Store {
     /// The auth state (users, roles, permissions).
@@ -26,6 +26,24 @@ impl Store {
         self.lease(id)
             .map(|l| l.keys.iter().map(|k| k.to_vec()).collect())
             .unwrap_or_default()
+    }
+
+    /// `cmd` as `caller` may propose it from this view: refused unless
+    /// auth is off or the caller may make it; with auth on, wrapped in an
+    /// [`AuthorizedRequest`] naming the caller, so that apply checks again.
+    pub fn authorize(&self, caller: Option<&AuthInfo>, cmd: Command) -> Result<Command, AuthError> {
+        let auth = &self.auth;
+        auth.check_request(caller, &cmd.0, &|id| self.lease_keys(id))?;
+        Ok(match caller {
+            Some(c) if auth.enabled() => Command(Request::Authorized(Box::new(AuthorizedRequest {
+                user: c.user.clone(),
+                auth_revision: c.revision,
+                request: Some(Box::new(InternalRequest {
+                    request: Some(cmd.0),
+                })),
+            }))),
+            _ => cmd,
+        })
     }
 
     pub(super) fn run_authorized(

@@ -12,6 +12,7 @@ use crate::api::pb::etcdserverpb::{
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use crate::api::pb::raftnodepb::internal_request::Request as Internal;
+use crate::auth::{Access, AuthInfo};
 use crate::mvcc::{check_txn, txn_is_read_only, Command, MvccError, Response as Applied};
 
 /// The `KV` service.
@@ -22,8 +23,12 @@ fn unexpected(what: &str) -> Status {
 }
 
 impl KvService {
-    /// Serves a range (also used by the JSON gateway).
-    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, Status> {
+    /// Serves a range for `caller` (also used by the JSON gateway).
+    pub async fn range(
+        &self,
+        caller: Option<&AuthInfo>,
+        req: RangeRequest,
+    ) -> Result<RangeResponse, Status> {
         if req.key.is_empty() {
             return Err(from_mvcc(&MvccError::EmptyKey));
         }
@@ -32,6 +37,11 @@ impl KvService {
         } else {
             self.0.read_barrier().await?
         };
+        // Checked on the view served: a permission revoked before the read
+        // barrier is honoured on every member.
+        view.auth()
+            .check_range(caller, &req.key, &req.range_end, Access::Read)
+            .map_err(|e| e.status())?;
         let mut resp = view.range(&req).map_err(|e| from_mvcc(&e))?;
         resp.header = self.0.header(resp.header.take().map(|mut h| {
             h.raft_term = 0;
@@ -41,11 +51,15 @@ impl KvService {
     }
 
     /// Serves a put.
-    pub async fn put(&self, req: PutRequest) -> Result<PutResponse, Status> {
+    pub async fn put(
+        &self,
+        caller: Option<&AuthInfo>,
+        req: PutRequest,
+    ) -> Result<PutResponse, Status> {
         if req.key.is_empty() {
             return Err(from_mvcc(&MvccError::EmptyKey));
         }
-        match self.0.write(Command(Internal::Put(req))).await? {
+        match self.0.write_as(caller, Command(Internal::Put(req))).await? {
             Applied::Put(mut r) => {
                 r.header = self.0.header(r.header);
                 Ok(r)
@@ -57,12 +71,17 @@ impl KvService {
     /// Serves a delete.
     pub async fn delete_range(
         &self,
+        caller: Option<&AuthInfo>,
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, Status> {
         if req.key.is_empty() {
             return Err(from_mvcc(&MvccError::EmptyKey));
         }
-        match self.0.write(Command(Internal::DeleteRange(req))).await? {
+        match self
+            .0
+            .write_as(caller, Command(Internal::DeleteRange(req)))
+            .await?
+        {
             Applied::DeleteRange(mut r) => {
                 r.header = self.0.header(r.header);
                 Ok(r)
@@ -73,10 +92,17 @@ impl KvService {
 
     /// Serves a transaction. One that only reads is served like a range
     /// (linearizable, without a log entry), as etcd does.
-    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, Status> {
+    pub async fn txn(
+        &self,
+        caller: Option<&AuthInfo>,
+        req: TxnRequest,
+    ) -> Result<TxnResponse, Status> {
         check_txn(&req).map_err(|e| from_mvcc(&e))?;
         if txn_is_read_only(&req) {
             let view = self.0.read_barrier().await?;
+            view.auth()
+                .check_txn(caller, &req)
+                .map_err(|e| e.status())?;
             let mut resp = view.read_only_txn(&req).map_err(|e| from_mvcc(&e))?;
             resp.header = self.0.header(resp.header.map(|mut h| {
                 h.raft_term = 0;
@@ -85,7 +111,7 @@ impl KvService {
             fill_headers(&self.0, &mut resp);
             return Ok(resp);
         }
-        let mut resp = match self.0.write(Command(Internal::Txn(req))).await? {
+        let mut resp = match self.0.write_as(caller, Command(Internal::Txn(req))).await? {
             Applied::Txn(r) => r,
             _ => return Err(unexpected("txn")),
         };
@@ -95,8 +121,16 @@ impl KvService {
     }
 
     /// Serves a compaction.
-    pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, Status> {
-        match self.0.write(Command(Internal::Compaction(req))).await? {
+    pub async fn compact(
+        &self,
+        caller: Option<&AuthInfo>,
+        req: CompactionRequest,
+    ) -> Result<CompactionResponse, Status> {
+        match self
+            .0
+            .write_as(caller, Command(Internal::Compaction(req)))
+            .await?
+        {
             Applied::Compaction(mut r) => {
                 r.header = self.0.header(r.header);
                 Ok(r)
@@ -126,13 +160,15 @@ fn fill_headers(api: &EtcdApi, t: &mut TxnResponse) {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, r: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        KvService::range(self, r.into_inner())
+        let caller = self.0.caller_of(&r)?;
+        KvService::range(self, caller.as_ref(), r.into_inner())
             .await
             .map(Response::new)
     }
 
     async fn put(&self, r: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        KvService::put(self, r.into_inner())
+        let caller = self.0.caller_of(&r)?;
+        KvService::put(self, caller.as_ref(), r.into_inner())
             .await
             .map(Response::new)
     }
@@ -141,13 +177,15 @@ impl Kv for KvService {
         &self,
         r: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        KvService::delete_range(self, r.into_inner())
+        let caller = self.0.caller_of(&r)?;
+        KvService::delete_range(self, caller.as_ref(), r.into_inner())
             .await
             .map(Response::new)
     }
 
     async fn txn(&self, r: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        KvService::txn(self, r.into_inner())
+        let caller = self.0.caller_of(&r)?;
+        KvService::txn(self, caller.as_ref(), r.into_inner())
             .await
             .map(Response::new)
     }
@@ -156,7 +194,8 @@ impl Kv for KvService {
         &self,
         r: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        KvService::compact(self, r.into_inner())
+        let caller = self.0.caller_of(&r)?;
+        KvService::compact(self, caller.as_ref(), r.into_inner())
             .await
             .map(Response::new)
     }
