@@ -100,7 +100,14 @@ fn add_users_and_roles(ck: &mut Checks, c: &Ctl, ep: &str) {
     let out = c.ok(
         ck,
         &[ep],
-        &["role", "grant-permission", "reader", "read", "pub/", "--prefix=true"],
+        &[
+            "role",
+            "grant-permission",
+            "reader",
+            "read",
+            "pub/",
+            "--prefix=true",
+        ],
     );
     ck.eq("grant-permission", out.stdout.trim(), "Role reader updated");
     let out = c.ok(ck, &[ep], &["user", "add", "alice:alicepw"]);
@@ -162,12 +169,26 @@ fn etcdctl_users_roles_permissions_and_tokens() {
     // Allowed reads, denied writes and reads elsewhere, on every member.
     for ep in &eps {
         let out = c.ok(&mut ck, &[ep], &with(&alice, &["get", "pub/a"]));
-        ck.eq(&format!("alice get pub/a on {ep}"), out.stdout.as_str(), "pub/a\n1\n");
-        c.fails_with(&mut ck, &[ep], &with(&alice, &["put", "pub/a", "2"]), DENIED);
+        ck.eq(
+            &format!("alice get pub/a on {ep}"),
+            out.stdout.as_str(),
+            "pub/a\n1\n",
+        );
+        c.fails_with(
+            &mut ck,
+            &[ep],
+            &with(&alice, &["put", "pub/a", "2"]),
+            DENIED,
+        );
         c.fails_with(&mut ck, &[ep], &with(&alice, &["get", "secret"]), DENIED);
         c.fails_with(&mut ck, &[ep], &with(&alice, &["del", "pub/a"]), DENIED);
         // A range wider than the grant is denied as a whole.
-        c.fails_with(&mut ck, &[ep], &with(&alice, &["get", "pub", "--prefix"]), DENIED);
+        c.fails_with(
+            &mut ck,
+            &[ep],
+            &with(&alice, &["get", "pub", "--prefix"]),
+            DENIED,
+        );
         c.fails_with(
             &mut ck,
             &[ep],
@@ -175,7 +196,11 @@ fn etcdctl_users_roles_permissions_and_tokens() {
             "etcdserver: user name is empty",
         );
     }
-    let out = c.ok(&mut ck, &[&lead], &with(&alice, &["get", "pub/", "--prefix"]));
+    let out = c.ok(
+        &mut ck,
+        &[&lead],
+        &with(&alice, &["get", "pub/", "--prefix"]),
+    );
     ck.eq("alice get --prefix pub/", out.stdout.as_str(), "pub/a\n1\n");
     c.fails_with(
         &mut ck,
@@ -197,16 +222,34 @@ fn etcdctl_users_roles_permissions_and_tokens() {
         &with(&alice, &["txn"]),
         "val(\"pub/a\") = \"1\"\n\nget pub/a\n\n\n",
     );
-    ck.eq("alice's readable txn", out.lines(), vec!["SUCCESS", "", "pub/a", "1"].into_iter().filter(|l| !l.is_empty()).collect::<Vec<_>>());
+    ck.eq(
+        "alice's readable txn",
+        out.lines(),
+        vec!["SUCCESS", "pub/a", "1"],
+    );
     // Denied writes changed nothing.
-    let out = c.ok(&mut ck, &[&lead], &with(&root, &["get", "pub/a", "--print-value-only"]));
+    let out = c.ok(
+        &mut ck,
+        &[&lead],
+        &with(&root, &["get", "pub/a", "--print-value-only"]),
+    );
     ck.eq("pub/a after denied writes", out.stdout.trim(), "1");
     // Admin calls are root's only.
     c.fails_with(&mut ck, &[&lead], &with(&alice, &["user", "list"]), DENIED);
-    c.fails_with(&mut ck, &[&lead], &with(&alice, &["role", "add", "x"]), DENIED);
+    c.fails_with(
+        &mut ck,
+        &[&lead],
+        &with(&alice, &["role", "add", "x"]),
+        DENIED,
+    );
     if !env.sys.is_etcd() {
         // etcd lets any user compact; raft-node keeps it to root.
-        c.fails_with(&mut ck, &[&lead], &with(&alice, &["compaction", "2"]), DENIED);
+        c.fails_with(
+            &mut ck,
+            &[&lead],
+            &with(&alice, &["compaction", "2"]),
+            DENIED,
+        );
     }
     let out = c.ok(&mut ck, &[&lead], &with(&root, &["user", "list"]));
     ck.eq("user list", out.lines(), vec!["alice", "root"]);
@@ -225,7 +268,13 @@ fn etcdctl_users_roles_permissions_and_tokens() {
         &[&lead],
         &with(
             &root,
-            &["role", "revoke-permission", "reader", "pub/", "--prefix=true"],
+            &[
+                "role",
+                "revoke-permission",
+                "reader",
+                "pub/",
+                "--prefix=true",
+            ],
         ),
     );
     ck.eq(
@@ -241,7 +290,14 @@ fn etcdctl_users_roles_permissions_and_tokens() {
         &[&lead],
         &with(
             &root,
-            &["role", "grant-permission", "reader", "readwrite", "pub/", "--prefix=true"],
+            &[
+                "role",
+                "grant-permission",
+                "reader",
+                "readwrite",
+                "pub/",
+                "--prefix=true",
+            ],
         ),
     );
     for ep in &eps {
@@ -264,7 +320,8 @@ fn etcdctl_users_roles_permissions_and_tokens() {
     }
     let bad = range_with(&lead, Some("garbage"), "pub/a");
     ck.check(
-        bad.as_ref().is_err_and(|e| e.contains("invalid auth token")),
+        bad.as_ref()
+            .is_err_and(|e| e.contains("invalid auth token")),
         || format!("a garbage token: {bad:?}"),
     );
     // A password change ends alice's tokens.
@@ -278,7 +335,8 @@ fn etcdctl_users_roles_permissions_and_tokens() {
     for ep in &eps {
         let old = range_with(ep, Some(&tok), "pub/a");
         ck.check(
-            old.as_ref().is_err_and(|e| e.contains("invalid auth token")),
+            old.as_ref()
+                .is_err_and(|e| e.contains("invalid auth token")),
             || format!("alice's token after a password change, on {ep}: {old:?}"),
         );
     }
@@ -288,8 +346,16 @@ fn etcdctl_users_roles_permissions_and_tokens() {
         &with(&alice, &["get", "pub/a"]),
         "etcdserver: authentication failed, invalid user ID or password",
     );
-    let out = c.ok(&mut ck, &[&lead], &["--user", "alice:newpw", "get", "pub/a"]);
-    ck.eq("alice with the new password", out.stdout.as_str(), "pub/a\n1\n");
+    let out = c.ok(
+        &mut ck,
+        &[&lead],
+        &["--user", "alice:newpw", "get", "pub/a"],
+    );
+    ck.eq(
+        "alice with the new password",
+        out.stdout.as_str(),
+        "pub/a\n1\n",
+    );
 
     // auth disable ends every token; requests without one then pass.
     let tok = token(&mut ck, &lead, "alice", "newpw");
@@ -303,11 +369,16 @@ fn etcdctl_users_roles_permissions_and_tokens() {
     for ep in &eps {
         let old = range_with(ep, Some(&tok), "pub/a");
         ck.check(
-            old.as_ref().is_err_and(|e| e.contains("invalid auth token")),
+            old.as_ref()
+                .is_err_and(|e| e.contains("invalid auth token")),
             || format!("alice's token after auth disable, on {ep}: {old:?}"),
         );
         let out = c.ok(&mut ck, &[ep], &["get", "secret", "--print-value-only"]);
-        ck.eq(&format!("get secret with auth off on {ep}"), out.stdout.trim(), "s");
+        ck.eq(
+            &format!("get secret with auth off on {ep}"),
+            out.stdout.trim(),
+            "s",
+        );
     }
     ck.finish();
 }
@@ -358,7 +429,9 @@ fn start_tls_cluster(bin: &Path, dir: &Path, pki: &Path) -> Cluster {
 #[test]
 fn etcdctl_client_certificate_common_name_is_the_user() {
     if against_etcd() {
-        eprintln!("SKIPPED the client-certificate test against etcd: it runs against raft-node only");
+        eprintln!(
+            "SKIPPED the client-certificate test against etcd: it runs against raft-node only"
+        );
         return;
     }
     let Some(etcdctl) = find_on_path("etcdctl") else {
@@ -421,7 +494,10 @@ fn etcdctl_client_certificate_common_name_is_the_user() {
         }
         let out = child.wait_with_output().expect("etcdctl output");
         Out {
-            cmd: format!("etcdctl --endpoints {ep} --cert client-{who}.crt {}", args.join(" ")),
+            cmd: format!(
+                "etcdctl --endpoints {ep} --cert client-{who}.crt {}",
+                args.join(" ")
+            ),
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -445,37 +521,69 @@ fn etcdctl_client_certificate_common_name_is_the_user() {
         vec!["user", "add", "root:rootpw"],
         vec!["user", "grant-role", "root", "root"],
         vec!["role", "add", "reader"],
-        vec!["role", "grant-permission", "reader", "read", "pub/", "--prefix=true"],
+        vec![
+            "role",
+            "grant-permission",
+            "reader",
+            "read",
+            "pub/",
+            "--prefix=true",
+        ],
         vec!["user", "add", "alice:alicepw"],
         vec!["user", "grant-role", "alice", "reader"],
         vec!["auth", "enable"],
     ] {
         let out = ctl(&eps[0], "root", &args, None);
-        ck.check(out.success(), || format!("expected success: {}", out.describe()));
+        ck.check(out.success(), || {
+            format!("expected success: {}", out.describe())
+        });
     }
     for ep in &eps {
         let out = ctl(ep, "alice", &["get", "pub/a", "--print-value-only"], None);
         ck.check(out.success() && out.stdout.trim() == "1", || {
-            format!("alice's certificate reads pub/a on {ep}: {}", out.describe())
+            format!(
+                "alice's certificate reads pub/a on {ep}: {}",
+                out.describe()
+            )
         });
         let out = ctl(ep, "alice", &["put", "pub/a", "2"], None);
         ck.check(!out.success() && out.stderr.contains(DENIED), || {
-            format!("alice's certificate may not write on {ep}: {}", out.describe())
+            format!(
+                "alice's certificate may not write on {ep}: {}",
+                out.describe()
+            )
         });
         let out = ctl(ep, "alice", &["user", "list"], None);
         ck.check(!out.success() && out.stderr.contains(DENIED), || {
-            format!("alice's certificate is not root on {ep}: {}", out.describe())
+            format!(
+                "alice's certificate is not root on {ep}: {}",
+                out.describe()
+            )
         });
     }
     let out = ctl(&eps[1], "root", &["put", "pub/a", "3"], None);
-    ck.check(out.success(), || format!("root's certificate writes: {}", out.describe()));
-    let out = ctl(&eps[2], "alice", &["get", "pub/a", "--print-value-only"], None);
+    ck.check(out.success(), || {
+        format!("root's certificate writes: {}", out.describe())
+    });
+    let out = ctl(
+        &eps[2],
+        "alice",
+        &["get", "pub/a", "--print-value-only"],
+        None,
+    );
     ck.check(out.stdout.trim() == "3", || {
         format!("alice reads root's write: {}", out.describe())
     });
     // A token beats the certificate: alice's certificate with root's password.
-    let out = ctl(&eps[0], "alice", &["--user", "root:rootpw", "put", "pub/a", "4"], None);
-    ck.check(out.success(), || format!("alice's cert with --user root: {}", out.describe()));
+    let out = ctl(
+        &eps[0],
+        "alice",
+        &["--user", "root:rootpw", "put", "pub/a", "4"],
+        None,
+    );
+    ck.check(out.success(), || {
+        format!("alice's cert with --user root: {}", out.describe())
+    });
     let bad = cluster.shutdown(Duration::from_secs(10));
     ck.check(bad.is_empty(), || format!("nodes failed: {bad:?}"));
     ck.finish();

@@ -112,7 +112,11 @@ impl EtcdApi {
     }
 
     /// Who makes a request with `token` and/or a certificate naming `cn`.
-    pub fn caller(&self, token: Option<&str>, cn: Option<&str>) -> Result<Option<AuthInfo>, Status> {
+    pub fn caller(
+        &self,
+        token: Option<&str>,
+        cn: Option<&str>,
+    ) -> Result<Option<AuthInfo>, Status> {
         self.driver
             .store()
             .auth()

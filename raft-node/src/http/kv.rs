@@ -4,16 +4,16 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::Extension;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::Deserialize;
 
 use super::{ApiError, ApiState, Caller, MAX_KEY_BYTES};
-use crate::auth::AuthInfo;
 use crate::api::pb::etcdserverpb::response_op::Response as OpResponse;
 use crate::api::pb::etcdserverpb::TxnResponse;
+use crate::auth::AuthInfo;
 use crate::driver::{Request, WriteOutcome};
 use crate::mvcc::{Applied, Command, MvccError, Response as MvccResponse};
 

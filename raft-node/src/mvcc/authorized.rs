@@ -35,13 +35,15 @@ impl Store {
         let auth = &self.auth;
         auth.check_request(caller, &cmd.0, &|id| self.lease_keys(id))?;
         Ok(match caller {
-            Some(c) if auth.enabled() => Command(Request::Authorized(Box::new(AuthorizedRequest {
-                user: c.user.clone(),
-                auth_revision: c.revision,
-                request: Some(Box::new(InternalRequest {
-                    request: Some(cmd.0),
-                })),
-            }))),
+            Some(c) if auth.enabled() => {
+                Command(Request::Authorized(Box::new(AuthorizedRequest {
+                    user: c.user.clone(),
+                    auth_revision: c.revision,
+                    request: Some(Box::new(InternalRequest {
+                        request: Some(cmd.0),
+                    })),
+                })))
+            }
             _ => cmd,
         })
     }

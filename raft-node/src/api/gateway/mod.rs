@@ -17,24 +17,24 @@ use serde::Serialize;
 use tonic::{Code, Status};
 
 use super::etcd::EtcdApi;
+use super::grpc::auth::AuthService;
 use super::grpc::cluster::ClusterService;
 use super::grpc::kv::KvService;
 use super::grpc::lease::LeaseService;
 use super::grpc::maintenance::MaintenanceService;
-use super::grpc::auth::AuthService;
 use super::pb::etcdserverpb::auth_server::Auth;
 use super::pb::etcdserverpb::cluster_server::Cluster;
 use super::pb::etcdserverpb::kv_server::Kv;
 use super::pb::etcdserverpb::lease_server::Lease;
 use super::pb::etcdserverpb::maintenance_server::Maintenance;
-use crate::auth::AuthInfo;
-use crate::client_port::ClientIdentity;
 use super::pb::etcdserverpb::{
     AuthDisableRequest, AuthEnableRequest, AuthStatusRequest, AuthenticateRequest,
     CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseLeasesRequest,
     LeaseRevokeRequest, LeaseTimeToLiveRequest, MemberListRequest, PutRequest, RangeRequest,
     StatusRequest, TxnRequest,
 };
+use crate::auth::AuthInfo;
+use crate::client_port::ClientIdentity;
 
 /// The gateway's routes.
 pub fn router(api: Arc<EtcdApi>) -> Router {
@@ -190,8 +190,20 @@ macro_rules! unary {
     };
 }
 
-gateway_call!(range, RangeRequest, |api, c, r| unary!(Kv, KvService(api), range, c, r));
-gateway_call!(put, PutRequest, |api, c, r| unary!(Kv, KvService(api), put, c, r));
+gateway_call!(range, RangeRequest, |api, c, r| unary!(
+    Kv,
+    KvService(api),
+    range,
+    c,
+    r
+));
+gateway_call!(put, PutRequest, |api, c, r| unary!(
+    Kv,
+    KvService(api),
+    put,
+    c,
+    r
+));
 gateway_call!(delete_range, DeleteRangeRequest, |api, c, r| unary!(
     Kv,
     KvService(api),
@@ -199,7 +211,13 @@ gateway_call!(delete_range, DeleteRangeRequest, |api, c, r| unary!(
     c,
     r
 ));
-gateway_call!(txn, TxnRequest, |api, c, r| unary!(Kv, KvService(api), txn, c, r));
+gateway_call!(txn, TxnRequest, |api, c, r| unary!(
+    Kv,
+    KvService(api),
+    txn,
+    c,
+    r
+));
 gateway_call!(compaction, CompactionRequest, |api, c, r| unary!(
     Kv,
     KvService(api),
@@ -235,13 +253,11 @@ gateway_call!(lease_revoke, LeaseRevokeRequest, |api, c, r| unary!(
     c,
     r
 ));
-gateway_call!(lease_time_to_live, LeaseTimeToLiveRequest, |api, c, r| unary!(
-    Lease,
-    LeaseService(api),
+gateway_call!(
     lease_time_to_live,
-    c,
-    r
-));
+    LeaseTimeToLiveRequest,
+    |api, c, r| unary!(Lease, LeaseService(api), lease_time_to_live, c, r)
+);
 gateway_call!(lease_leases, LeaseLeasesRequest, |api, c, r| unary!(
     Lease,
     LeaseService(api),

@@ -121,11 +121,7 @@ fn streamed(lines: impl Stream<Item = Bytes> + Send + 'static) -> Response {
 }
 
 /// `POST /v3/watch`.
-pub async fn watch(
-    State(api): State<Arc<EtcdApi>>,
-    caller: super::Caller,
-    body: Body,
-) -> Response {
+pub async fn watch(State(api): State<Arc<EtcdApi>>, caller: super::Caller, body: Body) -> Response {
     let caller = match caller.resolve(&api) {
         Ok(c) => c,
         Err(s) => return super::error(&s),

@@ -230,7 +230,13 @@ impl Auth for AuthService {
         &self,
         r: Request<AuthUserDeleteRequest>,
     ) -> Result<Response<AuthUserDeleteResponse>, Status> {
-        change!(self, r, "user delete", AuthUserDelete, AuthUserDeleteResponse)
+        change!(
+            self,
+            r,
+            "user delete",
+            AuthUserDelete,
+            AuthUserDeleteResponse
+        )
     }
 
     async fn user_change_password(
@@ -245,7 +251,9 @@ impl Auth for AuthService {
             name: r.name,
             password: Some(hash(r.password).await?),
         });
-        let header = self.change(caller.as_ref(), "password change", change).await?;
+        let header = self
+            .change(caller.as_ref(), "password change", change)
+            .await?;
         Ok(Response::new(AuthUserChangePasswordResponse { header }))
     }
 
@@ -253,14 +261,26 @@ impl Auth for AuthService {
         &self,
         r: Request<AuthUserGrantRoleRequest>,
     ) -> Result<Response<AuthUserGrantRoleResponse>, Status> {
-        change!(self, r, "user grant role", AuthUserGrantRole, AuthUserGrantRoleResponse)
+        change!(
+            self,
+            r,
+            "user grant role",
+            AuthUserGrantRole,
+            AuthUserGrantRoleResponse
+        )
     }
 
     async fn user_revoke_role(
         &self,
         r: Request<AuthUserRevokeRoleRequest>,
     ) -> Result<Response<AuthUserRevokeRoleResponse>, Status> {
-        change!(self, r, "user revoke role", AuthUserRevokeRole, AuthUserRevokeRoleResponse)
+        change!(
+            self,
+            r,
+            "user revoke role",
+            AuthUserRevokeRole,
+            AuthUserRevokeRoleResponse
+        )
     }
 
     async fn role_add(
@@ -311,7 +331,13 @@ impl Auth for AuthService {
         &self,
         r: Request<AuthRoleDeleteRequest>,
     ) -> Result<Response<AuthRoleDeleteResponse>, Status> {
-        change!(self, r, "role delete", AuthRoleDelete, AuthRoleDeleteResponse)
+        change!(
+            self,
+            r,
+            "role delete",
+            AuthRoleDelete,
+            AuthRoleDeleteResponse
+        )
     }
 
     async fn role_grant_permission(
