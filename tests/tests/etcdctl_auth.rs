@@ -288,6 +288,43 @@ fn etcdctl_users_roles_permissions_and_tokens() {
         format!("user get alice: {}", out.describe())
     });
 
+    // Watch: the whole range must be readable when the watch is created.
+    let follower = t.follower_ep().to_string();
+    let mut denied = c.spawn(
+        &env.dir.0,
+        "watch-secret",
+        &[&follower],
+        &with(&alice, &["watch", "secret"]),
+    );
+    let code = denied.wait_exit(Duration::from_secs(10));
+    ck.check(
+        code.is_some_and(|c| c != 0) && denied.stderr().contains(DENIED),
+        || {
+            format!(
+                "a denied watch ends with {DENIED}: {code:?} {}",
+                denied.describe()
+            )
+        },
+    );
+    let allowed = c.spawn(
+        &env.dir.0,
+        "watch-pub",
+        &[&follower],
+        &with(&alice, &["watch", "pub/", "--prefix"]),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    c.ok(&mut ck, &[&lead], &with(&root, &["put", "pub/w", "seen"]));
+    ck.check(
+        allowed.wait_stdout(Duration::from_secs(10), |o| o.contains("pub/w\nseen")),
+        || {
+            format!(
+                "alice's watch on pub/ sees root's put: {}",
+                allowed.describe()
+            )
+        },
+    );
+    drop(allowed);
+
     // Revoked: takes effect on every member.
     let out = c.ok(
         &mut ck,

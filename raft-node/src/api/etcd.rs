@@ -11,7 +11,7 @@ use super::grpc::status::{from_client, from_mvcc};
 use super::pb::etcdserverpb::alarm_request::AlarmAction;
 use super::pb::etcdserverpb::{AlarmRequest, AlarmType, ResponseHeader};
 use super::pb::raftnodepb::internal_request::Request as Internal;
-use crate::auth::AuthInfo;
+use crate::auth::{AuthInfo, Credentials};
 use crate::client_port::ClientIdentity;
 use crate::driver::{ClientError, DriverHandle, Request, WriteOutcome};
 use crate::forward::Forwarder;
@@ -95,20 +95,28 @@ impl EtcdApi {
         }
     }
 
-    /// Who makes request `r` (see [`crate::auth`]): the user its token
-    /// (metadata `token`, or `authorization` as etcd's gateway sends it)
-    /// names, else its client certificate's common name.
-    pub fn caller_of<T>(&self, r: &tonic::Request<T>) -> Result<Option<AuthInfo>, Status> {
+    /// What request `r` presents to name its user (see [`crate::auth`]):
+    /// its token (metadata `token`, or `authorization` as etcd's gateway
+    /// sends it) and its client certificate's common name.
+    pub fn credentials_of<T>(&self, r: &tonic::Request<T>) -> Credentials {
         let md = r.metadata();
         let token = md
             .get("token")
             .or_else(|| md.get("authorization"))
-            .and_then(|v| v.to_str().ok());
-        let cn = r
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let common_name = r
             .extensions()
             .get::<ClientIdentity>()
-            .map(|i| i.common_name.as_str());
-        self.caller(token, cn)
+            .map(|i| i.common_name.clone());
+        Credentials { token, common_name }
+    }
+
+    /// Who makes request `r`, by this member's latest auth state.
+    pub fn caller_of<T>(&self, r: &tonic::Request<T>) -> Result<Option<AuthInfo>, Status> {
+        self.credentials_of(r)
+            .resolve(self.driver.store().auth())
+            .map_err(|e| e.status())
     }
 
     /// Who makes a request with `token` and/or a certificate naming `cn`.

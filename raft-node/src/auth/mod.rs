@@ -38,6 +38,29 @@ pub struct AuthInfo {
     pub revision: u64,
 }
 
+/// What a request presents to name its user: a token and/or the common
+/// name of its TLS client certificate. Resolved against the auth state of
+/// the view a request is served from ([`Credentials::resolve`]), so a read
+/// served after the read barrier honours every change before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// The token from `Authenticate`.
+    pub token: Option<String>,
+    /// The verified client certificate's common name.
+    pub common_name: Option<String>,
+}
+
+impl Credentials {
+    /// The user these credentials name in `auth`, now.
+    pub fn resolve(&self, auth: &AuthState) -> Result<Option<AuthInfo>, AuthError> {
+        auth.caller(
+            self.token.as_deref(),
+            self.common_name.as_deref(),
+            tokens::unix_now(),
+        )
+    }
+}
+
 impl AuthState {
     /// Who makes a request with `token` and/or a client certificate naming
     /// `common_name`, at `now` (Unix seconds). `Ok(None)`: nobody (allowed

@@ -17,12 +17,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, ApiState};
-use crate::auth::{tokens, AuthError, AuthInfo};
+use crate::auth::{AuthError, AuthInfo, Credentials};
 use crate::client_port::ClientIdentity;
 
-/// The user a `/v1` request was made as (`None`: nobody named).
+/// The user a `/v1` request was made as (`None`: nobody named), and the
+/// credentials it presented (reads resolve them again on the view they
+/// are served from).
 #[derive(Debug, Clone, Default)]
-pub struct Caller(pub Option<AuthInfo>);
+pub struct Caller(pub Option<AuthInfo>, pub Credentials);
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
@@ -48,15 +50,18 @@ pub async fn authenticate(
 ) -> Response {
     let view = state.driver.store();
     let auth = view.auth();
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let cn = req
-        .extensions()
-        .get::<ClientIdentity>()
-        .map(|i| i.common_name.as_str());
-    let caller = match auth.caller(token, cn, tokens::unix_now()) {
+    let creds = Credentials {
+        token: req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        common_name: req
+            .extensions()
+            .get::<ClientIdentity>()
+            .map(|i| i.common_name.clone()),
+    };
+    let caller = match creds.resolve(auth) {
         Ok(c) => c,
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -72,7 +77,7 @@ pub async fn authenticate(
         return ApiError::from(e).into_response();
     }
     drop(view);
-    req.extensions_mut().insert(Caller(caller));
+    req.extensions_mut().insert(Caller(caller, creds));
     next.run(req).await
 }
 

@@ -55,7 +55,7 @@ async fn read_body(state: &ApiState, body: Body) -> Result<Bytes, ApiError> {
 
 /// The caller the auth layer found (nobody if it did not run).
 fn caller_of(c: Option<Extension<Caller>>) -> Option<AuthInfo> {
-    c.and_then(|Extension(Caller(c))| c)
+    c.and_then(|Extension(Caller(c, _))| c)
 }
 
 /// Proposes `cmd` on behalf of `caller` (refused unless permitted, see
@@ -217,9 +217,15 @@ pub(super) async fn get_key(
         state.driver.submit(req);
         rx.await.map_err(Into::into).and_then(|r| r).map(|_| ())
     };
+    // Resolved again on the view served (after the read index): a token
+    // invalidated or a permission revoked before it is honoured.
     let view = state.driver.store();
+    let creds = caller
+        .map(|Extension(Caller(_, creds))| creds)
+        .unwrap_or_default();
+    let reader = creds.resolve(view.auth())?;
     view.auth().check_range(
-        caller_of(caller).as_ref(),
+        reader.as_ref(),
         key.as_bytes(),
         &[],
         crate::auth::Access::Read,

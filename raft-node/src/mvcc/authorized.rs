@@ -65,6 +65,15 @@ impl Store {
             revision: a.auth_revision,
         };
         if self.auth.enabled() {
+            // The user's password changed (or the user was re-created)
+            // after the request was authenticated: its token is stale.
+            if self
+                .auth
+                .user(&caller.user)
+                .is_some_and(|u| u.tokens_from > caller.revision)
+            {
+                return Err(MvccError::Auth(AuthError::InvalidToken));
+            }
             let store = &*self;
             let keys = |id| store.lease_keys(id);
             if let Err(e) = self.auth.check_request(Some(&caller), &inner, &keys) {

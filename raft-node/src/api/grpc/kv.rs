@@ -12,7 +12,7 @@ use crate::api::pb::etcdserverpb::{
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use crate::api::pb::raftnodepb::internal_request::Request as Internal;
-use crate::auth::{Access, AuthInfo};
+use crate::auth::{Access, AuthInfo, Credentials};
 use crate::mvcc::{check_txn, txn_is_read_only, Command, MvccError, Response as Applied};
 
 /// The `KV` service.
@@ -26,7 +26,7 @@ impl KvService {
     /// Serves a range for `caller` (also used by the JSON gateway).
     pub async fn range(
         &self,
-        caller: Option<&AuthInfo>,
+        creds: &Credentials,
         req: RangeRequest,
     ) -> Result<RangeResponse, Status> {
         if req.key.is_empty() {
@@ -37,10 +37,11 @@ impl KvService {
         } else {
             self.0.read_barrier().await?
         };
-        // Checked on the view served: a permission revoked before the read
-        // barrier is honoured on every member.
-        view.auth()
-            .check_range(caller, &req.key, &req.range_end, Access::Read)
+        // Checked on the view served: a token invalidated or a permission
+        // revoked before the read barrier is honoured on every member.
+        let auth = view.auth();
+        let caller = creds.resolve(auth).map_err(|e| e.status())?;
+        auth.check_range(caller.as_ref(), &req.key, &req.range_end, Access::Read)
             .map_err(|e| e.status())?;
         let mut resp = view.range(&req).map_err(|e| from_mvcc(&e))?;
         resp.header = self.0.header(resp.header.take().map(|mut h| {
@@ -92,16 +93,13 @@ impl KvService {
 
     /// Serves a transaction. One that only reads is served like a range
     /// (linearizable, without a log entry), as etcd does.
-    pub async fn txn(
-        &self,
-        caller: Option<&AuthInfo>,
-        req: TxnRequest,
-    ) -> Result<TxnResponse, Status> {
+    pub async fn txn(&self, creds: &Credentials, req: TxnRequest) -> Result<TxnResponse, Status> {
         check_txn(&req).map_err(|e| from_mvcc(&e))?;
         if txn_is_read_only(&req) {
             let view = self.0.read_barrier().await?;
-            view.auth()
-                .check_txn(caller, &req)
+            let auth = view.auth();
+            let caller = creds.resolve(auth).map_err(|e| e.status())?;
+            auth.check_txn(caller.as_ref(), &req)
                 .map_err(|e| e.status())?;
             let mut resp = view.read_only_txn(&req).map_err(|e| from_mvcc(&e))?;
             resp.header = self.0.header(resp.header.map(|mut h| {
@@ -111,7 +109,14 @@ impl KvService {
             fill_headers(&self.0, &mut resp);
             return Ok(resp);
         }
-        let mut resp = match self.0.write_as(caller, Command(Internal::Txn(req))).await? {
+        let caller = creds
+            .resolve(self.0.driver.store().auth())
+            .map_err(|e| e.status())?;
+        let mut resp = match self
+            .0
+            .write_as(caller.as_ref(), Command(Internal::Txn(req)))
+            .await?
+        {
             Applied::Txn(r) => r,
             _ => return Err(unexpected("txn")),
         };
@@ -160,8 +165,8 @@ fn fill_headers(api: &EtcdApi, t: &mut TxnResponse) {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, r: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        let caller = self.0.caller_of(&r)?;
-        KvService::range(self, caller.as_ref(), r.into_inner())
+        let creds = self.0.credentials_of(&r);
+        KvService::range(self, &creds, r.into_inner())
             .await
             .map(Response::new)
     }
@@ -184,8 +189,8 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, r: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let caller = self.0.caller_of(&r)?;
-        KvService::txn(self, caller.as_ref(), r.into_inner())
+        let creds = self.0.credentials_of(&r);
+        KvService::txn(self, &creds, r.into_inner())
             .await
             .map(Response::new)
     }
