@@ -11,6 +11,7 @@ use prost::Message as _;
 
 const PROTOS: &[&str] = &[
     "etcd/mvccpb/kv.proto",
+    "etcd/authpb/auth.proto",
     "etcd/etcdserverpb/rpc.proto",
     "raftnode/internal.proto",
 ];
@@ -33,6 +34,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .preserve_proto_field_names()
         // etcd's gateway ignores fields it does not know (newer clients).
         .ignore_unknown_fields()
-        .build(&[".etcdserverpb", ".mvccpb"])?;
+        .build(&[".etcdserverpb", ".mvccpb", ".authpb"])?;
     Ok(())
 }

@@ -136,6 +136,14 @@ pub struct NodeConfig {
     /// (refused otherwise: anyone on the network could read and write).
     #[serde(default)]
     pub insecure_client: bool,
+    /// How long a token from etcd's `Authenticate` is valid, in seconds
+    /// (etcd's `--auth-token-ttl`).
+    #[serde(default = "defaults::auth_token_ttl_secs")]
+    pub auth_token_ttl_secs: u64,
+    /// With auth enabled, `/metrics` answers only requests naming a user
+    /// (a token or a client certificate); by default it stays open.
+    #[serde(default)]
+    pub metrics_require_auth: bool,
     /// Client connections open at once; more are closed at accept.
     #[serde(default = "defaults::max_client_connections")]
     pub max_client_connections: usize,
@@ -163,6 +171,9 @@ pub struct NodeConfig {
 }
 
 mod defaults {
+    pub fn auth_token_ttl_secs() -> u64 {
+        crate::auth::tokens::DEFAULT_TTL_SECS
+    }
     pub fn election_timeout_ms() -> u64 {
         500
     }
@@ -319,6 +330,9 @@ impl NodeConfig {
             _ => {}
         }
         let tls = self.client_cert.is_some();
+        if self.auth_token_ttl_secs == 0 {
+            return err("auth_token_ttl_secs must be positive".into());
+        }
         if self.client_cert_auth && self.client_trusted_ca.is_none() {
             return err("client_cert_auth needs client_trusted_ca (the CA whose client certificates are accepted)".into());
         }

@@ -4,6 +4,7 @@
 //! So far this crate holds:
 //! - [`storage::WalStorage`]: durable Raft storage over a `raft-wal` log;
 //! - [`mvcc::Store`]: the multi-version key-value state machine behind etcd's v3 API;
+//! - [`auth`]: etcd's users, roles and permissions (replicated through the log);
 //! - [`local_cluster::LocalCluster`]: nodes driving the real core on threads
 //!   in one process, wired by channels (`raft-node demo` and tests use it);
 //! - [`server`]: the networked node (QUIC peers; gRPC, the `/v3` JSON gateway
@@ -12,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod auto_compact;
 pub mod cli;
 pub mod client_port;

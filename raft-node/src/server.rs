@@ -207,6 +207,7 @@ impl Server {
             min_lease_ttl: (cfg.election_timeout_ms * 3).div_ceil(2000).max(1) as i64,
             watch_metrics: Arc::default(),
             client_scheme,
+            token_ttl_secs: cfg.auth_token_ttl_secs,
         });
 
         let client_port =
@@ -228,6 +229,7 @@ impl Server {
                 render_net_metrics(&metrics_net, out)
             }))),
             client_scheme,
+            metrics_require_auth: cfg.metrics_require_auth,
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let lessor_task = tokio::spawn(crate::lease::run(lessor, etcd.clone()));

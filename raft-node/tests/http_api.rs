@@ -42,6 +42,7 @@ async fn start() -> Fixture {
             max_value_bytes: 1024,
             metrics: Arc::new(Metrics::default()),
             client_scheme: "http",
+            metrics_require_auth: false,
         });
         tokio::spawn(async move {
             axum::serve(listener, router(state)).await.unwrap();

@@ -38,6 +38,7 @@ async fn a_new_voter_joins_as_a_learner_and_is_promoted_once_caught_up() {
             max_value_bytes: 1024,
             metrics: Arc::new(Metrics::default()),
             client_scheme: "http",
+            metrics_require_auth: false,
         });
         tokio::spawn(async move {
             axum::serve(listener, router(state)).await.unwrap();

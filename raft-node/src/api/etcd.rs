@@ -11,6 +11,8 @@ use super::grpc::status::{from_client, from_mvcc};
 use super::pb::etcdserverpb::alarm_request::AlarmAction;
 use super::pb::etcdserverpb::{AlarmRequest, AlarmType, ResponseHeader};
 use super::pb::raftnodepb::internal_request::Request as Internal;
+use crate::auth::{AuthInfo, Credentials};
+use crate::client_port::ClientIdentity;
 use crate::driver::{ClientError, DriverHandle, Request, WriteOutcome};
 use crate::forward::Forwarder;
 use crate::http::AddressBook;
@@ -53,6 +55,8 @@ pub struct EtcdApi {
     pub watch_metrics: Arc<crate::watch::WatchMetrics>,
     /// `https` when the client port speaks TLS, else `http` (members' client URLs).
     pub client_scheme: &'static str,
+    /// How long a token from `Authenticate` is valid, in seconds.
+    pub token_ttl_secs: u64,
 }
 
 impl EtcdApi {
@@ -99,6 +103,72 @@ impl EtcdApi {
             Applied::Command(Err(e)) => Err(from_mvcc(&e)),
             Applied::Nothing => Err(Status::internal("etcdserver: the entry held no command")),
         }
+    }
+
+    /// What request `r` presents to name its user (see [`crate::auth`]):
+    /// its token (metadata `token`, or `authorization` as etcd's gateway
+    /// sends it) and its client certificate's common name.
+    pub fn credentials_of<T>(&self, r: &tonic::Request<T>) -> Credentials {
+        let md = r.metadata();
+        let token = md
+            .get("token")
+            .or_else(|| md.get("authorization"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let common_name = r
+            .extensions()
+            .get::<ClientIdentity>()
+            .map(|i| i.common_name.clone());
+        Credentials { token, common_name }
+    }
+
+    /// Who makes request `r`, by this member's latest auth state.
+    pub fn caller_of<T>(&self, r: &tonic::Request<T>) -> Result<Option<AuthInfo>, Status> {
+        self.credentials_of(r)
+            .resolve(self.driver.store().auth())
+            .map_err(|e| e.status())
+    }
+
+    /// Who makes a request with `token` and/or a certificate naming `cn`.
+    pub fn caller(
+        &self,
+        token: Option<&str>,
+        cn: Option<&str>,
+    ) -> Result<Option<AuthInfo>, Status> {
+        self.driver
+            .store()
+            .auth()
+            .caller(token, cn, crate::auth::tokens::unix_now())
+            .map_err(|e| e.status())
+    }
+
+    /// Refuses unless auth is off or `caller` has the `root` role.
+    pub fn check_admin(&self, caller: Option<&AuthInfo>) -> Result<(), Status> {
+        let view = self.driver.store();
+        view.auth().check_admin(caller).map_err(|e| e.status())
+    }
+
+    /// Refuses unless auth is off or `caller` names a user.
+    pub fn check_user(&self, caller: Option<&AuthInfo>) -> Result<(), Status> {
+        let view = self.driver.store();
+        view.auth().check_user(caller).map_err(|e| e.status())
+    }
+
+    /// [`EtcdApi::write_once`] on behalf of `caller`: refused here unless the
+    /// caller may make it; with auth on, proposed naming the caller, so
+    /// that apply checks again (see [`crate::auth`]).
+    pub async fn write_as(
+        &self,
+        caller: Option<&AuthInfo>,
+        cmd: Command,
+        id: Option<RequestId>,
+    ) -> Result<Response, Status> {
+        let cmd = self
+            .driver
+            .store()
+            .authorize(caller, cmd)
+            .map_err(|e| e.status())?;
+        self.write_once(cmd, id).await
     }
 
     async fn propose(
@@ -241,5 +311,12 @@ impl EtcdApi {
 
 /// Whether a command can add data (the quota applies to it).
 fn adds_data(cmd: &Command) -> bool {
-    matches!(cmd.0, Internal::Put(_) | Internal::Txn(_))
+    match &cmd.0 {
+        Internal::Authorized(a) => a
+            .request
+            .as_ref()
+            .and_then(|r| r.request.as_ref())
+            .is_some_and(|r| matches!(r, Internal::Put(_) | Internal::Txn(_))),
+        r => matches!(r, Internal::Put(_) | Internal::Txn(_)),
+    }
 }

@@ -7,6 +7,12 @@ pub mod mvccpb {
     include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
+/// etcd's `authpb` package: users, roles and permissions.
+pub mod authpb {
+    tonic::include_proto!("authpb");
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
+}
+
 /// etcd's `etcdserverpb` package: requests, responses and services.
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");

@@ -74,6 +74,8 @@ fn configs(args: &DemoArgs) -> Result<Vec<NodeConfig>, String> {
             client_trusted_ca: Some(certs.join(raft_net::certs::CA_CERT_FILE)),
             client_cert_auth: false,
             insecure_client: false,
+            auth_token_ttl_secs: crate::auth::tokens::DEFAULT_TTL_SECS,
+            metrics_require_auth: false,
             max_client_connections: 4_096,
             max_client_streams: 1_000,
             max_header_bytes: 64 << 10,

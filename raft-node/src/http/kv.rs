@@ -6,12 +6,14 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::Deserialize;
 
-use super::{ApiError, ApiState, MAX_KEY_BYTES};
+use super::{ApiError, ApiState, Caller, MAX_KEY_BYTES};
 use crate::api::pb::etcdserverpb::response_op::Response as OpResponse;
 use crate::api::pb::etcdserverpb::TxnResponse;
+use crate::auth::AuthInfo;
 use crate::driver::{Request, WriteOutcome};
 use crate::mvcc::{
     Applied, Command, MvccError, RequestId, Response as MvccResponse, REQUEST_ID_HEADER,
@@ -66,14 +68,22 @@ fn request_id(headers: &HeaderMap) -> Result<Option<RequestId>, ApiError> {
     text.parse().map(Some).map_err(ApiError::bad_request)
 }
 
-/// Proposes `cmd` (at most once per request id `id`) and waits for what
+/// The caller the auth layer found (nobody if it did not run).
+fn caller_of(c: Option<Extension<Caller>>) -> Option<AuthInfo> {
+    c.and_then(|Extension(Caller(c, _))| c)
+}
+
+/// Proposes `cmd` on behalf of `caller` (refused unless permitted, see
+/// [`crate::auth`]), at most once per request id `id`, and waits for what
 /// applying it did.
 async fn write(
     state: &ApiState,
+    caller: Option<&AuthInfo>,
     cmd: Command,
     id: Option<RequestId>,
     uri: &Uri,
 ) -> Result<(WriteOutcome, MvccResponse), ApiError> {
+    let cmd = state.driver.store().authorize(caller, cmd)?;
     let (req, rx) = Request::write_once(cmd, id);
     state.driver.submit(req);
     let outcome = rx.await.map_err(Into::into).and_then(|r| r);
@@ -84,6 +94,7 @@ async fn write(
             let resp = resp.clone();
             Ok((done, resp))
         }
+        Applied::Command(Err(MvccError::Auth(e))) => Err((*e).into()),
         Applied::Command(Err(e)) => Err(from_mvcc(e)),
         Applied::Nothing => Err(ApiError::new(
             500,
@@ -115,6 +126,7 @@ fn cas_outcome(t: &TxnResponse) -> (bool, Option<Vec<u8>>) {
 /// `PUT /v1/kv/{key}`: body = value; 200 `{"index":N}` once applied.
 pub(super) async fn put_key(
     State(state): State<Arc<ApiState>>,
+    caller: Option<Extension<Caller>>,
     Path(key): Path<String>,
     uri: Uri,
     headers: HeaderMap,
@@ -123,7 +135,8 @@ pub(super) async fn put_key(
     check_key(&key)?;
     let id = request_id(&headers)?;
     let value = read_body(&state, body).await?.to_vec();
-    let (done, resp) = write(&state, Command::put(key, value), id, &uri).await?;
+    let caller = caller_of(caller);
+    let (done, resp) = write(&state, caller.as_ref(), Command::put(key, value), id, &uri).await?;
     let revision = header_revision(&resp);
     Ok(Json(
         serde_json::json!({ "index": done.index, "revision": revision }),
@@ -133,13 +146,15 @@ pub(super) async fn put_key(
 /// `DELETE /v1/kv/{key}`: 200 `{"index":N,"deleted":bool}`.
 pub(super) async fn delete_key(
     State(state): State<Arc<ApiState>>,
+    caller: Option<Extension<Caller>>,
     Path(key): Path<String>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_key(&key)?;
     let id = request_id(&headers)?;
-    let (done, resp) = write(&state, Command::delete(key), id, &uri).await?;
+    let caller = caller_of(caller);
+    let (done, resp) = write(&state, caller.as_ref(), Command::delete(key), id, &uri).await?;
     let deleted = matches!(&resp, MvccResponse::DeleteRange(d) if d.deleted > 0);
     Ok(Json(serde_json::json!({
         "index": done.index,
@@ -159,6 +174,7 @@ pub(super) struct CasBody {
 /// `POST /v1/cas/{key}` `{"expected":..,"value":..}` (null = absent).
 pub(super) async fn cas_key(
     State(state): State<Arc<ApiState>>,
+    caller: Option<Extension<Caller>>,
     Path(key): Path<String>,
     uri: Uri,
     headers: HeaderMap,
@@ -177,7 +193,8 @@ pub(super) async fn cas_key(
         cas.expected.map(String::into_bytes),
         cas.value.map(String::into_bytes),
     );
-    let (done, resp) = write(&state, cmd, id, &uri).await?;
+    let caller = caller_of(caller);
+    let (done, resp) = write(&state, caller.as_ref(), cmd, id, &uri).await?;
     let MvccResponse::Txn(txn) = &resp else {
         return Err(ApiError::new(
             500,
@@ -203,6 +220,7 @@ pub(super) struct ReadQuery {
 /// `GET /v1/kv/{key}[?consistency=stale]`: 200 value bytes, 404 if absent.
 pub(super) async fn get_key(
     State(state): State<Arc<ApiState>>,
+    caller: Option<Extension<Caller>>,
     Path(key): Path<String>,
     Query(q): Query<ReadQuery>,
     uri: Uri,
@@ -224,7 +242,20 @@ pub(super) async fn get_key(
         state.driver.submit(req);
         rx.await.map_err(Into::into).and_then(|r| r).map(|_| ())
     };
-    let outcome = outcome.map(|()| state.driver.store().get(key.as_bytes()).map(<[u8]>::to_vec));
+    // Resolved again on the view served (after the read index): a token
+    // invalidated or a permission revoked before it is honoured.
+    let view = state.driver.store();
+    let creds = caller
+        .map(|Extension(Caller(_, creds))| creds)
+        .unwrap_or_default();
+    let reader = creds.resolve(view.auth())?;
+    view.auth().check_range(
+        reader.as_ref(),
+        key.as_bytes(),
+        &[],
+        crate::auth::Access::Read,
+    )?;
+    let outcome = outcome.map(|()| view.get(key.as_bytes()).map(<[u8]>::to_vec));
     state.metrics.count_read(&outcome);
     match outcome {
         Ok(Some(v)) => Ok((StatusCode::OK, v).into_response()),
@@ -243,6 +274,7 @@ fn header_revision(resp: &MvccResponse) -> i64 {
         MvccResponse::Alarm(r) => r.header.as_ref(),
         MvccResponse::LeaseGrant(r) => r.header.as_ref(),
         MvccResponse::LeaseRevoke(r) => r.header.as_ref(),
+        MvccResponse::Auth(h) => Some(h),
     };
     header.map_or(0, |h| h.revision)
 }

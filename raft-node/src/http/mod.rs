@@ -6,6 +6,7 @@
 //! `error` and `code`.
 
 mod admin;
+mod auth;
 mod error;
 mod kv;
 
@@ -16,6 +17,7 @@ use std::sync::{Arc, RwLock};
 use axum::routing::{get, post};
 use axum::Router;
 
+pub use auth::Caller;
 pub use error::ApiError;
 
 use crate::config::Member;
@@ -40,6 +42,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// `https` when the client port speaks TLS, else `http` (redirects).
     pub client_scheme: &'static str,
+    /// With auth enabled, `/metrics` needs a user (`metrics_require_auth`).
+    pub metrics_require_auth: bool,
 }
 
 impl ApiState {
@@ -74,5 +78,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/snapshot", post(admin::snapshot))
         .route("/metrics", get(admin::metrics))
         .fallback(|| async { ApiError::new(404, "not_found", "no such route") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state)
 }

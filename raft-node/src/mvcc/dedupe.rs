@@ -404,6 +404,7 @@ pub fn encode_response(resp: Response) -> Vec<u8> {
         Response::Alarm(r) => Resp::Alarm(r),
         Response::LeaseGrant(r) => Resp::LeaseGrant(r),
         Response::LeaseRevoke(r) => Resp::LeaseRevoke(r),
+        Response::Auth(h) => Resp::Auth(h),
     };
     InternalResponse { response: Some(r) }.encode_to_vec()
 }
@@ -419,6 +420,7 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, String> {
         Resp::Alarm(r) => Response::Alarm(r),
         Resp::LeaseGrant(r) => Response::LeaseGrant(r),
         Resp::LeaseRevoke(r) => Response::LeaseRevoke(r),
+        Resp::Auth(h) => Response::Auth(h),
     })
 }
 

@@ -30,6 +30,8 @@ pub enum MvccError {
     RequestIdTooOld,
     /// A request id already applied with a different request.
     RequestIdReused,
+    /// Refused by auth (`auth/`): a permission, user or role problem.
+    Auth(crate::auth::AuthError),
 }
 
 impl MvccError {
@@ -54,6 +56,7 @@ impl MvccError {
             MvccError::RequestIdReused => {
                 "etcdserver: request id already used for a different request".into()
             }
+            MvccError::Auth(e) => e.message().to_string(),
         }
     }
 }

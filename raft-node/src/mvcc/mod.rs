@@ -11,6 +11,7 @@
 //! driver publishes a consistent view to readers after every batch, and a
 //! snapshot serializes such a view while apply goes on.
 
+mod authorized;
 mod command;
 mod dedupe;
 mod error;
@@ -66,6 +67,8 @@ pub enum Response {
     LeaseGrant(LeaseGrantResponse),
     /// A lease revoked (its keys deleted).
     LeaseRevoke(LeaseRevokeResponse),
+    /// An auth change applied (see `auth/`).
+    Auth(ResponseHeader),
 }
 
 /// What applying one log entry did; handed to the client that proposed it.
@@ -104,6 +107,8 @@ pub struct Store {
     leases: leases::Leases,
     /// Request ids applied and their first results (replicated state).
     dedupe: dedupe::Table,
+    /// Users, roles and permissions (`auth/`). Replicated state.
+    auth: crate::auth::AuthState,
     /// Recent changes for watchers, oldest first (not replicated state).
     recent: imbl::Vector<events::Change>,
     /// Every change at or after this revision is in `recent`.
@@ -125,6 +130,7 @@ impl Default for Store {
             members: BTreeMap::new(),
             leases: leases::Leases::new(),
             dedupe: dedupe::Table::default(),
+            auth: crate::auth::AuthState::default(),
             recent: imbl::Vector::new(),
             recent_from: 1,
         }
@@ -218,6 +224,18 @@ impl Store {
                 resp.header = Some(w.finish());
                 Ok(Response::LeaseRevoke(resp))
             }
+            Request::Authorized(a) => self.run_authorized(*a, term),
+            Request::AuthEnable(_)
+            | Request::AuthDisable(_)
+            | Request::AuthUserAdd(_)
+            | Request::AuthUserDelete(_)
+            | Request::AuthUserChangePassword(_)
+            | Request::AuthUserGrantRole(_)
+            | Request::AuthUserRevokeRole(_)
+            | Request::AuthRoleAdd(_)
+            | Request::AuthRoleDelete(_)
+            | Request::AuthRoleGrantPermission(_)
+            | Request::AuthRoleRevokePermission(_) => self.run_auth_change(&req, term),
         }
     }
 

@@ -1,12 +1,13 @@
 //! The store's snapshot format.
 //!
-//! `RNMVCC` + format version (2 bytes), then three sections, each a count
+//! `RNMVCC` + format version (2 bytes), then sections, each a count
 //! (u64 LE) followed by that many records (u32 LE length + postcard):
 //! the store's scalars (one record), the member contexts, and the keys with
-//! every retained version. Version 2 adds a fourth section: the request-id
-//! table's time (u64 LE) and its sessions (count + records, see
-//! `dedupe.rs`); a version 1 snapshot loads with an empty table. Snapshots
-//! of raft-node before the MVCC store
+//! every retained version. Version 2 adds two sections: the auth state (a
+//! count of 1 and one record), then the request-id table's time (u64 LE)
+//! and its sessions (count + records, see `dedupe.rs`). A version 1
+//! snapshot loads with auth disabled and empty and an empty request-id
+//! table. Snapshots of raft-node before the MVCC store
 //! (which begin with a member count) are refused with an error naming the
 //! format; see the README's restore procedure.
 
@@ -21,8 +22,8 @@ use super::{pair_hash, Store};
 const MAGIC: &[u8; 6] = b"RNMVCC";
 const VERSION: u16 = 2;
 
-/// The first version with the request-id section.
-const VERSION_DEDUPE: u16 = 2;
+/// The first version with the auth and request-id sections.
+const VERSION_AUTH_DEDUPE: u16 = 2;
 
 /// Upper bound of one record (keys and values are bounded far below this).
 const MAX_RECORD_BYTES: usize = 64 << 20;
@@ -149,6 +150,8 @@ impl Store {
                 .collect();
             write_record(out, &(serde_bytes::Bytes::new(k), versions))?;
         }
+        out.write_all(&1u64.to_le_bytes())?;
+        write_record(out, self.auth.data())?;
         out.write_all(&self.dedupe.now_ms().to_le_bytes())?;
         out.write_all(&(self.dedupe.clients() as u64).to_le_bytes())?;
         for session in self.dedupe.records() {
@@ -249,7 +252,13 @@ impl Store {
             }
             restored.keys.insert(key, history);
         }
-        if version >= VERSION_DEDUPE {
+        if version >= VERSION_AUTH_DEDUPE {
+            if read_count(input)? != 1 {
+                return Err(bad("snapshot must hold one auth record"));
+            }
+            read_record(input, &mut buf)?;
+            let auth: crate::auth::AuthData = decode(&buf)?;
+            restored.set_auth(crate::auth::AuthState::from_data(auth));
             restored.dedupe.set_now(read_count(input)?);
             for _ in 0..read_count(input)? {
                 read_record(input, &mut buf)?;

@@ -77,7 +77,13 @@ pub struct WatchStream<H: Headers> {
     next_id: i64,
     progress_every: Duration,
     metrics: Arc<WatchMetrics>,
+    permit: Option<Permit>,
 }
+
+/// Decides whether a stream may watch `key`..`range_end` (auth: read
+/// permission on the whole range), on the view the watch is created at;
+/// `Err` holds the reason the watch is cancelled with.
+pub type Permit = Box<dyn Fn(&Store, &[u8], &[u8]) -> Result<(), String> + Send + Sync>;
 
 impl<H: Headers> Drop for WatchStream<H> {
     fn drop(&mut self) {
@@ -116,7 +122,14 @@ impl<H: Headers> WatchStream<H> {
             next_id: 0,
             progress_every,
             metrics,
+            permit: None,
         }
+    }
+
+    /// Refuses to create watches that `permit` refuses.
+    pub fn with_permit(mut self, permit: Permit) -> Self {
+        self.permit = Some(permit);
+        self
     }
 
     /// Serves the stream until the client closes it or goes away.
@@ -256,6 +269,9 @@ impl<H: Headers> WatchStream<H> {
             return self
                 .send(refuse(id, "etcdserver: key is not provided"))
                 .await;
+        }
+        if let Some(Err(why)) = self.permit.as_ref().map(|p| p(&view, &c.key, &c.range_end)) {
+            return self.send(refuse(id, &why)).await;
         }
         let next_rev = if c.start_revision > 0 {
             c.start_revision

@@ -17,17 +17,24 @@ use serde::Serialize;
 use tonic::{Code, Status};
 
 use super::etcd::EtcdApi;
+use super::grpc::auth::AuthService;
 use super::grpc::cluster::ClusterService;
 use super::grpc::kv::KvService;
 use super::grpc::lease::LeaseService;
 use super::grpc::maintenance::MaintenanceService;
+use super::pb::etcdserverpb::auth_server::Auth;
 use super::pb::etcdserverpb::cluster_server::Cluster;
+use super::pb::etcdserverpb::kv_server::Kv;
 use super::pb::etcdserverpb::lease_server::Lease;
+use super::pb::etcdserverpb::maintenance_server::Maintenance;
 use super::pb::etcdserverpb::{
+    AuthDisableRequest, AuthEnableRequest, AuthStatusRequest, AuthenticateRequest,
     CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseLeasesRequest,
     LeaseRevokeRequest, LeaseTimeToLiveRequest, MemberListRequest, PutRequest, RangeRequest,
     StatusRequest, TxnRequest,
 };
+use crate::auth::AuthInfo;
+use crate::client_port::ClientIdentity;
 
 /// The gateway's routes.
 pub fn router(api: Arc<EtcdApi>) -> Router {
@@ -48,6 +55,10 @@ pub fn router(api: Arc<EtcdApi>) -> Router {
         .route("/v3/kv/lease/timetolive", post(lease_time_to_live))
         .route("/v3/lease/leases", post(lease_leases))
         .route("/v3/kv/lease/leases", post(lease_leases))
+        .route("/v3/auth/authenticate", post(authenticate))
+        .route("/v3/auth/enable", post(auth_enable))
+        .route("/v3/auth/disable", post(auth_disable))
+        .route("/v3/auth/status", post(auth_status))
         .with_state(api)
 }
 
@@ -103,9 +114,56 @@ fn answer<T: Serialize>(r: Result<T, Status>) -> Response {
     }
 }
 
+/// Who makes a gateway request: the token in its `Authorization` header
+/// (as etcd's gateway takes it) and its client certificate's common name.
+pub struct Caller {
+    token: Option<String>,
+    identity: Option<ClientIdentity>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Caller {
+            token: parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            identity: parts.extensions.get::<ClientIdentity>().cloned(),
+        })
+    }
+}
+
+impl Caller {
+    /// The user, as the gRPC services would find it.
+    fn resolve(&self, api: &EtcdApi) -> Result<Option<AuthInfo>, Status> {
+        api.caller(
+            self.token.as_deref(),
+            self.identity.as_ref().map(|i| i.common_name.as_str()),
+        )
+    }
+
+    /// `msg` as a gRPC request carrying the same credentials.
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(t) = self.token.as_deref().and_then(|t| t.parse().ok()) {
+            r.metadata_mut().insert("token", t);
+        }
+        if let Some(id) = &self.identity {
+            r.extensions_mut().insert(id.clone());
+        }
+        r
+    }
+}
+
 macro_rules! gateway_call {
-    ($name:ident, $req:ty, |$api:ident, $r:ident| $call:expr) => {
-        async fn $name(State($api): State<Arc<EtcdApi>>, body: Bytes) -> Response {
+    ($name:ident, $req:ty, |$api:ident, $caller:ident, $r:ident| $call:expr) => {
+        async fn $name(State($api): State<Arc<EtcdApi>>, $caller: Caller, body: Bytes) -> Response {
             if body.len() > $api.max_request_bytes {
                 return error(&Status::invalid_argument(
                     "etcdserver: request is too large",
@@ -120,51 +178,118 @@ macro_rules! gateway_call {
     };
 }
 
-gateway_call!(range, RangeRequest, |api, r| KvService(api).range(r));
-gateway_call!(put, PutRequest, |api, r| KvService(api).put(r, None));
-gateway_call!(delete_range, DeleteRangeRequest, |api, r| KvService(api)
-    .delete_range(r, None));
-gateway_call!(txn, TxnRequest, |api, r| KvService(api).txn(r, None));
-gateway_call!(compaction, CompactionRequest, |api, r| KvService(api)
-    .compact(r));
-gateway_call!(status, StatusRequest, |api, _r| async move {
-    Ok::<_, Status>(MaintenanceService(api).status())
-});
-gateway_call!(member_list, MemberListRequest, |api, r| async move {
-    ClusterService(api)
-        .member_list(tonic::Request::new(r))
-        .await
-        .map(tonic::Response::into_inner)
-});
-
-/// A unary call of a tonic service, answered with its message.
+/// A unary call of a tonic service with the caller's credentials,
+/// answered with its message.
 macro_rules! unary {
-    ($svc:expr, $method:ident, $r:expr) => {
+    ($trait:ident, $svc:expr, $method:ident, $caller:ident, $r:expr) => {
         async move {
-            $svc.$method(tonic::Request::new($r))
+            $trait::$method(&$svc, $caller.request($r))
                 .await
                 .map(tonic::Response::into_inner)
         }
     };
 }
 
-gateway_call!(lease_grant, LeaseGrantRequest, |api, r| unary!(
+gateway_call!(range, RangeRequest, |api, c, r| unary!(
+    Kv,
+    KvService(api),
+    range,
+    c,
+    r
+));
+gateway_call!(put, PutRequest, |api, c, r| unary!(
+    Kv,
+    KvService(api),
+    put,
+    c,
+    r
+));
+gateway_call!(delete_range, DeleteRangeRequest, |api, c, r| unary!(
+    Kv,
+    KvService(api),
+    delete_range,
+    c,
+    r
+));
+gateway_call!(txn, TxnRequest, |api, c, r| unary!(
+    Kv,
+    KvService(api),
+    txn,
+    c,
+    r
+));
+gateway_call!(compaction, CompactionRequest, |api, c, r| unary!(
+    Kv,
+    KvService(api),
+    compact,
+    c,
+    r
+));
+gateway_call!(status, StatusRequest, |api, c, r| unary!(
+    Maintenance,
+    MaintenanceService(api),
+    status,
+    c,
+    r
+));
+gateway_call!(member_list, MemberListRequest, |api, c, r| unary!(
+    Cluster,
+    ClusterService(api),
+    member_list,
+    c,
+    r
+));
+gateway_call!(lease_grant, LeaseGrantRequest, |api, c, r| unary!(
+    Lease,
     LeaseService(api),
     lease_grant,
+    c,
     r
 ));
-gateway_call!(lease_revoke, LeaseRevokeRequest, |api, r| unary!(
+gateway_call!(lease_revoke, LeaseRevokeRequest, |api, c, r| unary!(
+    Lease,
     LeaseService(api),
     lease_revoke,
+    c,
     r
 ));
-gateway_call!(lease_time_to_live, LeaseTimeToLiveRequest, |api, r| unary!(
-    LeaseService(api),
+gateway_call!(
     lease_time_to_live,
-    r
-));
-gateway_call!(lease_leases, LeaseLeasesRequest, |api, r| unary!(
+    LeaseTimeToLiveRequest,
+    |api, c, r| unary!(Lease, LeaseService(api), lease_time_to_live, c, r)
+);
+gateway_call!(lease_leases, LeaseLeasesRequest, |api, c, r| unary!(
+    Lease,
     LeaseService(api),
     lease_leases,
+    c,
+    r
+));
+gateway_call!(authenticate, AuthenticateRequest, |api, c, r| unary!(
+    Auth,
+    AuthService(api),
+    authenticate,
+    c,
+    r
+));
+gateway_call!(auth_enable, AuthEnableRequest, |api, c, r| unary!(
+    Auth,
+    AuthService(api),
+    auth_enable,
+    c,
+    r
+));
+gateway_call!(auth_disable, AuthDisableRequest, |api, c, r| unary!(
+    Auth,
+    AuthService(api),
+    auth_disable,
+    c,
+    r
+));
+gateway_call!(auth_status, AuthStatusRequest, |api, c, r| unary!(
+    Auth,
+    AuthService(api),
+    auth_status,
+    c,
     r
 ));

@@ -17,7 +17,6 @@ use tonic::Status;
 
 use crate::api::etcd::EtcdApi;
 use crate::api::pb::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse, WatchRequest};
-use crate::watch::WatchStream;
 
 /// Responses a gateway watch buffers before its task waits for the client.
 const STREAM_BUFFER: usize = 64;
@@ -122,22 +121,30 @@ fn streamed(lines: impl Stream<Item = Bytes> + Send + 'static) -> Response {
 }
 
 /// `POST /v3/watch`.
-pub async fn watch(State(api): State<Arc<EtcdApi>>, body: Body) -> Response {
+pub async fn watch(State(api): State<Arc<EtcdApi>>, caller: super::Caller, body: Body) -> Response {
+    let caller = match caller.resolve(&api) {
+        Ok(c) => c,
+        Err(s) => return super::error(&s),
+    };
     let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
-    let stream = WatchStream::new(
-        api.driver.shared_store().clone(),
-        api.clone(),
-        tx,
-        api.watch_progress_interval,
-        api.watch_metrics.clone(),
-    );
+    let stream = crate::api::grpc::watch::watch_stream(&api, caller, tx);
     let requests = json_requests::<WatchRequest>(body, api.max_request_bytes);
     tokio::spawn(stream.run(requests));
     streamed(tokio_stream::wrappers::ReceiverStream::new(rx).map(line))
 }
 
 /// `POST /v3/lease/keepalive`: one answer per request in the body.
-pub async fn lease_keep_alive(State(api): State<Arc<EtcdApi>>, body: Body) -> Response {
+pub async fn lease_keep_alive(
+    State(api): State<Arc<EtcdApi>>,
+    caller: super::Caller,
+    body: Body,
+) -> Response {
+    if let Err(s) = caller
+        .resolve(&api)
+        .and_then(|c| api.check_user(c.as_ref()))
+    {
+        return super::error(&s);
+    }
     let requests = json_requests::<LeaseKeepAliveRequest>(body, api.max_request_bytes);
     let answers = requests.then(move |req| {
         let api = api.clone();

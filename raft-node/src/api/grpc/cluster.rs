@@ -114,6 +114,7 @@ impl Cluster for ClusterService {
         &self,
         r: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        self.0.check_admin(self.0.caller_of(&r)?.as_ref())?;
         let r = r.into_inner();
         let peer_addr = parse_peer_urls(&r.peer_ur_ls)?;
         let members = self.members();
@@ -179,6 +180,7 @@ impl Cluster for ClusterService {
         &self,
         r: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.0.check_admin(self.0.caller_of(&r)?.as_ref())?;
         let id = r.into_inner().id;
         self.known(id)?;
         self.change(ConfChangeSingle::Remove(id), Vec::new())
@@ -193,6 +195,7 @@ impl Cluster for ClusterService {
         &self,
         r: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        self.0.check_admin(self.0.caller_of(&r)?.as_ref())?;
         let r = r.into_inner();
         let current = self.known(r.id)?;
         let peer_addr = parse_peer_urls(&r.peer_ur_ls)?;
@@ -240,6 +243,7 @@ impl Cluster for ClusterService {
         &self,
         r: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.0.check_admin(self.0.caller_of(&r)?.as_ref())?;
         let id = r.into_inner().id;
         if !self.known(id)?.is_learner {
             return Err(Status::failed_precondition(

@@ -12,6 +12,7 @@ use crate::api::pb::etcdserverpb::{
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use crate::api::pb::raftnodepb::internal_request::Request as Internal;
+use crate::auth::{Access, AuthInfo, Credentials};
 use crate::mvcc::{
     check_txn, txn_is_read_only, Command, MvccError, RequestId, Response as Applied,
     REQUEST_ID_HEADER,
@@ -25,8 +26,12 @@ fn unexpected(what: &str) -> Status {
 }
 
 impl KvService {
-    /// Serves a range (also used by the JSON gateway).
-    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, Status> {
+    /// Serves a range for `caller` (also used by the JSON gateway).
+    pub async fn range(
+        &self,
+        creds: &Credentials,
+        req: RangeRequest,
+    ) -> Result<RangeResponse, Status> {
         if req.key.is_empty() {
             return Err(from_mvcc(&MvccError::EmptyKey));
         }
@@ -35,6 +40,12 @@ impl KvService {
         } else {
             self.0.read_barrier().await?
         };
+        // Checked on the view served: a token invalidated or a permission
+        // revoked before the read barrier is honoured on every member.
+        let auth = view.auth();
+        let caller = creds.resolve(auth).map_err(|e| e.status())?;
+        auth.check_range(caller.as_ref(), &req.key, &req.range_end, Access::Read)
+            .map_err(|e| e.status())?;
         let mut resp = view.range(&req).map_err(|e| from_mvcc(&e))?;
         resp.header = self.0.header(resp.header.take().map(|mut h| {
             h.raft_term = 0;
@@ -44,11 +55,20 @@ impl KvService {
     }
 
     /// Serves a put (at most once per request id `id`).
-    pub async fn put(&self, req: PutRequest, id: Option<RequestId>) -> Result<PutResponse, Status> {
+    pub async fn put(
+        &self,
+        caller: Option<&AuthInfo>,
+        req: PutRequest,
+        id: Option<RequestId>,
+    ) -> Result<PutResponse, Status> {
         if req.key.is_empty() {
             return Err(from_mvcc(&MvccError::EmptyKey));
         }
-        match self.0.write_once(Command(Internal::Put(req)), id).await? {
+        match self
+            .0
+            .write_as(caller, Command(Internal::Put(req)), id)
+            .await?
+        {
             Applied::Put(mut r) => {
                 r.header = self.0.header(r.header);
                 Ok(r)
@@ -60,6 +80,7 @@ impl KvService {
     /// Serves a delete (at most once per request id `id`).
     pub async fn delete_range(
         &self,
+        caller: Option<&AuthInfo>,
         req: DeleteRangeRequest,
         id: Option<RequestId>,
     ) -> Result<DeleteRangeResponse, Status> {
@@ -68,7 +89,7 @@ impl KvService {
         }
         match self
             .0
-            .write_once(Command(Internal::DeleteRange(req)), id)
+            .write_as(caller, Command(Internal::DeleteRange(req)), id)
             .await?
         {
             Applied::DeleteRange(mut r) => {
@@ -82,10 +103,19 @@ impl KvService {
     /// Serves a transaction. One that only reads is served like a range
     /// (linearizable, without a log entry), as etcd does; one that writes is
     /// applied at most once per request id `id`.
-    pub async fn txn(&self, req: TxnRequest, id: Option<RequestId>) -> Result<TxnResponse, Status> {
+    pub async fn txn(
+        &self,
+        creds: &Credentials,
+        req: TxnRequest,
+        id: Option<RequestId>,
+    ) -> Result<TxnResponse, Status> {
         check_txn(&req).map_err(|e| from_mvcc(&e))?;
         if txn_is_read_only(&req) {
             let view = self.0.read_barrier().await?;
+            let auth = view.auth();
+            let caller = creds.resolve(auth).map_err(|e| e.status())?;
+            auth.check_txn(caller.as_ref(), &req)
+                .map_err(|e| e.status())?;
             let mut resp = view.read_only_txn(&req).map_err(|e| from_mvcc(&e))?;
             resp.header = self.0.header(resp.header.map(|mut h| {
                 h.raft_term = 0;
@@ -94,7 +124,14 @@ impl KvService {
             fill_headers(&self.0, &mut resp);
             return Ok(resp);
         }
-        let mut resp = match self.0.write_once(Command(Internal::Txn(req)), id).await? {
+        let caller = creds
+            .resolve(self.0.driver.store().auth())
+            .map_err(|e| e.status())?;
+        let mut resp = match self
+            .0
+            .write_as(caller.as_ref(), Command(Internal::Txn(req)), id)
+            .await?
+        {
             Applied::Txn(r) => r,
             _ => return Err(unexpected("txn")),
         };
@@ -104,8 +141,16 @@ impl KvService {
     }
 
     /// Serves a compaction.
-    pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, Status> {
-        match self.0.write(Command(Internal::Compaction(req))).await? {
+    pub async fn compact(
+        &self,
+        caller: Option<&AuthInfo>,
+        req: CompactionRequest,
+    ) -> Result<CompactionResponse, Status> {
+        match self
+            .0
+            .write_as(caller, Command(Internal::Compaction(req)), None)
+            .await?
+        {
             Applied::Compaction(mut r) => {
                 r.header = self.0.header(r.header);
                 Ok(r)
@@ -149,14 +194,16 @@ fn request_id<T>(r: &Request<T>) -> Result<Option<RequestId>, Status> {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, r: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        KvService::range(self, r.into_inner())
+        let creds = self.0.credentials_of(&r);
+        KvService::range(self, &creds, r.into_inner())
             .await
             .map(Response::new)
     }
 
     async fn put(&self, r: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let id = request_id(&r)?;
-        KvService::put(self, r.into_inner(), id)
+        let caller = self.0.caller_of(&r)?;
+        KvService::put(self, caller.as_ref(), r.into_inner(), id)
             .await
             .map(Response::new)
     }
@@ -166,14 +213,16 @@ impl Kv for KvService {
         r: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let id = request_id(&r)?;
-        KvService::delete_range(self, r.into_inner(), id)
+        let caller = self.0.caller_of(&r)?;
+        KvService::delete_range(self, caller.as_ref(), r.into_inner(), id)
             .await
             .map(Response::new)
     }
 
     async fn txn(&self, r: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let id = request_id(&r)?;
-        KvService::txn(self, r.into_inner(), id)
+        let creds = self.0.credentials_of(&r);
+        KvService::txn(self, &creds, r.into_inner(), id)
             .await
             .map(Response::new)
     }
@@ -182,7 +231,8 @@ impl Kv for KvService {
         &self,
         r: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        KvService::compact(self, r.into_inner())
+        let caller = self.0.caller_of(&r)?;
+        KvService::compact(self, caller.as_ref(), r.into_inner())
             .await
             .map(Response::new)
     }

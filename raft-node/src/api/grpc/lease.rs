@@ -37,6 +37,7 @@ impl Lease for LeaseService {
         &self,
         r: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let caller = self.0.caller_of(&r)?;
         let r = r.into_inner();
         if r.ttl > MAX_LEASE_TTL {
             return Err(Status::out_of_range("etcdserver: too large lease TTL"));
@@ -46,7 +47,7 @@ impl Lease for LeaseService {
         for _ in 0..3 {
             let id = if r.id != 0 { r.id } else { fresh_id() };
             let grant = Command(Internal::LeaseGrant(LeaseGrantRequest { ttl, id }));
-            match self.0.write(grant).await {
+            match self.0.write_as(caller.as_ref(), grant, None).await {
                 Ok(Applied::LeaseGrant(mut resp)) => {
                     resp.header = self.0.header(resp.header);
                     return Ok(Response::new(resp));
@@ -69,8 +70,9 @@ impl Lease for LeaseService {
         &self,
         r: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let caller = self.0.caller_of(&r)?;
         let revoke = Command(Internal::LeaseRevoke(r.into_inner()));
-        match self.0.write(revoke).await? {
+        match self.0.write_as(caller.as_ref(), revoke, None).await? {
             Applied::LeaseRevoke(mut resp) => {
                 resp.header = self.0.header(resp.header);
                 Ok(Response::new(resp))
@@ -87,6 +89,7 @@ impl Lease for LeaseService {
         &self,
         r: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        self.0.check_user(self.0.caller_of(&r)?.as_ref())?;
         let api = self.0.clone();
         let answers = r.into_inner().then(move |req| {
             let api = api.clone();
@@ -107,6 +110,7 @@ impl Lease for LeaseService {
         &self,
         r: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.0.check_user(self.0.caller_of(&r)?.as_ref())?;
         let r = r.into_inner();
         let view = self.0.read_barrier().await?;
         let Some(lease) = view.lease(r.id) else {
@@ -134,8 +138,9 @@ impl Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _: Request<LeaseLeasesRequest>,
+        r: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.0.check_user(self.0.caller_of(&r)?.as_ref())?;
         let view = self.0.read_barrier().await?;
         Ok(Response::new(LeaseLeasesResponse {
             header: self.0.header(None),

@@ -65,6 +65,7 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, r: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        let caller = self.0.caller_of(&r)?;
         let r = r.into_inner();
         match AlarmAction::try_from(r.action) {
             Ok(AlarmAction::Get) => {
@@ -82,7 +83,11 @@ impl Maintenance for MaintenanceService {
                     alarms,
                 }))
             }
-            Ok(_) => match self.0.write(Command(Internal::Alarm(r))).await? {
+            Ok(_) => match self
+                .0
+                .write_as(caller.as_ref(), Command(Internal::Alarm(r)), None)
+                .await?
+            {
                 Applied::Alarm(mut resp) => {
                     resp.header = self.0.header(resp.header);
                     Ok(Response::new(resp))
@@ -101,8 +106,9 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _: Request<DefragmentRequest>,
+        r: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.0.check_admin(self.0.caller_of(&r)?.as_ref())?;
         // The store is in memory and compaction frees what it drops at once:
         // there is nothing to defragment.
         Ok(Response::new(DefragmentResponse {
@@ -110,7 +116,8 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, r: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.0.check_admin(self.0.caller_of(&r)?.as_ref())?;
         let (hash, _) = self
             .0
             .driver
@@ -124,6 +131,7 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash_kv(&self, r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        self.0.check_admin(self.0.caller_of(&r)?.as_ref())?;
         let view = self.0.driver.store();
         let (hash, hash_revision) = view
             .hash_kv(r.into_inner().revision)
@@ -140,8 +148,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _: Request<SnapshotRequest>,
+        r: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.0.check_admin(self.0.caller_of(&r)?.as_ref())?;
         // A consistent view: O(1) to take; serialized off the async threads.
         let view = self.0.driver.store();
         let header = self.0.header(Some(view.header(0)));
@@ -169,6 +178,7 @@ impl Maintenance for MaintenanceService {
         &self,
         r: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.0.check_admin(self.0.caller_of(&r)?.as_ref())?;
         let to = r.into_inner().target_id;
         let status = self.0.driver.status();
         if status.leader != Some(self.0.member_id) {

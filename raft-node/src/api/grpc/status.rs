@@ -22,6 +22,7 @@ pub fn from_mvcc(e: &MvccError) -> Status {
         | MvccError::DuplicateKey
         | MvccError::TooManyOps
         | MvccError::Malformed(_) => Status::invalid_argument(msg),
+        MvccError::Auth(a) => a.status(),
     }
 }
 
