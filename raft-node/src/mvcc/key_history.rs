@@ -66,21 +66,28 @@ impl KeyHistory {
     /// than the newest one at or below `rev`, and that one too if it is a
     /// delete. Returns the bytes freed (for `key`).
     pub fn compact(&mut self, rev: i64, key: &[u8]) -> u64 {
-        let at_or_below = self.versions.partition_point(|v| v.mod_rev <= rev);
-        if at_or_below == 0 {
-            return 0;
-        }
-        let keep_from = if self.versions[at_or_below - 1].value.is_some() {
-            at_or_below - 1
-        } else {
-            at_or_below
-        };
+        let keep_from = self.compaction_keeps_from(rev);
         let freed = self.versions[..keep_from]
             .iter()
             .map(|v| v.footprint(key))
             .sum();
         self.versions.drain(..keep_from);
         freed
+    }
+
+    /// Whether compacting at `rev` would drop anything.
+    pub fn compacts_at(&self, rev: i64) -> bool {
+        self.compaction_keeps_from(rev) > 0
+    }
+
+    /// The first version a compaction at `rev` keeps.
+    fn compaction_keeps_from(&self, rev: i64) -> usize {
+        let at_or_below = self.versions.partition_point(|v| v.mod_rev <= rev);
+        match at_or_below.checked_sub(1).map(|i| &self.versions[i]) {
+            None => 0,
+            Some(newest) if newest.value.is_some() => at_or_below - 1,
+            Some(_) => at_or_below,
+        }
     }
 
     /// True once every version is compacted away.

@@ -260,10 +260,16 @@ impl Store {
         }
         let mut emptied = Vec::new();
         let mut freed = 0;
+        // Only keys that lose a version are touched: a mutable access copies
+        // the map's path to the key (views share it), so touching every key
+        // would copy the whole map on the driver thread (seconds for a
+        // large state, at every auto-compaction).
         let touched: Vec<Bytes> = self
             .keys
             .iter()
-            .filter(|(_, h)| h.versions().first().is_some_and(|v| v.mod_rev < rev))
+            .filter(|(_, h)| {
+                h.versions().first().is_some_and(|v| v.mod_rev < rev) && h.compacts_at(rev)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for k in touched {

@@ -81,6 +81,40 @@ fn revisions_versions_and_history() {
     );
 }
 
+/// A compaction leaves alone the keys it frees nothing of: a view taken
+/// before it still shares their part of the map (touching every key would
+/// copy the whole map on the driver thread).
+#[test]
+fn compaction_copies_only_the_keys_it_frees_something_of() {
+    let mut s = Store::default();
+    for i in 0..2_000 {
+        put(&mut s, &format!("once/{i:04}"), "v");
+    }
+    put(&mut s, "twice", "1");
+    put(&mut s, "twice", "2");
+    let view = s.clone();
+    let now = s.revision();
+    apply(
+        &mut s,
+        Request::Compaction(CompactionRequest {
+            revision: now,
+            physical: false,
+        }),
+    )
+    .unwrap();
+    assert_eq!(s.keys.get(&b"twice"[..]).unwrap().versions().len(), 1);
+    let shared = s
+        .keys
+        .iter()
+        .zip(view.keys.iter())
+        .filter(|((k, a), (_, b))| k.starts_with(b"once/") && std::ptr::eq(*a, *b))
+        .count();
+    assert!(
+        shared > 1_900,
+        "{shared} of 2,000 untouched keys still shared with the view"
+    );
+}
+
 #[test]
 fn compaction_refuses_old_reads_and_frees_history() {
     let mut s = Store::default();
