@@ -738,15 +738,25 @@ fn etcd_api_writes_with_a_request_id_apply_once() {
             .unwrap()
             .into_inner();
         let rev = first.header.as_ref().unwrap().revision;
-        // Another write in between, without an id.
-        clients[0]
+        // Another write in between, without an id. "no leader" means it was
+        // not proposed (a spontaneous election under the tests' short
+        // timeouts), so sending it again cannot apply it twice.
+        let mut tries = 0;
+        while let Err(e) = clients[0]
             .put(PutRequest {
                 key: b"g".to_vec(),
                 value: b"b".to_vec(),
                 ..Default::default()
             })
             .await
-            .unwrap();
+        {
+            tries += 1;
+            assert!(
+                e.message() == "etcdserver: no leader" && tries < 100,
+                "put g: {e}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         for c in clients.iter_mut().chain([&mut to_follower]) {
             let again = c.put(with_id("5/1", "a")).await.unwrap().into_inner();
             assert_eq!(again.header.unwrap().revision, rev, "the first result");
