@@ -15,6 +15,12 @@
 //! `DIR/peer-incarnations`, so a restart does not forget them. Removing a
 //! member forgets its incarnation (it may come back as a new one).
 //!
+//! A follower hears only from its leader, so on its own it would not know
+//! the incarnation of a peer that never wrote to it, and would take that
+//! peer's re-created self for a new member once it leads. A leader's
+//! heartbeats therefore carry the incarnations it knows
+//! ([`PeerMessage::peers`]), and a receiver records those it had none for.
+//!
 //! [`NodeConfig::cluster_id`]: crate::config::NodeConfig::cluster_id
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,7 +28,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use raft_core::Message;
+use raft_core::{Message, MessageBody};
 use serde::{Deserialize, Serialize};
 
 const IDENTITY_FILE: &str = "identity";
@@ -111,6 +117,9 @@ pub struct PeerMessage {
     /// A re-created node learns from it that its peers knew another
     /// incarnation, and does not follow them either.
     pub to_incarnation: u64,
+    /// Incarnations the sender knows of other members, sent with heartbeats
+    /// (empty on other messages): `(id, incarnation)`.
+    pub peers: Vec<(u64, u64)>,
     /// The message.
     pub msg: Message,
 }
@@ -156,11 +165,22 @@ impl PeerGate {
 
     /// Wraps `msg` for sending.
     pub fn wrap(&self, msg: Message) -> PeerMessage {
-        let to_incarnation = self.lock().known.get(&msg.to).copied().unwrap_or(0);
+        let st = self.lock();
+        let to_incarnation = st.known.get(&msg.to).copied().unwrap_or(0);
+        let peers = match msg.body {
+            MessageBody::Heartbeat { .. } => st
+                .known
+                .iter()
+                .filter(|&(&id, _)| id != msg.to)
+                .map(|(&id, &inc)| (id, inc))
+                .collect(),
+            _ => Vec::new(),
+        };
         PeerMessage {
             cluster_id: self.me.cluster_id,
             incarnation: self.me.incarnation,
             to_incarnation,
+            peers,
             msg,
         }
     }
@@ -185,6 +205,7 @@ impl PeerGate {
         let ok = self.judge(&mut st, from, &m);
         if ok {
             st.refused.remove(&from);
+            self.learn(&mut st, &m);
             Some(m.msg)
         } else {
             st.refused.insert(from);
@@ -242,6 +263,26 @@ impl PeerGate {
         }
     }
 
+    /// Records the incarnations an admitted message tells of members this
+    /// node has not heard from itself. One it knows otherwise is kept: what
+    /// this node saw itself wins over hearsay.
+    fn learn(&self, st: &mut GateState, m: &PeerMessage) {
+        let mut changed = false;
+        for &(id, inc) in &m.peers {
+            if id == m.msg.to || id == m.msg.from || inc == 0 {
+                continue;
+            }
+            if let std::collections::btree_map::Entry::Vacant(e) = st.known.entry(id) {
+                e.insert(inc);
+                changed = true;
+            }
+        }
+        if changed {
+            let known = st.known.clone();
+            self.save(&known);
+        }
+    }
+
     /// True if the last message from `from` was refused: its bulk traffic
     /// (snapshots, forwarded requests) is dropped too.
     pub fn refuses(&self, from: u64) -> bool {
@@ -262,13 +303,13 @@ impl PeerGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raft_core::MessageBody;
 
     fn msg(from: u64, cluster_id: u64, incarnation: u64) -> PeerMessage {
         PeerMessage {
             cluster_id,
             incarnation,
             to_incarnation: 0,
+            peers: Vec::new(),
             msg: Message {
                 from,
                 to: 1,
@@ -343,5 +384,57 @@ mod tests {
         assert!(gate.admit(2, m.clone()).is_none());
         m.to_incarnation = 99;
         assert!(gate.admit(2, m).is_some());
+    }
+
+    /// A follower that never heard from node 3 learns its incarnation from
+    /// the leader's heartbeats, and refuses node 3's re-created self once it
+    /// hears from it (as it must if it becomes leader).
+    #[test]
+    fn a_follower_learns_peers_incarnations_from_the_leaders_heartbeats() {
+        let leader_dir = tempfile::tempdir().unwrap();
+        let leader = PeerGate::load(
+            leader_dir.path(),
+            Identity {
+                cluster_id: 7,
+                incarnation: 10,
+            },
+        )
+        .unwrap();
+        assert!(leader.admit(3, msg(3, 7, 30)).is_some());
+        assert!(leader.admit(2, msg(2, 7, 20)).is_some());
+        let heartbeat = leader.wrap(Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: MessageBody::Heartbeat {
+                commit: 0,
+                read_round: 0,
+                tag: 0,
+            },
+        });
+        assert_eq!(heartbeat.peers, vec![(3, 30)], "not the receiver itself");
+        let other = leader.wrap(msg(2, 7, 20).msg);
+        assert!(other.peers.is_empty(), "only heartbeats carry the list");
+
+        let dir = tempfile::tempdir().unwrap();
+        let me = Identity {
+            cluster_id: 7,
+            incarnation: 20,
+        };
+        let follower = PeerGate::load(dir.path(), me).unwrap();
+        assert!(follower.admit(1, heartbeat).is_some());
+        assert!(
+            follower.admit(3, msg(3, 7, 31)).is_none(),
+            "node 3 re-created"
+        );
+        drop(follower);
+        let follower = PeerGate::load(dir.path(), me).unwrap();
+        assert!(follower.admit(3, msg(3, 7, 31)).is_none(), "kept on disk");
+        assert!(follower.admit(3, msg(3, 7, 30)).is_some());
+        // Hearsay never overrides what the node saw itself.
+        let mut stale = msg(1, 7, 10);
+        stale.peers = vec![(3, 29)];
+        assert!(follower.admit(1, stale).is_some());
+        assert!(follower.admit(3, msg(3, 7, 30)).is_some());
     }
 }

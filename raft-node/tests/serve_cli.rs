@@ -670,15 +670,37 @@ fn a_member_recreated_from_nothing_is_refused_by_its_peers() {
     let (dir, base, _) = cluster_dir(8_888, "1,2,3");
     let configs = write_configs(dir.path(), base);
     let eps = endpoints(base);
-    let mut nodes = start(&configs);
+    // Node 3 starts once 1 and 2 have a leader, so it hears only from that
+    // leader and writes only to it: the other survivor never hears from it.
+    let mut nodes = start(&configs[..2]);
     client_until_ok(&["put", "k", "v"], &eps);
+    nodes.extend(start(&configs[2..]));
     let url3 = format!("http://127.0.0.1:{}", base + 3);
-    wait_status(&url3, "node 3 follows a leader", |s| s["leader"].is_u64());
+    wait_status(&url3, "node 3 follows a leader", |s| {
+        s["leader"].is_u64() && s["applied_index"].as_u64() >= Some(2)
+    });
     let three = nodes.0.remove(2);
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(three.id() as i32, libc::SIGTERM) };
     assert!(three.wait_with_output().unwrap().status.success());
     std::fs::remove_dir_all(dir.path().join("node-3")).unwrap();
+    // Leadership moves to the other survivor, which may never have heard
+    // from node 3 itself (followers talk only to their leader): it knows
+    // node 3's incarnation from the old leader's heartbeats.
+    let url = |id: u64| format!("http://127.0.0.1:{}", base + id as u16);
+    wait_status(&url(1), "a leader among nodes 1 and 2", |s| {
+        s["leader"] == 1 || s["leader"] == 2
+    });
+    let old = status_of(&url(1)).and_then(|s| s["leader"].as_u64());
+    let old = old.filter(|&l| l == 1 || l == 2).expect("a leader");
+    let new = 3 - old;
+    request_until_ok(
+        "POST",
+        &format!("{}/v1/leader/transfer", url(old)),
+        &format!("{{\"to\":{new}}}"),
+    )
+    .unwrap();
+    wait_status(&url(new), "leadership moved", |s| s["leader"] == new);
     nodes.extend(start(&configs[2..]));
     wait_status(&url3, "node 3 serves its status", |s| s["id"] == 3);
     client_until_ok(&["put", "k2", "v"], &eps);
