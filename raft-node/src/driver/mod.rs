@@ -13,6 +13,7 @@
 mod clock;
 mod counters;
 mod requests;
+mod round;
 mod snapshot;
 mod status;
 mod waiters;
@@ -30,6 +31,7 @@ pub use status::NodeStatus;
 
 use crate::mvcc::{Applied, SharedStore, Store};
 use crate::storage::WalStorage;
+use round::{Phase, RoundTimes};
 use waiters::Waiters;
 
 /// Where the driver sends peer messages. Sending must never block: a
@@ -315,6 +317,7 @@ fn run(
         };
         // How long this round keeps the driver busy (the stall histogram).
         let busy_from = Instant::now();
+        let mut times = RoundTimes::start(busy_from);
         let mut batch = first
             .into_iter()
             .chain(inbox.try_iter())
@@ -388,6 +391,9 @@ fn run(
             }
         }
         waiters.expire(now);
+        times.mark(Phase::Inputs);
+        // Set by an install: the view it replaces is freed off this thread.
+        let mut replaced_state = false;
         while node.has_ready() {
             let rd = match node.ready() {
                 Ok(rd) => rd,
@@ -402,6 +408,7 @@ fn run(
             for m in rd.messages.iter().cloned() {
                 transport.send(m);
             }
+            times.mark(Phase::Ready);
             let started = Instant::now();
             match persist_until_space(&mut node, &rd, &inbox, &mut waiters, counters, id) {
                 Ok(true) => {}
@@ -417,13 +424,16 @@ fn run(
                 }
             }
             counters.persisted(started.elapsed());
+            times.mark(Phase::Persist);
             let installed = match &rd.snapshot {
                 Some(meta) => install(&node, &mut kv, &mut prepared, meta).map(|()| {
                     transport.members_restored(&member_list(&kv));
                     counters.installed();
+                    replaced_state = true;
                 }),
                 None => Ok(()),
             };
+            times.mark(Phase::Install);
             if let Err(e) = installed {
                 waiters.fail_all(ClientError::from_storage(&e));
                 return Err(e.to_string());
@@ -452,13 +462,21 @@ fn run(
                 };
                 waiters.applied_at(e, at, applied);
             }
+            times.applied += rd.committed_entries.len();
             waiters.confirmed_reads(&rd.read_states);
             node.advance();
+            times.mark(Phase::Apply);
         }
         if view.get().applied_index() != kv.applied_index() {
-            view.publish(&kv);
+            let old = view.publish(&kv);
+            if replaced_state {
+                // The last reference to the state an install replaced, unless a
+                // reader still holds it: freeing it can take seconds.
+                retire(old);
+            }
         }
         waiters.serve_reads(&kv);
+        times.mark(Phase::Publish);
         if prepared
             .as_ref()
             .is_some_and(|p| p.id.index <= kv.applied_index())
@@ -475,7 +493,10 @@ fn run(
             return Err(f.to_string());
         }
         status::publish(status, &node, &kv);
-        counters.busy(busy_from.elapsed());
+        times.mark(Phase::Snapshot);
+        let took = busy_from.elapsed();
+        counters.busy(took);
+        times.report(id, took);
     }
     waiters.fail_all(ClientError::Stopped("node is shutting down".into()));
     status::publish(status, &node, &kv);
@@ -508,9 +529,9 @@ fn install(
     node.storage().load_state(kv)
 }
 
-/// Drops a whole store on another thread: freeing a large state takes
-/// time the driver must not spend.
-fn retire(store: Box<Store>) {
+/// Drops a whole store (or the last view of one) on another thread: freeing
+/// a large state takes time the driver must not spend.
+fn retire<T: Send + 'static>(store: T) {
     let dropper = std::thread::Builder::new().name("retire-state".into());
     if let Err(e) = dropper.spawn(move || drop(store)) {
         tracing::warn!(error = %e, "no thread to free an old state on; freeing it here");

@@ -470,9 +470,10 @@ impl SharedStore {
         self.0.borrow().clone()
     }
 
-    /// Publishes `store` as the latest view.
-    pub fn publish(&self, store: &Store) {
-        self.0.send_replace(Arc::new(store.clone()));
+    /// Publishes `store` as the latest view, and returns the view it
+    /// replaces (whose drop frees the old state if nothing else holds it).
+    pub fn publish(&self, store: &Store) -> Arc<Store> {
+        self.0.send_replace(Arc::new(store.clone()))
     }
 
     /// A receiver that sees every view published from now on (watchers).
