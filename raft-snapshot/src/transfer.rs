@@ -235,6 +235,8 @@ pub struct SnapshotReceiver {
     body_bytes: u64,
     crc: crc32fast::Hasher,
     closed: bool,
+    /// Bytes written since the last `fdatasync` (see `fsio::SYNC_EVERY_BYTES`).
+    unsynced: u64,
 }
 
 impl std::fmt::Debug for SnapshotReceiver {
@@ -261,6 +263,7 @@ impl SnapshotReceiver {
             body_bytes: 0,
             crc: crc32fast::Hasher::new(),
             closed: false,
+            unsynced: 0,
         }
     }
 
@@ -334,6 +337,12 @@ impl SnapshotReceiver {
             file.write_at(fresh, self.next)
                 .map_err(|e| Error::io("write", Some(path), e))?;
             self.next += fresh.len() as u64;
+            self.unsynced += fresh.len() as u64;
+            if self.unsynced >= crate::fsio::SYNC_EVERY_BYTES {
+                file.sync_data()
+                    .map_err(|e| Error::io("sync", Some(path), e))?;
+                self.unsynced = 0;
+            }
         }
         if !done {
             return Ok(Received::Progress {

@@ -206,7 +206,12 @@ async fn wait_leader(c: &Cluster) -> u64 {
 async fn a_large_state_with_snapshots_under_load_and_a_follower_catching_up() {
     let plan = plan();
     let bin = node_binary().unwrap_or_else(|e| panic!("no raft-node binary: {e}"));
-    let dir = tempfile::tempdir().unwrap();
+    let mut dir = tempfile::tempdir().unwrap();
+    if std::env::var("RAFT_SOAK_KEEP").is_ok_and(|v| v.trim() == "1") {
+        // The nodes' logs (node-<id>.log) name the cause of any slow round.
+        dir.disable_cleanup(true);
+        eprintln!("keeping the run directory {}", dir.path().display());
+    }
     let mut options = ClusterOptions::for_tests(3);
     // Production-like timing and snapshot cadence.
     options.election_timeout_ms = 1000;
