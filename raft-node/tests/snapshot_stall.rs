@@ -152,3 +152,60 @@ fn installing_a_large_snapshot_does_not_stall_the_follower() {
     );
     c.shutdown();
 }
+
+/// A member that restarts with a long log re-applies it in rounds of
+/// bounded work: its driver keeps answering (heartbeats, reads) meanwhile
+/// instead of applying the whole log in one round.
+#[test]
+fn re_applying_a_long_log_after_a_restart_does_not_stall_the_node() {
+    use rand::RngCore;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = LocalCluster::start(dir.path(), 3).unwrap();
+    assert!(c.wait_for(T, |c| c.leader().is_some()), "no leader");
+    let leader = c.leader().unwrap();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let h = c.handle(leader).unwrap();
+    // 40,000 values of 4 KiB (160 MiB), 256 at a time; no snapshots.
+    let mut rng = rand::rngs::OsRng;
+    let mut value = vec![0u8; 4 << 10];
+    for chunk in 0..160 {
+        let pending: Vec<_> = (0..256)
+            .map(|i| {
+                rng.fill_bytes(&mut value);
+                let key = format!("log{}", chunk * 256 + i);
+                let (req, rx) = Request::write(Command::put(key, value.clone()));
+                h.submit(req);
+                rx
+            })
+            .collect();
+        for rx in pending {
+            rx.blocking_recv().unwrap().unwrap();
+        }
+    }
+    let applied = c.status(leader).applied;
+    assert!(
+        c.wait_for(T, |c| c.status(follower).applied >= applied),
+        "the follower did not apply everything"
+    );
+    c.stop_node(follower);
+    let started = std::time::Instant::now();
+    c.start_node(follower).unwrap();
+    let f = c.handle(follower).unwrap();
+    assert!(
+        c.wait_for(Duration::from_secs(120), |c| c.status(follower).applied
+            >= applied),
+        "the restarted follower did not re-apply its log"
+    );
+    let took = started.elapsed();
+    let longest = f.counters().longest_stall();
+    eprintln!("re-applying {applied} entries took {took:?}; the longest driver round {longest:?}");
+    assert!(
+        took >= Duration::from_millis(300),
+        "re-applying took only {took:?}: too little work to show anything"
+    );
+    assert!(
+        longest * 3 < took && longest < Duration::from_millis(500),
+        "a driver round took {longest:?} while re-applying for {took:?}"
+    );
+    c.shutdown();
+}

@@ -144,6 +144,16 @@ const DISK_FULL_RETRY: Duration = Duration::from_millis(100);
 /// Most inputs folded into one batch before the core is asked for a Ready.
 const MAX_BATCH_INPUTS: usize = 4096;
 
+/// Readies are handled (persisted, applied) one after another for at most
+/// about this long before the driver takes inputs and ticks again: a
+/// follower catching up on a long log, or applying a large compaction, must
+/// not stop heartbeats and reads for seconds.
+const READY_BUDGET: Duration = Duration::from_millis(50);
+
+/// Bytes of committed entries per Ready: with [`READY_BUDGET`], what bounds
+/// the apply work of one round.
+const COMMITTED_BYTES_PER_READY: u64 = 4 << 20;
+
 /// A running driver thread.
 pub struct Driver {
     inbox: Sender<Input>,
@@ -298,6 +308,7 @@ fn run(
     // Ticks never come faster than this on average (missed ones are dropped);
     // the core bounds a leader lease with it and the clock passed below.
     cfg.tick_interval_nanos = u64::try_from(opts.tick.as_nanos()).unwrap_or(u64::MAX);
+    cfg.max_committed_bytes_per_ready = COMMITTED_BYTES_PER_READY;
     let mut kv = Store::default();
     storage.load_state(&mut kv).map_err(|e| e.to_string())?;
     view.publish(&kv);
@@ -310,7 +321,14 @@ fn run(
     let mut snapshots = snapshot::Snapshotter::new();
     let mut prepared: Option<PreparedState> = None;
     while !stopping {
-        let first = match inbox.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
+        // Committed entries left over from a round that hit its apply budget
+        // are taken up at once, after the inputs that arrived meanwhile.
+        let wait = if node.has_ready() {
+            Duration::ZERO
+        } else {
+            next_tick.saturating_duration_since(Instant::now())
+        };
+        let first = match inbox.recv_timeout(wait) {
             Ok(input) => Some(input),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
@@ -394,7 +412,8 @@ fn run(
         times.mark(Phase::Inputs);
         // Set by an install: the view it replaces is freed off this thread.
         let mut replaced_state = false;
-        while node.has_ready() {
+        let ready_until = Instant::now() + READY_BUDGET;
+        while node.has_ready() && Instant::now() < ready_until {
             let rd = match node.ready() {
                 Ok(rd) => rd,
                 Err(e) => {
