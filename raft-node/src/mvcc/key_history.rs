@@ -1,5 +1,7 @@
 //! The versions of one key kept until compaction.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 /// One version of a key: a put (with a value) or a delete (a tombstone).
@@ -27,15 +29,22 @@ impl Version {
 }
 
 /// Every retained version of a key, oldest first (ascending `mod_rev`).
+///
+/// The versions are shared (`Arc`), so cloning a history is one reference
+/// count: the store's map copies whole nodes of histories when it writes
+/// to a node that a published view shares, and a compaction that touches
+/// keys all over the map copies most nodes. A write replaces the slice.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyHistory {
-    versions: Vec<Version>,
+    versions: Arc<[Version]>,
 }
 
 impl KeyHistory {
     /// Builds a history from versions in ascending revision order.
     pub fn from_versions(versions: Vec<Version>) -> Self {
-        KeyHistory { versions }
+        KeyHistory {
+            versions: versions.into(),
+        }
     }
 
     /// Every retained version, oldest first.
@@ -59,7 +68,12 @@ impl KeyHistory {
     /// Appends a newer version.
     pub fn push(&mut self, v: Version) {
         debug_assert!(self.versions.last().is_none_or(|l| l.mod_rev <= v.mod_rev));
-        self.versions.push(v);
+        self.versions = self
+            .versions
+            .iter()
+            .cloned()
+            .chain(std::iter::once(v))
+            .collect();
     }
 
     /// Drops what no read at or above `rev` can see: every version older
@@ -71,13 +85,25 @@ impl KeyHistory {
             .iter()
             .map(|v| v.footprint(key))
             .sum();
-        self.versions.drain(..keep_from);
+        self.versions = self.versions[keep_from..].iter().cloned().collect();
         freed
     }
 
     /// Whether compacting at `rev` would drop anything.
     pub fn compacts_at(&self, rev: i64) -> bool {
         self.compaction_keeps_from(rev) > 0
+    }
+
+    /// The lowest revision at which a compaction drops something: the
+    /// first version's if it is a delete, else the second version's (the
+    /// first is hidden from then on). `None` for one live version.
+    pub fn compactable_from(&self) -> Option<i64> {
+        match &*self.versions {
+            [] => None,
+            [first, ..] if first.value.is_none() => Some(first.mod_rev),
+            [_, second, ..] => Some(second.mod_rev),
+            [_] => None,
+        }
     }
 
     /// The first version a compaction at `rev` keeps.

@@ -16,6 +16,7 @@ mod command;
 mod dedupe;
 mod error;
 mod events;
+mod histories;
 mod key_history;
 mod leases;
 mod range;
@@ -25,9 +26,6 @@ mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-
-use bytes::Bytes;
-use imbl::OrdMap;
 
 pub use command::{Command, FORMAT_V1};
 pub use dedupe::{
@@ -83,7 +81,7 @@ pub enum Applied {
 /// The multi-version key-value store.
 #[derive(Debug, Clone)]
 pub struct Store {
-    keys: OrdMap<Bytes, KeyHistory>,
+    keys: histories::Histories,
     /// The revision of the last write (1 for an empty store, as in etcd).
     revision: i64,
     /// Reads below this revision are refused.
@@ -118,7 +116,7 @@ pub struct Store {
 impl Default for Store {
     fn default() -> Self {
         Store {
-            keys: OrdMap::new(),
+            keys: histories::Histories::default(),
             revision: 1,
             compact_revision: 0,
             applied_index: 0,
@@ -258,31 +256,7 @@ impl Store {
         if rev <= self.compact_revision {
             return Err(MvccError::Compacted);
         }
-        let mut emptied = Vec::new();
-        let mut freed = 0;
-        // Only keys that lose a version are touched: a mutable access copies
-        // the map's path to the key (views share it), so touching every key
-        // would copy the whole map on the driver thread (seconds for a
-        // large state, at every auto-compaction).
-        let touched: Vec<Bytes> = self
-            .keys
-            .iter()
-            .filter(|(_, h)| {
-                h.versions().first().is_some_and(|v| v.mod_rev < rev) && h.compacts_at(rev)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in touched {
-            if let Some(h) = self.keys.get_mut(k.as_ref()) {
-                freed += h.compact(rev, &k);
-                if h.is_empty() {
-                    emptied.push(k);
-                }
-            }
-        }
-        for k in emptied {
-            self.keys.remove(k.as_ref());
-        }
+        let freed = self.keys.compact(rev);
         self.size -= freed;
         self.compact_revision = rev;
         Ok(())

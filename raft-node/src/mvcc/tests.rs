@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;
@@ -630,5 +631,97 @@ fn leases_attach_keys_and_a_revoke_deletes_them_in_one_revision() {
     assert_eq!(
         apply(&mut s, Request::LeaseRevoke(LeaseRevokeRequest { id: 7 })),
         Err(MvccError::LeaseNotFound)
+    );
+}
+
+/// The index of compactable keys always matches a walk of every history,
+/// through puts, deletes, compactions and a snapshot round trip, and a
+/// compaction leaves no key with anything left to drop at its revision.
+#[test]
+fn the_compaction_index_matches_the_histories() {
+    fn walk(s: &Store) -> Vec<(i64, Bytes)> {
+        let mut v: Vec<(i64, Bytes)> = s
+            .keys
+            .iter()
+            .filter_map(|(k, h)| h.compactable_from().map(|r| (r, k.clone())))
+            .collect();
+        v.sort();
+        v
+    }
+    let mut s = Store::default();
+    let mut x: u64 = 7;
+    let mut next = |m: u64| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) % m
+    };
+    for step in 0..3_000 {
+        let key = format!("k{}", next(40));
+        match next(10) {
+            0..=5 => {
+                put(&mut s, &key, &step.to_string());
+            }
+            6..=7 => {
+                apply(&mut s, Command::delete(key.as_str()).0).unwrap();
+            }
+            _ if s.compact_revision < s.revision() => {
+                let lo = s.compact_revision + 1;
+                let rev = lo + next((s.revision() - lo + 1) as u64) as i64;
+                if rev > s.compact_revision && rev <= s.revision() {
+                    s.compact(rev).unwrap();
+                    assert!(
+                        s.keys.iter().all(|(_, h)| !h.compacts_at(rev)),
+                        "step {step}: something left to compact at {rev}"
+                    );
+                }
+            }
+            _ => {}
+        }
+        assert_eq!(s.keys.indexed(), walk(&s), "step {step}");
+    }
+    let mut snap = Vec::new();
+    s.write_snapshot(&mut snap).unwrap();
+    let mut restored = Store::default();
+    restored
+        .restore_snapshot(s.applied_index(), &mut &snap[..])
+        .unwrap();
+    assert_eq!(restored.keys.indexed(), walk(&s));
+}
+
+/// Where a compaction of a large store spends its time (a measurement, not
+/// a check): `cargo test -p raft-node --lib compaction_timing -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn compaction_timing() {
+    let mut s = Store::default();
+    let n = 262_144;
+    for i in 0..n {
+        put(&mut s, &format!("key/{i:08}"), "v");
+    }
+    let mut i: u64 = 1;
+    for _ in 0..20_000 {
+        i = i
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        put(&mut s, &format!("key/{:08}", (i >> 33) % n), "w");
+    }
+    let view = s.clone();
+    let t = std::time::Instant::now();
+    let touched = s
+        .keys
+        .iter()
+        .filter(|(_, h)| h.versions().len() > 1)
+        .count();
+    let scan = t.elapsed();
+    let now = s.revision();
+    let t = std::time::Instant::now();
+    s.compact(now).unwrap();
+    let compact = t.elapsed();
+    let t = std::time::Instant::now();
+    drop(view);
+    let dropped = t.elapsed();
+    eprintln!(
+        "{touched} keys with history; scan {scan:?}, compact {compact:?}, drop view {dropped:?}"
     );
 }

@@ -114,7 +114,7 @@ impl<'a> Writer<'a> {
         } else {
             store.live_keys += 1;
         }
-        store.keys.entry(key.clone()).or_default().push(version);
+        store.keys.push(&key, version);
         store.record_change(self.rev, self.sub - 1, &key);
         store.reattach(&key, prev.as_ref().map_or(0, |v| v.lease), lease);
         Ok(PutResponse {
@@ -156,7 +156,7 @@ impl<'a> Writer<'a> {
             let old = prev.value.as_deref().unwrap_or_default();
             store.digest = store.digest.wrapping_sub(pair_hash(key, old));
             store.live_keys -= 1;
-            store.keys.entry(key.clone()).or_default().push(tombstone);
+            store.keys.push(key, tombstone);
             store.record_change(self.rev, self.sub - 1, key);
             store.reattach(key, prev.lease, 0);
             if d.prev_kv {
