@@ -29,6 +29,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
+use crate::cluster::ClientTls;
 use crate::linearizability::{History, HistoryRecorder, Input, OpId, Output, Value};
 
 /// `GET /v1/status` of a node.
@@ -129,14 +130,30 @@ pub struct Api {
 }
 
 impl Api {
-    /// A client whose requests (each hop) time out after `timeout`.
+    /// A plain-HTTP client whose requests (each hop) time out after
+    /// `timeout`.
     pub fn new(timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
+        Self::with_tls(timeout, None)
+    }
+
+    /// Like [`Api::new`]; with `tls`, the client speaks HTTPS only (a plain
+    /// `http://` URL, e.g. in a redirect, is an error rather than a silent
+    /// downgrade), trusts only the cluster CA and presents the client
+    /// certificate.
+    pub fn with_tls(timeout: Duration, tls: Option<&ClientTls>) -> Self {
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(500))
-            .pool_max_idle_per_host(4)
-            .build()
-            .expect("building a reqwest client");
+            .pool_max_idle_per_host(4);
+        if let Some(tls) = tls {
+            builder = builder
+                .use_rustls_tls()
+                .https_only(true)
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(tls.reqwest_root().expect("the cluster CA"))
+                .identity(tls.reqwest_identity().expect("the client certificate"));
+        }
+        let http = builder.build().expect("building a reqwest client");
         Api { http, timeout }
     }
 
@@ -203,7 +220,7 @@ impl Api {
         Answer::NotSent("too many redirects".into())
     }
 
-    /// `GET /v1/status` of the node at `base` (`http://addr`).
+    /// `GET /v1/status` of the node at `base` (`http://addr` or `https://addr`).
     pub async fn status(&self, base: &str) -> Option<NodeStatus> {
         let resp = self
             .http

@@ -6,20 +6,24 @@
 use std::io::{Read as _, Write as _};
 use std::time::{Duration, Instant};
 
-use etcd_client::Client;
+use etcd_client::{Client, ConnectOptions};
 
 use crate::cluster::Cluster;
 
-/// The gRPC endpoint of member `id`.
+/// The gRPC endpoint of member `id` (`https://` with client TLS).
 pub fn endpoint(c: &Cluster, id: u64) -> String {
-    format!("http://{}", c.node(id).client_addr)
+    c.node(id).url()
 }
 
-/// A client of member `id`, retried for up to `patience`.
+/// A client of member `id`, retried for up to `patience` (with the
+/// cluster's CA and client certificate when it has client TLS).
 pub async fn connect_within(c: &Cluster, id: u64, patience: Duration) -> Option<Client> {
     let deadline = Instant::now() + patience;
+    let options = c
+        .client_tls()
+        .map(|tls| ConnectOptions::new().with_tls(tls.etcd_options()));
     loop {
-        if let Ok(client) = Client::connect([endpoint(c, id)], None).await {
+        if let Ok(client) = Client::connect([endpoint(c, id)], options.clone()).await {
             return Some(client);
         }
         if Instant::now() >= deadline {

@@ -13,7 +13,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
+};
 
 use crate::client::{Outcome, Recording};
 use crate::linearizability::{Input, Output, Value};
@@ -22,6 +24,7 @@ use crate::linearizability::{Input, Output, Value};
 #[derive(Default)]
 pub struct GrpcClients {
     clients: HashMap<String, Client>,
+    tls: Option<TlsOptions>,
 }
 
 /// What a failed call says about the outcome.
@@ -55,14 +58,39 @@ fn definitely_failed(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// etcd-client's options for a cluster's client ports: connect within
+/// `connect_timeout`, calls time out after `timeout`, and with `tls` (the
+/// cluster's [`crate::cluster::ClientTls`], for `https://` endpoints) trust
+/// the cluster CA and present the client certificate.
+pub fn connect_options(
+    connect_timeout: Duration,
+    timeout: Duration,
+    tls: Option<&TlsOptions>,
+) -> ConnectOptions {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(connect_timeout)
+        .with_timeout(timeout);
+    match tls {
+        Some(tls) => options.with_tls(tls.clone()),
+        None => options,
+    }
+}
+
 impl GrpcClients {
+    /// No connections yet; with `tls` every connection uses it (the URLs are
+    /// then `https://`).
+    pub fn new(tls: Option<TlsOptions>) -> Self {
+        GrpcClients {
+            clients: HashMap::new(),
+            tls,
+        }
+    }
+
     async fn client(&mut self, url: &str, timeout: Duration) -> Result<Client, etcd_client::Error> {
         if let Some(c) = self.clients.get(url) {
             return Ok(c.clone());
         }
-        let options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_millis(500))
-            .with_timeout(timeout);
+        let options = connect_options(Duration::from_millis(500), timeout, self.tls.as_ref());
         let c = Client::connect([url], Some(options)).await?;
         self.clients.insert(url.to_string(), c.clone());
         Ok(c)

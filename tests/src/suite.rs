@@ -16,6 +16,16 @@
 //! 4. After the final heal every node reports the same applied index and
 //!    digest, no node reports `failed`, every node is a voter again.
 //! 5. No node exits on its own, and every node exits 0 on `SIGTERM` at the end.
+//! 6. With client TLS ([`ClusterOptions::client_tls`], on by default here):
+//!    every client URL is `https://`, and once the cluster is up a node
+//!    refuses plain HTTP and a TLS client without a certificate (so the
+//!    workload, which gets through, really speaks TLS with a client
+//!    certificate).
+//!
+//! Every client of the run (the `/v1` clients, the gRPC clients, the
+//! status pollers, the nemeses' admin requests, the probes, the final reads
+//! and the watch checker) uses the cluster's CA and client certificate when
+//! client TLS is on.
 //!
 //! On failure the run directory keeps `history.jsonl`, `node-<id>.log`
 //! (stderr of every incarnation, `RUST_LOG=info`), `events.log` (the
@@ -34,7 +44,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::client::{Api, Counts, NodeStatus, Outcome, Recording};
-use crate::cluster::{Cluster, ClusterOptions};
+use crate::cluster::{ClientTls, Cluster, ClusterOptions};
 use crate::grpc_client::GrpcClients;
 use crate::linearizability::{check_history, CheckConfig, Input, Output, Value, Verdict};
 use crate::nemesis::{statuses, Ctx, Firewall, Nemesis};
@@ -44,7 +54,7 @@ use crate::nemesis::{statuses, Ctx, Firewall, Nemesis};
 pub struct RunConfig {
     /// Names the run directory.
     pub name: String,
-    /// Cluster size and node timing.
+    /// Cluster size, node timing and client TLS.
     pub cluster: ClusterOptions,
     /// Nemeses, applied in a seeded shuffled order, cycling.
     pub nemeses: Vec<Nemesis>,
@@ -77,11 +87,15 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// Defaults for a run of `nemeses` on `nodes` nodes.
+    /// Defaults for a run of `nemeses` on `nodes` nodes, with client TLS
+    /// and client certificates on.
     pub fn new(name: &str, nodes: usize, nemeses: Vec<Nemesis>, seed: u64) -> Self {
         RunConfig {
             name: name.to_string(),
-            cluster: ClusterOptions::for_tests(nodes),
+            cluster: ClusterOptions {
+                client_tls: true,
+                ..ClusterOptions::for_tests(nodes)
+            },
             nemeses,
             duration: Duration::from_secs(30),
             seed,
@@ -117,6 +131,8 @@ pub struct RunOutcome {
     pub dir: PathBuf,
     /// Nodes in the cluster.
     pub nodes: usize,
+    /// Whether the client ports spoke TLS with client certificates.
+    pub client_tls: bool,
     /// The seed.
     pub seed: u64,
     /// Outcome counts of client operations (probes and final reads included).
@@ -156,10 +172,11 @@ impl RunOutcome {
         }
         let worst = self.faults.iter().filter_map(|f| f.recovery).max();
         format!(
-            "{} nodes, seed {}, {:.0?}: ops ok {} / unknown {} / failed {}; {} writes retried with their request id; \
+            "{} nodes, client TLS {}, seed {}, {:.0?}: ops ok {} / unknown {} / failed {}; {} writes retried with their request id; \
              checked {} ops on {} keys: {:?}; \
              {} leader terms; faults {:?}; slowest recovery {:?}; watches checked: [{}]; {}",
             self.nodes,
+            if self.client_tls { "on" } else { "off" },
             self.seed,
             self.elapsed,
             self.counts.ok,
@@ -200,6 +217,10 @@ impl KeySpace {
 struct Shared {
     rec: Recording,
     api: Api,
+    /// The cluster's CA and client certificate, with client TLS.
+    tls: Option<ClientTls>,
+    /// The same for etcd-client.
+    grpc_tls: Option<etcd_client::TlsOptions>,
     /// How long a gRPC client waits for an answer.
     client_timeout: Duration,
     urls: Vec<String>,
@@ -221,7 +242,7 @@ async fn client_loop(shared: Arc<Shared>, index: u64, seed: u64) {
     let mut rng = SmallRng::seed_from_u64(seed);
     // Half of the clients go through etcd's v3 gRPC API (Txn for CAS), the
     // others through the /v1 HTTP API; one history holds both.
-    let mut grpc = (index % 2 == 1).then(GrpcClients::default);
+    let mut grpc = (index % 2 == 1).then(|| GrpcClients::new(shared.grpc_tls.clone()));
     let mut process = index * 1_000_000;
     let mut seq = 0u64;
     // This client's id for its writes with a request id (half of the /v1
@@ -326,7 +347,7 @@ async fn client_loop(shared: Arc<Shared>, index: u64, seed: u64) {
 }
 
 async fn poll_leaders(shared: Arc<Shared>, url: String) {
-    let api = Api::new(Duration::from_millis(500));
+    let api = Api::with_tls(Duration::from_millis(500), shared.tls.as_ref());
     while !shared.stop_polling.load(Ordering::Relaxed) {
         if let Some(s) = api.status(&url).await {
             if s.role == "leader" {
@@ -406,6 +427,53 @@ async fn converge(cluster: &Cluster, api: &Api, timeout: Duration) -> Result<Dur
     ))
 }
 
+/// With client TLS: a node of the (running) cluster refuses plain HTTP and
+/// a TLS client without a certificate, while the suite's client (CA and
+/// client certificate) gets its status. Tries every node, as some may be
+/// down; an error names what was not refused.
+async fn check_tls_required(cluster: &Cluster, tls: &ClientTls) -> Result<(), String> {
+    let timeout = Duration::from_secs(3);
+    let with_cert = Api::with_tls(timeout, Some(tls));
+    let no_cert = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(tls.reqwest_root()?)
+        .timeout(timeout)
+        .build()
+        .map_err(|e| format!("building a reqwest client: {e}"))?;
+    let plain = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| format!("building a reqwest client: {e}"))?;
+    for node in cluster.nodes() {
+        if with_cert.status(&node.url()).await.is_none() {
+            continue;
+        }
+        let https = format!("{}/v1/status", node.url());
+        let http = format!("http://{}/v1/status", node.client_addr);
+        // The node answers plain HTTP with a 400 naming the mistake (as
+        // etcd does) or closes the connection; never with a status.
+        if let Ok(r) = plain.get(&http).send().await {
+            if r.status() != reqwest::StatusCode::BAD_REQUEST {
+                return Err(format!(
+                    "client TLS is on but node {} answered plain HTTP with {}",
+                    node.id,
+                    r.status()
+                ));
+            }
+        }
+        return match no_cert.get(&https).send().await {
+            Ok(r) => Err(format!(
+                "client TLS is on but node {} answered a client without a certificate with {}",
+                node.id,
+                r.status()
+            )),
+            Err(_) => Ok(()),
+        };
+    }
+    Err("no node answered the suite's TLS client (CA and client certificate)".into())
+}
+
 /// Runs one configuration. `firewall` is needed by the network nemeses
 /// (they fail the run without it; leave them out instead).
 pub fn run(config: &RunConfig, bin: &Path, firewall: Option<&Firewall>) -> RunOutcome {
@@ -429,6 +497,7 @@ async fn run_async(config: &RunConfig, bin: &Path, firewall: Option<&Firewall>) 
     let mut outcome = RunOutcome {
         dir: dir.clone(),
         nodes: config.cluster.nodes,
+        client_tls: config.cluster.client_tls,
         seed: config.seed,
         counts: Counts::default(),
         retried_writes: 0,
@@ -458,11 +527,31 @@ async fn run_async(config: &RunConfig, bin: &Path, firewall: Option<&Firewall>) 
         config.nemeses.iter().map(|n| n.name()).collect::<Vec<_>>()
     ));
     let client_timeout = Duration::from_millis(config.cluster.request_timeout_ms + 1500);
+    let tls = cluster.client_tls().cloned();
+    let urls: Vec<String> = cluster.nodes().iter().map(|n| n.url()).collect();
+    let scheme = if config.cluster.client_tls {
+        "https://"
+    } else {
+        "http://"
+    };
+    if tls.is_some() != config.cluster.client_tls || !urls.iter().all(|u| u.starts_with(scheme)) {
+        outcome.errors.push(format!(
+            "client TLS is {} but the cluster's client URLs are {urls:?} (client certificate: {})",
+            if config.cluster.client_tls {
+                "on"
+            } else {
+                "off"
+            },
+            tls.is_some()
+        ));
+    }
     let shared = Arc::new(Shared {
         rec: Recording::new(),
-        api: Api::new(client_timeout),
+        api: Api::with_tls(client_timeout, tls.as_ref()),
+        grpc_tls: tls.as_ref().map(ClientTls::etcd_options),
+        tls,
         client_timeout,
-        urls: cluster.nodes().iter().map(|n| n.url()).collect(),
+        urls,
         keys: KeySpace {
             counters: (0..config.keys).map(|_| AtomicU64::new(0)).collect(),
             ops_per_key: config.ops_per_key,
@@ -481,7 +570,7 @@ async fn run_async(config: &RunConfig, bin: &Path, firewall: Option<&Firewall>) 
         .collect();
 
     // The cluster must come up before the clock of the run starts.
-    let admin = Api::new(client_timeout);
+    let admin = Api::with_tls(client_timeout, shared.tls.as_ref());
     if probe_write(
         &shared,
         &mut rng,
@@ -496,6 +585,11 @@ async fn run_async(config: &RunConfig, bin: &Path, firewall: Option<&Firewall>) 
             .errors
             .push("the fresh cluster did not accept a write within 60 s".into());
     }
+    if let Some(tls) = &shared.tls {
+        if let Err(e) = check_tls_required(&cluster, tls).await {
+            outcome.errors.push(e);
+        }
+    }
     let clients: Vec<_> = (0..config.clients as u64)
         .map(|i| {
             tokio::spawn(client_loop(
@@ -506,7 +600,7 @@ async fn run_async(config: &RunConfig, bin: &Path, firewall: Option<&Firewall>) 
         })
         .collect();
 
-    let watchers = crate::watch_check::Watchers::start(&shared.urls);
+    let watchers = crate::watch_check::Watchers::start(&shared.urls, shared.grpc_tls.as_ref());
     let run_start = Instant::now();
     let mut order = config.nemeses.clone();
     order.shuffle(&mut rng);
@@ -627,13 +721,15 @@ async fn run_async(config: &RunConfig, bin: &Path, firewall: Option<&Firewall>) 
         }
     }
     // Every watch stream against the final history.
-    match crate::watch_check::current_revision(&shared.urls).await {
+    let grpc_tls = shared.grpc_tls.as_ref();
+    match crate::watch_check::current_revision(&shared.urls, grpc_tls).await {
         Ok(final_rev) => {
             let streams = watchers.finish(final_rev, Duration::from_secs(30)).await;
-            let checked = match crate::watch_check::history(&shared.urls[0], final_rev).await {
-                Ok(history) => crate::watch_check::check(&streams, &history),
-                Err(e) => Err(format!("cannot replay the history: {e}")),
-            };
+            let checked =
+                match crate::watch_check::history(&shared.urls[0], final_rev, grpc_tls).await {
+                    Ok(history) => crate::watch_check::check(&streams, &history),
+                    Err(e) => Err(format!("cannot replay the history: {e}")),
+                };
             match checked {
                 Ok(lines) => {
                     for l in &lines {

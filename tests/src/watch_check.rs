@@ -6,13 +6,17 @@
 //! be exactly the final history's events on those keys from revision 1 up
 //! to the last revision the stream confirmed (by an event or a progress
 //! answer): in order, without a gap or a duplicate.
+//!
+//! With client TLS (`https://` URLs) every connection takes the cluster's
+//! [`TlsOptions`] (its CA and client certificate, see
+//! [`crate::cluster::ClientTls::etcd_options`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, EventType, WatchOptions};
+use etcd_client::{Client, EventType, TlsOptions, WatchOptions};
 use tokio::task::JoinHandle;
 
 /// One event as a stream delivered it.
@@ -51,10 +55,9 @@ pub struct Watchers {
 const PREFIX: &str = "k";
 const PREFIX_END: &str = "l";
 
-async fn connect(url: &str) -> Option<Client> {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(1))
-        .with_timeout(Duration::from_secs(2));
+async fn connect(url: &str, tls: Option<&TlsOptions>) -> Option<Client> {
+    let options =
+        crate::grpc_client::connect_options(Duration::from_secs(1), Duration::from_secs(2), tls);
     let connect = Client::connect([url], Some(options));
     tokio::time::timeout(Duration::from_secs(2), connect)
         .await
@@ -72,7 +75,12 @@ fn seen(e: &etcd_client::Event) -> Option<Seen> {
     })
 }
 
-async fn watch_loop(url: String, stop: Arc<AtomicBool>, until: Arc<AtomicI64>) -> Stream {
+async fn watch_loop(
+    url: String,
+    tls: Option<TlsOptions>,
+    stop: Arc<AtomicBool>,
+    until: Arc<AtomicI64>,
+) -> Stream {
     let mut out = Stream {
         url: url.clone(),
         ..Stream::default()
@@ -84,7 +92,7 @@ async fn watch_loop(url: String, stop: Arc<AtomicBool>, until: Arc<AtomicI64>) -
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         first = false;
-        let Some(mut client) = connect(&url).await else {
+        let Some(mut client) = connect(&url, tls.as_ref()).await else {
             continue;
         };
         let opts = WatchOptions::new()
@@ -134,13 +142,20 @@ async fn watch_loop(url: String, stop: Arc<AtomicBool>, until: Arc<AtomicI64>) -
 }
 
 impl Watchers {
-    /// Starts one watcher per URL.
-    pub fn start(urls: &[String]) -> Watchers {
+    /// Starts one watcher per URL, connecting with `tls` if given.
+    pub fn start(urls: &[String], tls: Option<&TlsOptions>) -> Watchers {
         let stop = Arc::new(AtomicBool::new(false));
         let until = Arc::new(AtomicI64::new(0));
         let tasks = urls
             .iter()
-            .map(|u| tokio::spawn(watch_loop(u.clone(), stop.clone(), until.clone())))
+            .map(|u| {
+                tokio::spawn(watch_loop(
+                    u.clone(),
+                    tls.cloned(),
+                    stop.clone(),
+                    until.clone(),
+                ))
+            })
             .collect();
         Watchers { tasks, stop, until }
     }
@@ -169,9 +184,9 @@ impl Watchers {
 }
 
 /// The store's revision as the first of `urls` that answers reports it.
-pub async fn current_revision(urls: &[String]) -> Result<i64, String> {
+pub async fn current_revision(urls: &[String], tls: Option<&TlsOptions>) -> Result<i64, String> {
     for url in urls {
-        let Some(mut client) = connect(url).await else {
+        let Some(mut client) = connect(url, tls).await else {
             continue;
         };
         if let Ok(Ok(r)) =
@@ -187,8 +202,12 @@ pub async fn current_revision(urls: &[String]) -> Result<i64, String> {
 
 /// The final history of the watched keys: every event from revision 1 to
 /// `final_rev`, replayed by the node at `url`.
-pub async fn history(url: &str, final_rev: i64) -> Result<BTreeMap<i64, Vec<Seen>>, String> {
-    let mut client = connect(url)
+pub async fn history(
+    url: &str,
+    final_rev: i64,
+    tls: Option<&TlsOptions>,
+) -> Result<BTreeMap<i64, Vec<Seen>>, String> {
+    let mut client = connect(url, tls)
         .await
         .ok_or_else(|| format!("cannot connect to {url}"))?;
     let opts = WatchOptions::new()

@@ -9,6 +9,13 @@
 //!   `RAFT_FAULTS_SECS` (default 120) per seed and cluster size. See
 //!   `tests/README.md` for every variable.
 //!
+//! Both run with client TLS on: the nodes' client ports speak TLS only and
+//! require a client certificate (`client_cert_auth = true`), from the
+//! cluster CA that `raft-node certs` makes, and every client of the suite
+//! (`/v1` HTTPS and etcd gRPC clients, status pollers, nemeses, probes,
+//! final reads, the watch checker) presents one. `RAFT_FAULTS_CLIENT_TLS=0`
+//! runs them over plain HTTP instead.
+//!
 //! Network nemeses need root and iptables; without them they are skipped with
 //! a printed reason and the others still run.
 
@@ -30,6 +37,18 @@ fn env_u64(name: &str) -> Option<u64> {
             .parse()
             .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
     )
+}
+
+/// Client TLS on the client ports: on unless `RAFT_FAULTS_CLIENT_TLS=0`.
+fn client_tls() -> bool {
+    match std::env::var("RAFT_FAULTS_CLIENT_TLS") {
+        Err(_) => true,
+        Ok(v) => match v.trim() {
+            "0" | "false" | "off" => false,
+            "1" | "true" | "on" | "" => true,
+            other => panic!("RAFT_FAULTS_CLIENT_TLS={other:?}: 1 (default) or 0"),
+        },
+    }
 }
 
 /// The lock comes first so that it is released last (after the firewall).
@@ -124,6 +143,7 @@ fn fault_suite_short() {
     for (name, nodes, nemeses) in plans {
         let nemeses = usable(&nemeses, &fw, nodes);
         let mut config = RunConfig::new(name, nodes, nemeses, seed + nodes as u64);
+        config.cluster.client_tls = client_tls();
         config.duration = Duration::from_secs(secs);
         config.every_nemesis_once = true;
         config.quiet = (Duration::from_millis(1000), Duration::from_millis(2000));
@@ -180,6 +200,7 @@ fn fault_suite_long() {
             }
             for seed in first_seed..first_seed + seeds {
                 let mut config = RunConfig::new(nemesis.name(), nodes, vec![nemesis], seed);
+                config.cluster.client_tls = client_tls();
                 config.duration = Duration::from_secs(secs);
                 config.keep = std::env::var_os("RAFT_FAULTS_KEEP").is_some();
                 let outcome = run(&config, &bin, fw.as_ref());

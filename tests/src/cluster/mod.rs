@@ -7,6 +7,13 @@
 //! client address on its own loopback address `127.0.0.i`, so faults can be
 //! targeted by source/destination address (see [`crate::nemesis`]).
 //!
+//! With [`ClusterOptions::client_tls`] the client ports speak TLS only and
+//! require a client certificate: `raft-node certs` also writes a server
+//! certificate per node (naming `127.0.0.<id>`) and a client certificate,
+//! every node's config gets `client_cert`, `client_key`, `client_trusted_ca`
+//! and `client_cert_auth = true`, [`NodeSpec::url`] is `https://...`, and
+//! [`Cluster::client_tls`] hands clients the CA and the client certificate.
+//!
 //! Processes are killed (`SIGKILL`, after `SIGCONT` for stopped ones) when the
 //! [`Cluster`] is dropped, also during a panic; [`Cluster::shutdown`] stops them
 //! cleanly with `SIGTERM` and reports any that did not exit 0.
@@ -50,6 +57,9 @@ pub struct ClusterOptions {
     pub snapshot_threshold_entries: u64,
     /// `trailing_entries` of every node.
     pub trailing_entries: u64,
+    /// TLS on the client ports, with client certificates required
+    /// (`client_cert_auth = true`); see [`Cluster::client_tls`].
+    pub client_tls: bool,
 }
 
 impl ClusterOptions {
@@ -62,6 +72,7 @@ impl ClusterOptions {
             request_timeout_ms: 2000,
             snapshot_threshold_entries: 200,
             trailing_entries: 50,
+            client_tls: false,
         }
     }
 }
@@ -83,12 +94,86 @@ pub struct NodeSpec {
     pub data_dir: PathBuf,
     /// Its stderr (all incarnations, appended).
     pub log: PathBuf,
+    /// Whether its client port speaks TLS ([`ClusterOptions::client_tls`]).
+    pub client_tls: bool,
 }
 
 impl NodeSpec {
-    /// `http://<client_addr>`.
+    /// `https://<client_addr>` with client TLS, else `http://<client_addr>`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.client_addr)
+        let scheme = if self.client_tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.client_addr)
+    }
+}
+
+/// Common name of the client certificate a cluster with client TLS makes
+/// for its clients (`client-root.crt`): with etcd's auth enabled the common
+/// name is the user, and `root` may do everything, admin calls included.
+pub const CLIENT_CERT_NAME: &str = "root";
+
+/// What a client needs to reach a cluster whose client ports speak TLS and
+/// require client certificates: the CA that signed the nodes' server
+/// certificates (and the client certificate), and a client certificate with
+/// its key, as files and as loaded PEM.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The cluster CA (`ca.crt`), which the clients trust.
+    pub ca: PathBuf,
+    /// The client certificate ([`CLIENT_CERT_NAME`]).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// `ca` as PEM.
+    pub ca_pem: Vec<u8>,
+    /// `cert` as PEM.
+    pub cert_pem: Vec<u8>,
+    /// `key` as PEM.
+    pub key_pem: Vec<u8>,
+}
+
+impl ClientTls {
+    /// Loads the files; they must be PEM that the clients (reqwest and
+    /// etcd-client, both with rustls) accept.
+    pub fn load(ca: PathBuf, cert: PathBuf, key: PathBuf) -> io::Result<ClientTls> {
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+        };
+        let tls = ClientTls {
+            ca_pem: read(&ca)?,
+            cert_pem: read(&cert)?,
+            key_pem: read(&key)?,
+            ca,
+            cert,
+            key,
+        };
+        tls.reqwest_root().map_err(io::Error::other)?;
+        tls.reqwest_identity().map_err(io::Error::other)?;
+        Ok(tls)
+    }
+
+    /// The CA as a reqwest root certificate.
+    pub fn reqwest_root(&self) -> Result<reqwest::Certificate, String> {
+        reqwest::Certificate::from_pem(&self.ca_pem)
+            .map_err(|e| format!("{}: {e}", self.ca.display()))
+    }
+
+    /// The client certificate and key as a reqwest identity.
+    pub fn reqwest_identity(&self) -> Result<reqwest::Identity, String> {
+        let mut pem = self.cert_pem.clone();
+        pem.push(b'\n');
+        pem.extend_from_slice(&self.key_pem);
+        reqwest::Identity::from_pem(&pem).map_err(|e| format!("{}: {e}", self.cert.display()))
+    }
+
+    /// etcd-client's TLS options: trust the CA, present the client
+    /// certificate (the server name checked is the endpoint's host).
+    pub fn etcd_options(&self) -> etcd_client::TlsOptions {
+        etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(&self.ca_pem))
+            .identity(etcd_client::Identity::from_pem(
+                &self.cert_pem,
+                &self.key_pem,
+            ))
     }
 }
 
@@ -107,6 +192,8 @@ pub struct Cluster {
     options: ClusterOptions,
     nodes: Vec<NodeSpec>,
     procs: Mutex<Vec<Proc>>,
+    /// Boxed: a `Cluster` without client TLS stays small.
+    client_tls: Option<Box<ClientTls>>,
 }
 
 /// Ports handed out by this process, so concurrent clusters never collide.
@@ -197,12 +284,32 @@ impl Cluster {
         let n = options.nodes as u64;
         let ids: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
         let certs = dir.join("certs");
-        run_ok(
-            Command::new(bin)
-                .args(["certs", "--ids", &ids.join(","), "--out"])
-                .arg(&certs),
-        )?;
         let ips: Vec<Ipv4Addr> = (1..=n).map(|i| Ipv4Addr::new(127, 0, 0, i as u8)).collect();
+        let mut certs_cmd = Command::new(bin);
+        certs_cmd.args(["certs", "--ids", &ids.join(",")]);
+        if options.client_tls {
+            // Server certificates naming each node's own address, and a
+            // client certificate from the same CA.
+            let hosts: Vec<String> = ips
+                .iter()
+                .zip(&ids)
+                .map(|(ip, id)| format!("{id}={ip}"))
+                .collect();
+            certs_cmd
+                .arg("--client-hosts")
+                .arg(hosts.join(","))
+                .args(["--client", CLIENT_CERT_NAME]);
+        }
+        run_ok(certs_cmd.arg("--out").arg(&certs))?;
+        let client_tls = if options.client_tls {
+            Some(Box::new(ClientTls::load(
+                certs.join("ca.crt"),
+                certs.join(format!("client-{CLIENT_CERT_NAME}.crt")),
+                certs.join(format!("client-{CLIENT_CERT_NAME}.key")),
+            )?))
+        } else {
+            None
+        };
         let peer_port = free_port(&ips)?;
         let client_port = free_port(&ips)?;
         let nodes: Vec<NodeSpec> = ips
@@ -216,6 +323,7 @@ impl Cluster {
                 config: dir.join(format!("node-{id}.toml")),
                 data_dir: dir.join(format!("data-{id}")),
                 log: dir.join(format!("node-{id}.log")),
+                client_tls: options.client_tls,
             })
             .collect();
         let mut members = String::new();
@@ -227,10 +335,21 @@ impl Cluster {
             );
         }
         for node in &nodes {
+            let tls = if options.client_tls {
+                format!(
+                    "client_cert = \"{}\"\nclient_key = \"{}\"\nclient_trusted_ca = \"{}\"\n\
+                     client_cert_auth = true\n",
+                    certs.join(format!("server-{}.crt", node.id)).display(),
+                    certs.join(format!("server-{}.key", node.id)).display(),
+                    certs.join("ca.crt").display(),
+                )
+            } else {
+                String::new()
+            };
             let text = format!(
                 "id = {}\ndata_dir = \"{}\"\npeer_addr = \"{}\"\nclient_addr = \"{}\"\ntls_dir = \"{}\"\n\
                  election_timeout_ms = {}\nheartbeat_interval_ms = {}\nrequest_timeout_ms = {}\n\
-                 snapshot_threshold_entries = {}\ntrailing_entries = {}\n\n{members}",
+                 snapshot_threshold_entries = {}\ntrailing_entries = {}\n{tls}\n{members}",
                 node.id,
                 node.data_dir.display(),
                 node.peer_addr,
@@ -253,6 +372,7 @@ impl Cluster {
             procs: Mutex::new((0..nodes.len()).map(|_| Proc::default()).collect()),
             options,
             nodes,
+            client_tls,
         };
         for id in cluster.ids() {
             cluster.spawn(id)?;
@@ -268,6 +388,12 @@ impl Cluster {
     /// The options the nodes run with.
     pub fn options(&self) -> &ClusterOptions {
         &self.options
+    }
+
+    /// The CA and client certificate clients need, when the client ports
+    /// speak TLS ([`ClusterOptions::client_tls`]).
+    pub fn client_tls(&self) -> Option<&ClientTls> {
+        self.client_tls.as_deref()
     }
 
     /// Every node.
