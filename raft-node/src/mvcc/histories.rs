@@ -53,11 +53,18 @@ impl Histories {
     /// writing to a key copies the map's path to it, which views share).
     /// Keys left without versions are removed. Returns the bytes freed.
     pub fn compact(&mut self, rev: i64) -> u64 {
-        // Every entry below `(rev + 1, "")` is due (keys are never empty).
-        let bound = (rev.saturating_add(1), Bytes::new());
-        let (due, _, mut rest) = std::mem::take(&mut self.compactable).split_member(&bound);
         let mut freed = 0;
-        for (_, key) in due {
+        let mut later = Vec::new();
+        // Entry by entry from the lowest: O(log n) each, and the set is
+        // shared with views, so nothing else of it is copied.
+        while self
+            .compactable
+            .get_min()
+            .is_some_and(|(from, _)| *from <= rev)
+        {
+            let Some((_, key)) = self.compactable.remove_min() else {
+                break;
+            };
             let Some(h) = self.keys.get_mut(key.as_ref()) else {
                 debug_assert!(false, "an indexed key without a history");
                 continue;
@@ -66,10 +73,13 @@ impl Histories {
             if h.is_empty() {
                 self.keys.remove(key.as_ref());
             } else if let Some(r) = h.compactable_from() {
-                rest.insert((r, key));
+                later.push((r, key));
             }
         }
-        self.compactable = rest;
+        // Keys with versions after `rev` are due again later (`r > rev`).
+        for entry in later {
+            self.compactable.insert(entry);
+        }
         freed
     }
 
