@@ -713,6 +713,7 @@ fn paired(_: &mut Criterion) {
         }
     };
     let entries: Vec<&[u8]> = vec![&data[..]; BATCH_ENTRIES];
+    let batch_appends = std::cell::RefCell::new(Vec::new());
     let only = std::env::var("WAL_BENCH_PAIRED_ONLY").ok();
     let wanted = |part: &str| {
         only.as_ref()
@@ -735,10 +736,19 @@ fn paired(_: &mut Criterion) {
                 l.sync().expect("sync");
             },
             &|l| {
+                let t = Instant::now();
                 l.append_batch(&entries).expect("append_batch");
+                batch_appends.borrow_mut().push(t.elapsed());
                 l.sync().expect("sync");
             },
             &batch,
+        );
+        let mut a = batch_appends.take();
+        a.sort();
+        eprintln!(
+            "paired batched_append_1000x256B/log_batch: of which append_batch median {:.1?} \
+             (the rest is the sync)",
+            a[a.len() / 2]
         );
     }
     if wanted("group") {
