@@ -621,7 +621,7 @@ fn recovery(c: &mut Criterion) {
 /// separately measured medians are noisy. Here every round runs the Raft
 /// layer (`wal`), the general API (`log`: one `append` call per entry;
 /// `log_batch`: one `append_batch` call) and both raw baselines back to back
-/// (in a rotating order), so all five see the same background; the ratio of
+/// (in a fresh random order each round), so all five see the same background; the ratio of
 /// their medians is the robust figure. Results go to stderr.
 /// `WAL_BENCH_PAIRED_ONLY=batched,group,single` (any subset) runs only those
 /// parts.
@@ -675,9 +675,9 @@ fn paired(_: &mut Criterion) {
                 op(which);
             }
         }
-        for round in 0..rounds {
-            for k in 0..N {
-                let which = (round + k) % N;
+        let mut order = Shuffle::new(N);
+        for _ in 0..rounds {
+            for &which in order.next_round() {
                 let t = Instant::now();
                 op(which);
                 times[which].push(t.elapsed());
@@ -777,7 +777,7 @@ fn paired(_: &mut Criterion) {
 /// Group commit against one-thread batching, interleaved (part of the
 /// paired mode; see [`group_commit`] for why it has this shape).
 ///
-/// Each round runs, in rotating order, for every thread count `N`:
+/// Each round runs, in a fresh random order, for every thread count `N`:
 /// `N` threads each making [`GROUP_SYNCS`] entries durable one at a time with
 /// `Log::append_sync` (one shared handle), and one thread appending `N`
 /// entries then calling `sync()`, [`GROUP_SYNCS`] times; plus one thread
@@ -824,9 +824,9 @@ fn group_commit_paired(data: &[u8]) {
         one_round(k);
     }
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); configs];
-    for round in 0..ROUNDS {
-        for j in 0..configs {
-            let k = (round + j) % configs;
+    let mut order = Shuffle::new(configs);
+    for _ in 0..ROUNDS {
+        for &k in order.next_round() {
             times[k].push(one_round(k));
         }
     }
@@ -852,6 +852,37 @@ fn group_commit_paired(data: &[u8]) {
             b.as_secs_f64() / m.as_secs_f64(),
             entries / m.as_secs_f64() / big_rate
         );
+    }
+}
+
+/// A fresh random order of `0..n` for each paired round. A rotating start
+/// alone keeps every operation behind the same neighbour in every round (so
+/// whatever one operation leaves behind, such as writeback in flight or a
+/// converted extent, always lands on the same next one); shuffling gives
+/// each operation every predecessor.
+struct Shuffle {
+    order: Vec<usize>,
+    state: u64,
+}
+
+impl Shuffle {
+    fn new(n: usize) -> Shuffle {
+        Shuffle {
+            order: (0..n).collect(),
+            state: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    fn next_round(&mut self) -> &[usize] {
+        // Fisher-Yates with xorshift64*: fixed seed, reproducible orders.
+        for i in (1..self.order.len()).rev() {
+            self.state ^= self.state >> 12;
+            self.state ^= self.state << 25;
+            self.state ^= self.state >> 27;
+            let r = self.state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            self.order.swap(i, (r % (i as u64 + 1)) as usize);
+        }
+        &self.order
     }
 }
 
