@@ -786,7 +786,7 @@ fn paired(_: &mut Criterion) {
 /// throughput relative to batching the same number of entries per sync (the
 /// figure the target is about) and relative to 1,000-entry batches.
 fn group_commit_paired(data: &[u8]) {
-    const ROUNDS: usize = 15;
+    const ROUNDS: usize = 31;
     let root = bench_root();
     // One log for the single-thread configurations and one for the threaded
     // ones (fewer 64 MiB segments to zero-fill while the rounds run).
