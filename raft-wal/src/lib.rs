@@ -63,6 +63,7 @@ pub mod raft;
 mod recovery;
 mod repair;
 mod segment;
+mod wake;
 
 pub use error::{CorruptionKind, Error, Result};
 pub use format::Record;

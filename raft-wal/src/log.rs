@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::ops::{Bound, Range, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use crate::error::{no_space_io_error, CorruptionKind, Error, PoisonCause, Result};
@@ -24,6 +24,7 @@ use crate::options::{LogOptions, Preallocate};
 use crate::prealloc::{self, Prealloc};
 use crate::recovery::{self, Access, RecoveryReport, META_FILE, META_TMP_FILE, PREALLOC_FILE};
 use crate::segment::Segment;
+use crate::wake::WakeWord;
 
 /// Replays tried by a read-only open whose files a live writer deleted
 /// meanwhile.
@@ -54,8 +55,11 @@ fn recover_read_only(
 }
 
 /// Longest a sync leader waits for other callers to join its sync (only when
-/// several callers shared the previous one).
+/// several callers shared the previous one; see `Inner::gather`).
 const GATHER_MAX: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// A gathering leader stops waiting when no caller joined for this long.
+const GATHER_IDLE_MAX: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// Largest entry the log accepts, in bytes.
 pub const MAX_ENTRY_BYTES: usize = MAX_PAYLOAD_BYTES - ENTRY_PREFIX_BYTES;
@@ -147,13 +151,24 @@ struct Writer {
 /// came after it captured its batch wait in the other slot for sync `s + 1`;
 /// when `s` finishes, one of them is handed the lead (woken alone), and the
 /// rest sleep on until that sync is done. So no thread is woken only to go
-/// back to sleep, and a finished sync wakes its waiters with one call.
+/// back to sleep, and a finished sync wakes its waiters with one call, after
+/// it has released the writer lock. Waiters sleep on the slot's word itself
+/// (a futex on Linux), not on a condition variable, so the woken threads do
+/// not queue on a mutex to get out.
 #[derive(Default)]
 struct WaitSlot {
-    lock: Mutex<()>,
-    cv: Condvar,
+    word: WakeWord,
     /// Threads counted under the writer lock before they wait here.
     waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// The wake-ups a finished sync owes, made after the writer lock is
+/// released (see `Inner::finish_sync`).
+struct Wakeup {
+    /// The sync that finished: its callers wait in slot `seq % 2`.
+    seq: u64,
+    /// Wake one thread waiting for sync `seq + 1` to lead it.
+    handoff: bool,
 }
 
 /// State the waiting threads read without the writer lock.
@@ -181,8 +196,6 @@ struct Inner {
     w: Mutex<Writer>,
     /// Where threads wait for syncs.
     board: SyncBoard,
-    /// Wakes a gathering leader (with `w`) once enough callers joined.
-    gathered: Condvar,
     r: RwLock<ReadState>,
     /// Bumped whenever entries leave the index other than at its end by
     /// appends (truncation, rollback, compaction), so iterators drop what
@@ -387,7 +400,6 @@ impl Log {
             _lock: dir_lock,
             w: Mutex::new(writer),
             board: SyncBoard::default(),
-            gathered: Condvar::new(),
             r: RwLock::new(ReadState {
                 index: rec.index,
                 segments,
@@ -785,8 +797,8 @@ impl Inner {
             tracing::error!(dir = %self.dir.display(), error = %err, "WAL poisoned");
             w.poisoned = Some(PoisonCause::of(&err, &self.dir));
             // Every waiter must see it, whichever sync it waits for.
-            self.board.troubled.store(true, Ordering::Release);
-            self.board.poisoned.store(true, Ordering::Release);
+            self.board.troubled.store(true, Ordering::SeqCst);
+            self.board.poisoned.store(true, Ordering::SeqCst);
             self.wake(0);
             self.wake(1);
         }
@@ -991,7 +1003,8 @@ impl Inner {
                 // The lock was released: another thread may have poisoned
                 // the handle (no other sync ran: they waited for this one).
                 self.check_usable(&w)?;
-                w = self.lead_sync(w)?;
+                self.lead_sync(w)?;
+                w = lock(&self.w);
                 continue;
             }
             self.wait_for(w, target);
@@ -1020,10 +1033,10 @@ impl Inner {
                 // The lock was released: another thread may have poisoned
                 // the handle (no other sync ran: they waited for this one).
                 self.check_usable(&w)?;
-                w = self.lead_sync(w)?;
-                continue;
+                self.lead_sync(w)?;
+            } else {
+                self.wait_for(w, target);
             }
-            self.wait_for(w, target);
             let b = &self.board;
             if b.synced_change.load(Ordering::Acquire) >= target
                 && !b.troubled.load(Ordering::Acquire)
@@ -1063,34 +1076,39 @@ impl Inner {
         let b = &self.board;
         let slot = &b.slots[(seq % 2) as usize];
         // Counted under the writer lock, so the finishing leader sees us.
-        let waiting = slot.waiting.fetch_add(1, Ordering::AcqRel) + 1;
-        if w.gathering && !w.sync_running && waiting + 1 >= w.last_callers {
-            // The last caller the gathering leader waits for.
-            self.gathered.notify_one();
-        }
+        // A gathering leader watches this count.
+        slot.waiting.fetch_add(1, Ordering::AcqRel);
         drop(w);
-        let mut g = lock(&slot.lock);
         loop {
-            if b.done_seq.load(Ordering::Acquire) >= seq || b.poisoned.load(Ordering::Acquire) {
+            // Loaded before the checks: a wake-up after them moves the word,
+            // and the sleep below then returns at once.
+            let seen = slot.word.load();
+            if b.done_seq.load(Ordering::SeqCst) >= seq || b.poisoned.load(Ordering::SeqCst) {
                 break;
             }
-            if b.handoff.load(Ordering::Acquire) == seq
+            if b.handoff.load(Ordering::SeqCst) == seq
                 && b.handoff
                     .compare_exchange(seq, 0, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
             {
                 break;
             }
-            g = slot.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+            slot.word.wait(seen);
         }
-        drop(g);
         slot.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// If several callers shared the last sync, waits (releasing the lock)
-    /// until as many wait for the next one, for at most [`GATHER_MAX`], so
-    /// that one sync covers them all. Others arriving meanwhile wait for the
-    /// sync this thread then leads. Called while no sync runs.
+    /// until as many wait for the next one, so that one sync covers them
+    /// all: for at most [`GATHER_MAX`], and no longer than
+    /// [`GATHER_IDLE_MAX`] after the last caller joined. Others arriving
+    /// meanwhile wait for the sync this thread then leads. Called while no
+    /// sync runs.
+    ///
+    /// The leader yields its CPU while it waits instead of sleeping: the
+    /// callers it waits for were just woken and need a CPU to append, and a
+    /// leader put to sleep would need a wake-up of its own (tens of
+    /// microseconds on a virtual machine) once the last one joined.
     fn gather<'a>(&'a self, mut w: MutexGuard<'a, Writer>) -> MutexGuard<'a, Writer> {
         let want = w.last_callers;
         if want <= 1 {
@@ -1099,20 +1117,23 @@ impl Inner {
         let next = &self.board.slots[((w.sync_seq + 1) % 2) as usize];
         let deadline = Instant::now() + GATHER_MAX;
         w.gathering = true;
+        drop(w);
+        let (mut seen, mut last_join) = (0, Instant::now());
         loop {
-            if next.waiting.load(Ordering::Acquire) + 1 >= want {
+            let joined = next.waiting.load(Ordering::Acquire);
+            if joined + 1 >= want {
                 break;
             }
             let now = Instant::now();
-            if now >= deadline {
+            if joined != seen {
+                (seen, last_join) = (joined, now);
+            }
+            if now >= deadline || now - last_join >= GATHER_IDLE_MAX {
                 break;
             }
-            w = self
-                .gathered
-                .wait_timeout(w, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            std::thread::yield_now();
         }
+        let mut w = lock(&self.w);
         w.gathering = false;
         w
     }
@@ -1121,9 +1142,7 @@ impl Inner {
     fn wake(&self, parity: usize) {
         let slot = &self.board.slots[parity];
         if slot.waiting.load(Ordering::Acquire) > 0 {
-            // Taking the slot's lock orders this after any waiter's check.
-            drop(lock(&slot.lock));
-            slot.cv.notify_all();
+            slot.word.bump_and_wake(true);
         }
     }
 
@@ -1135,9 +1154,12 @@ impl Inner {
             .store(w.synced_change, Ordering::Release);
     }
 
-    /// Ends sync number `w.sync_seq`: wakes the threads it covered, and
-    /// hands the lead of the next sync to one thread waiting for it.
-    fn finish_sync(&self, w: &mut Writer) {
+    /// Ends sync number `w.sync_seq` (under the writer lock): publishes it
+    /// as done and, if threads wait for the next sync with changes to
+    /// write, hands its lead to one of them. The returned [`Wakeup`] wakes
+    /// them; run it after releasing the lock, so the woken threads do not
+    /// find it taken.
+    fn finish_sync(&self, w: &mut Writer) -> Wakeup {
         let seq = w.sync_seq;
         let b = &self.board;
         let covered = b.slots[(seq % 2) as usize].waiting.load(Ordering::Acquire);
@@ -1145,22 +1167,32 @@ impl Inner {
             .waiting
             .load(Ordering::Acquire);
         w.last_callers = 1 + covered + next_waiting;
-        b.done_seq.store(seq, Ordering::Release);
-        // The next leader first: woken before the callers this sync covered,
-        // it runs before them where threads of equal priority queue in order.
-        let next = &b.slots[((seq + 1) % 2) as usize];
-        if w.change > w.synced_change && next.waiting.load(Ordering::Acquire) > 0 {
-            b.handoff.store(seq + 1, Ordering::Release);
-            drop(lock(&next.lock));
-            next.cv.notify_one();
+        b.done_seq.store(seq, Ordering::SeqCst);
+        let handoff = w.change > w.synced_change && next_waiting > 0;
+        if handoff {
+            b.handoff.store(seq + 1, Ordering::SeqCst);
         }
-        self.wake((seq % 2) as usize);
+        Wakeup { seq, handoff }
+    }
+
+    /// Wakes what [`finish_sync`](Inner::finish_sync) said: the next
+    /// sync's leader first (woken before the callers this sync covered, it
+    /// runs before them where threads of equal priority queue in order),
+    /// then every caller the sync covered, with one call.
+    fn wakeup(&self, wk: Wakeup) {
+        if wk.handoff {
+            self.board.slots[((wk.seq + 1) % 2) as usize]
+                .word
+                .bump_and_wake(false);
+        }
+        self.wake((wk.seq % 2) as usize);
     }
 
     /// Writes and fsyncs the current batch, releasing the lock during the
     /// `fdatasync` so other threads can append (and readers read) meanwhile.
-    /// Called only while no sync runs.
-    fn lead_sync<'a>(&'a self, mut w: MutexGuard<'a, Writer>) -> Result<MutexGuard<'a, Writer>> {
+    /// Called only while no sync runs. Returns with the lock released (the
+    /// callers it covered are woken after that).
+    fn lead_sync(&self, mut w: MutexGuard<'_, Writer>) -> Result<()> {
         let flushed = self.flush(&mut w);
         let upto = w.change;
         // Counted as a sync even with nothing to write, so that every thread
@@ -1171,13 +1203,17 @@ impl Inner {
             // The batch was rolled back (or the handle poisoned): nothing
             // up to `upto` is pending any more.
             self.set_synced_change(&mut w, upto);
-            self.finish_sync(&mut w);
+            let wk = self.finish_sync(&mut w);
+            drop(w);
+            self.wakeup(wk);
             return Err(err);
         }
         let Some(_batch) = w.batch.take() else {
             self.set_synced_change(&mut w, upto);
-            self.finish_sync(&mut w);
-            return Ok(w);
+            let wk = self.finish_sync(&mut w);
+            drop(w);
+            self.wakeup(wk);
+            return Ok(());
         };
         let seg = w.active.clone().expect("a batch has an active segment");
         let captured_last = w.next_index - 1;
@@ -1213,8 +1249,10 @@ impl Inner {
                 Err(self.poison(&mut w, err))
             }
         };
-        self.finish_sync(&mut w);
-        out.map(|()| w)
+        let wk = self.finish_sync(&mut w);
+        drop(w);
+        self.wakeup(wk);
+        out
     }
 
     /// Handles a failed write of the current batch: ENOSPC rolls the batch
