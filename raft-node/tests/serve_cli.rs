@@ -754,11 +754,38 @@ fn etcd_api_writes_with_a_request_id_apply_once() {
             r.metadata_mut().insert("request-id", id.parse().unwrap());
             r
         };
-        let first = to_follower
-            .put(with_id("5/1", "a"))
-            .await
-            .unwrap()
-            .into_inner();
+        // A request with an id may be sent again after any retryable error:
+        // the id makes it apply at most once. The tests' short election
+        // timeouts let spontaneous elections happen on a loaded machine.
+        async fn retried<T, F, Fut>(mut send: F) -> Result<T, tonic::Status>
+        where
+            F: FnMut() -> Fut,
+            Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+        {
+            let mut tries = 0;
+            loop {
+                match send().await {
+                    Ok(r) => return Ok(r.into_inner()),
+                    Err(e)
+                        if matches!(
+                            e.code(),
+                            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                        ) && tries < 100 =>
+                    {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let first = retried(|| {
+            let mut c = to_follower.clone();
+            let r = with_id("5/1", "a");
+            async move { c.put(r).await }
+        })
+        .await
+        .unwrap();
         let rev = first.header.as_ref().unwrap().revision;
         // Another write in between, without an id. "no leader" means it was
         // not proposed (a spontaneous election under the tests' short
@@ -780,7 +807,13 @@ fn etcd_api_writes_with_a_request_id_apply_once() {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         for c in clients.iter_mut().chain([&mut to_follower]) {
-            let again = c.put(with_id("5/1", "a")).await.unwrap().into_inner();
+            let again = retried(|| {
+                let mut c = c.clone();
+                let r = with_id("5/1", "a");
+                async move { c.put(r).await }
+            })
+            .await
+            .unwrap();
             assert_eq!(again.header.unwrap().revision, rev, "the first result");
             assert_eq!(again.prev_kv, first.prev_kv);
         }
@@ -796,17 +829,28 @@ fn etcd_api_writes_with_a_request_id_apply_once() {
         assert_eq!(now.header.unwrap().revision, rev + 1);
         // A delete with an id reports its first result on a retry.
         for _ in 0..2 {
-            let mut r = tonic::Request::new(DeleteRangeRequest {
-                key: b"g".to_vec(),
-                ..Default::default()
-            });
-            r.metadata_mut()
-                .insert("request-id", "5/2".parse().unwrap());
-            let d = to_follower.delete_range(r).await.unwrap().into_inner();
+            let d = retried(|| {
+                let mut r = tonic::Request::new(DeleteRangeRequest {
+                    key: b"g".to_vec(),
+                    ..Default::default()
+                });
+                r.metadata_mut()
+                    .insert("request-id", "5/2".parse().unwrap());
+                let mut c = to_follower.clone();
+                async move { c.delete_range(r).await }
+            })
+            .await
+            .unwrap();
             assert_eq!(d.deleted, 1);
         }
         // Reused for another request, or malformed: refused.
-        let e = to_follower.put(with_id("5/2", "c")).await.unwrap_err();
+        let e = retried(|| {
+            let mut c = to_follower.clone();
+            let r = with_id("5/2", "c");
+            async move { c.put(r).await }
+        })
+        .await
+        .unwrap_err();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
         let e = to_follower.put(with_id("five", "c")).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
