@@ -79,7 +79,7 @@ impl Store {
                 }
                 if let Some(h) = self.keys.get(c.key.as_ref()) {
                     if let Some(i) = h
-                        .versions()
+                        .retained(self.compact_revision)
                         .iter()
                         .position(|v| v.mod_rev == c.rev && v.sub == c.sub)
                     {
@@ -89,7 +89,7 @@ impl Store {
             }
         } else {
             for (k, h) in self.keys_in(range) {
-                for (i, v) in h.versions().iter().enumerate() {
+                for (i, v) in h.retained(self.compact_revision).iter().enumerate() {
                     if (from..=to).contains(&v.mod_rev) {
                         found.push((v.mod_rev, v.sub, k.clone(), i));
                     }
@@ -100,7 +100,7 @@ impl Store {
         Ok(found
             .into_iter()
             .filter_map(|(_, _, key, i)| {
-                let versions = self.keys.get(key.as_ref())?.versions();
+                let versions = self.keys.get(key.as_ref())?.retained(self.compact_revision);
                 let v = &versions[i];
                 let prev = if prev_kv && i > 0 {
                     let p = &versions[i - 1];

@@ -6,6 +6,14 @@
 //! on the driver thread); the index finds them in proportion to the work.
 //! Each key with something to drop at some revision is indexed by the
 //! lowest such revision ([`KeyHistory::compactable_from`]).
+//!
+//! Dropping is done in bounded steps ([`Histories::compact_step`]): a
+//! compaction that makes a large part of a large store due would otherwise
+//! hold the driver for as long as it takes to copy every node of the map it
+//! touches. Until a step reaches a key, its history still holds versions
+//! that no read can see; whoever reads a whole history reads
+//! [`KeyHistory::retained`] at the store's compaction revision, so what a
+//! member answers does not depend on how far its steps have got.
 
 use std::ops::Deref;
 
@@ -21,6 +29,8 @@ pub struct Histories {
     keys: OrdMap<Bytes, KeyHistory>,
     /// `(revision from which a compaction frees something, key)`.
     compactable: OrdSet<(i64, Bytes)>,
+    /// The revision the steps are compacting to (0: none yet).
+    compacting_to: i64,
 }
 
 impl Deref for Histories {
@@ -49,19 +59,34 @@ impl Histories {
         debug_assert!(old.is_none(), "a key restored twice");
     }
 
-    /// Compacts every key with something to drop at `rev` (and only those:
-    /// writing to a key copies the map's path to it, which views share).
-    /// Keys left without versions are removed. Returns the bytes freed.
-    pub fn compact(&mut self, rev: i64) -> u64 {
+    /// Starts a compaction at `rev`: [`compact_step`](Self::compact_step)
+    /// then drops what no read at or above `rev` can see. A later
+    /// compaction started before the steps finished includes the earlier.
+    pub fn start_compaction(&mut self, rev: i64) {
+        self.compacting_to = self.compacting_to.max(rev);
+    }
+
+    /// True while some key has versions the compaction started last drops.
+    pub fn compaction_pending(&self) -> bool {
+        self.compactable
+            .get_min()
+            .is_some_and(|(from, _)| *from <= self.compacting_to)
+    }
+
+    /// Compacts at most `max_keys` of the keys with something to drop
+    /// (and only those: writing to a key copies the map's path to it, which
+    /// views share). Keys left without versions are removed. Returns the
+    /// bytes freed.
+    pub fn compact_step(&mut self, max_keys: usize) -> u64 {
+        let rev = self.compacting_to;
         let mut freed = 0;
         let mut later = Vec::new();
         // Entry by entry from the lowest: O(log n) each, and the set is
         // shared with views, so nothing else of it is copied.
-        while self
-            .compactable
-            .get_min()
-            .is_some_and(|(from, _)| *from <= rev)
-        {
+        for _ in 0..max_keys {
+            if !self.compaction_pending() {
+                break;
+            }
             let Some((_, key)) = self.compactable.remove_min() else {
                 break;
             };

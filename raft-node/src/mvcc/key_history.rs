@@ -89,6 +89,13 @@ impl KeyHistory {
         freed
     }
 
+    /// The versions a compaction at `rev` keeps: what reads see of the
+    /// history once the store is compacted at `rev`, whether or not the
+    /// compaction has reached this key yet.
+    pub fn retained(&self, rev: i64) -> &[Version] {
+        &self.versions[self.compaction_keeps_from(rev)..]
+    }
+
     /// Whether compacting at `rev` would drop anything.
     pub fn compacts_at(&self, rev: i64) -> bool {
         self.compaction_keeps_from(rev) > 0

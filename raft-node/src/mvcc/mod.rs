@@ -78,6 +78,10 @@ pub enum Applied {
     Nothing,
 }
 
+/// Keys compacted per step of a compaction: about 10 ms of the driver's
+/// time on a large store (each key copies the path of the map to it).
+pub const COMPACTION_STEP_KEYS: usize = 1024;
+
 /// The multi-version key-value store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -256,10 +260,20 @@ impl Store {
         if rev <= self.compact_revision {
             return Err(MvccError::Compacted);
         }
-        let freed = self.keys.compact(rev);
-        self.size -= freed;
         self.compact_revision = rev;
+        self.keys.start_compaction(rev);
+        // A small compaction finishes here; the rest is the driver's, in
+        // steps between rounds (`continue_compaction`).
+        self.continue_compaction();
         Ok(())
+    }
+
+    /// Drops some of what the last compaction made unreadable, at most
+    /// [`COMPACTION_STEP_KEYS`] keys' worth. Returns true while more is
+    /// left. Reads answer the same whether or not this has run.
+    pub fn continue_compaction(&mut self) -> bool {
+        self.size -= self.keys.compact_step(COMPACTION_STEP_KEYS);
+        self.keys.compaction_pending()
     }
 
     fn alarm(&mut self, a: &AlarmRequest, term: u64) -> AlarmResponse {
@@ -331,7 +345,8 @@ impl Store {
         let rev = self.readable_revision(rev, self.revision)?;
         let mut h = crc32fast::Hasher::new();
         for (k, history) in self.keys.iter() {
-            for v in history.versions().iter().take_while(|v| v.mod_rev <= rev) {
+            let retained = history.retained(self.compact_revision);
+            for v in retained.iter().take_while(|v| v.mod_rev <= rev) {
                 h.update(&(k.len() as u64).to_le_bytes());
                 h.update(k);
                 for n in [

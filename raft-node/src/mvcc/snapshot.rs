@@ -266,6 +266,11 @@ impl Store {
                 restored.dedupe.restore(session).map_err(bad)?;
             }
         }
+        // A snapshot taken while a compaction was under way holds versions
+        // it had not dropped yet. Restoring runs off the driver (or before
+        // it starts), so it finishes the compaction at once.
+        restored.keys.start_compaction(restored.compact_revision);
+        while restored.continue_compaction() {}
         *self = restored;
         Ok(())
     }
