@@ -556,7 +556,19 @@ fn install(
 /// a large state takes time the driver must not spend.
 fn retire<T: Send + 'static>(store: T) {
     let dropper = std::thread::Builder::new().name("retire-state".into());
-    if let Err(e) = dropper.spawn(move || drop(store)) {
+    let free = move || {
+        drop(store);
+        // A whole state was just freed, much of it allocated on the threads
+        // that decoded snapshots: glibc keeps freed memory in each thread's
+        // arena, so without a trim a follower that installed a few large
+        // snapshots holds several states' worth of memory for good.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only returns free heap memory to the system.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    };
+    if let Err(e) = dropper.spawn(free) {
         tracing::warn!(error = %e, "no thread to free an old state on; freeing it here");
     }
 }

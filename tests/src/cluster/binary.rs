@@ -37,7 +37,9 @@ pub fn node_binary() -> Result<PathBuf, String> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Some(bin) = std::env::var_os("RAFT_NODE_BIN") {
-            let bin = PathBuf::from(bin);
+            // A relative path is taken from the workspace root, where the
+            // documented commands run (cargo runs tests in the crate's dir).
+            let bin = workspace_root().join(bin);
             return if bin.is_file() {
                 Ok(bin)
             } else {
