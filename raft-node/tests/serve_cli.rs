@@ -779,13 +779,15 @@ fn etcd_api_writes_with_a_request_id_apply_once() {
                 }
             }
         }
-        let first = retried(|| {
-            let mut c = to_follower.clone();
-            let r = with_id("5/1", "a");
+        // One put with an id on its own connection handle, for `retried`.
+        let put_with_id = |c: &KvClient<tonic::transport::Channel>, id: &str, value: &str| {
+            let mut c = c.clone();
+            let r = with_id(id, value);
             async move { c.put(r).await }
-        })
-        .await
-        .unwrap();
+        };
+        let first = retried(|| put_with_id(&to_follower, "5/1", "a"))
+            .await
+            .unwrap();
         let rev = first.header.as_ref().unwrap().revision;
         // Another write in between, without an id. "no leader" means it was
         // not proposed (a spontaneous election under the tests' short
@@ -807,13 +809,7 @@ fn etcd_api_writes_with_a_request_id_apply_once() {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         for c in clients.iter_mut().chain([&mut to_follower]) {
-            let again = retried(|| {
-                let mut c = c.clone();
-                let r = with_id("5/1", "a");
-                async move { c.put(r).await }
-            })
-            .await
-            .unwrap();
+            let again = retried(|| put_with_id(c, "5/1", "a")).await.unwrap();
             assert_eq!(again.header.unwrap().revision, rev, "the first result");
             assert_eq!(again.prev_kv, first.prev_kv);
         }
@@ -844,13 +840,9 @@ fn etcd_api_writes_with_a_request_id_apply_once() {
             assert_eq!(d.deleted, 1);
         }
         // Reused for another request, or malformed: refused.
-        let e = retried(|| {
-            let mut c = to_follower.clone();
-            let r = with_id("5/2", "c");
-            async move { c.put(r).await }
-        })
-        .await
-        .unwrap_err();
+        let e = retried(|| put_with_id(&to_follower, "5/2", "c"))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
         let e = to_follower.put(with_id("five", "c")).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");

@@ -637,17 +637,19 @@ fn leases_attach_keys_and_a_revoke_deletes_them_in_one_revision() {
 /// The index of compactable keys always matches a walk of every history,
 /// through puts, deletes, compactions and a snapshot round trip, and a
 /// compaction leaves no key with anything left to drop at its revision.
+/// The compaction index as a full walk of the histories computes it.
+fn walk(s: &Store) -> Vec<(i64, Bytes)> {
+    let mut v: Vec<(i64, Bytes)> = s
+        .keys
+        .iter()
+        .filter_map(|(k, h)| h.compactable_from().map(|r| (r, k.clone())))
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
 fn the_compaction_index_matches_the_histories() {
-    fn walk(s: &Store) -> Vec<(i64, Bytes)> {
-        let mut v: Vec<(i64, Bytes)> = s
-            .keys
-            .iter()
-            .filter_map(|(k, h)| h.compactable_from().map(|r| (r, k.clone())))
-            .collect();
-        v.sort();
-        v
-    }
     let mut s = Store::default();
     let mut x: u64 = 7;
     let mut next = |m: u64| {
@@ -728,15 +730,7 @@ fn a_compaction_in_steps_answers_like_a_finished_one() {
         s.range(&range("\0", "\0")).unwrap(),
         done.range(&range("\0", "\0")).unwrap()
     );
-    assert_eq!(s.keys.indexed(), {
-        let mut v: Vec<(i64, Bytes)> = s
-            .keys
-            .iter()
-            .filter_map(|(k, h)| h.compactable_from().map(|r| (r, k.clone())))
-            .collect();
-        v.sort();
-        v
-    });
+    assert_eq!(s.keys.indexed(), walk(&s));
     // A snapshot taken meanwhile restores compacted.
     let mut snap = Vec::new();
     s.write_snapshot(&mut snap).unwrap();
