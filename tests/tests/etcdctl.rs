@@ -507,6 +507,8 @@ fn etcdctl_cluster_and_maintenance() {
     for (i, ep) in [l, f, l, f].iter().enumerate() {
         c.ok(&mut ck, &[ep], &["put", &format!("k{i}"), &format!("v{i}")]);
     }
+    // The checks below read every member's state: wait until all have it.
+    env.wait_caught_up(Duration::from_secs(30));
 
     // ---- member list: the members are the endpoints' members. Member IDs
     // are small integers in raft-node (its configured node ids) and random

@@ -547,6 +547,44 @@ impl Env {
     }
 }
 
+impl Env {
+    /// Polls `endpoint status -w json` until every member reports the same
+    /// applied index: the writes made so far reached all of them (a member
+    /// started last on a loaded machine may still be catching up).
+    pub fn wait_caught_up(&self, timeout: Duration) {
+        let eps = self.endpoints();
+        let eps: Vec<&str> = eps.iter().map(String::as_str).collect();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self
+                .ctl
+                .run(&eps, &["endpoint", "status", "-w", "json"], None);
+            let applied: Option<Vec<u64>> = serde_json::from_str::<Value>(&out.stdout)
+                .ok()
+                .and_then(|v| {
+                    v.as_array()?
+                        .iter()
+                        .map(|s| s["Status"]["raftAppliedIndex"].as_u64())
+                        .collect()
+                });
+            if out.success()
+                && applied
+                    .as_ref()
+                    .is_some_and(|a| a.len() == eps.len() && a.windows(2).all(|w| w[0] == w[1]))
+            {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "members still apart after {timeout:?}; last: {}",
+                    out.describe()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 /// The topology in `endpoint status -w json` output, if every endpoint
 /// answered and all name the same leader, which is one of them.
 pub fn parse_topology(out: &Out, eps: &[&str]) -> Option<Topology> {
