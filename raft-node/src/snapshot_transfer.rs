@@ -31,6 +31,11 @@ const CHUNK_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// no-op if the follower already answered).
 const ACK_GRACE: Duration = Duration::from_secs(10);
 
+/// How long a received snapshot's decode waits for a replaced state to be
+/// freed first (well inside `ACK_GRACE`, which the decode also counts
+/// against).
+const RETIRE_WAIT: Duration = Duration::from_secs(5);
+
 /// One chunk of a snapshot on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotPiece {
@@ -281,6 +286,16 @@ pub fn deliver_install(handle: &DriverHandle, store: &SnapshotStore, install: Me
                 "a newer snapshot arrived before this one was installed; dropped"
             );
             return;
+        }
+        // At most one replaced state is freed while this one is decoded, so
+        // a follower catching up holds two states at once, not three.
+        let waited = crate::driver::wait_until_retired(RETIRE_WAIT);
+        if waited >= Duration::from_millis(100) {
+            tracing::info!(
+                index = id.index,
+                waited_ms = waited.as_millis() as u64,
+                "waited for a replaced state to be freed before decoding a snapshot"
+            );
         }
         let started = std::time::Instant::now();
         match crate::storage::read_state(store, id) {

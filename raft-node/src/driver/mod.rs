@@ -13,6 +13,7 @@
 mod clock;
 mod counters;
 mod requests;
+mod retire;
 mod round;
 mod snapshot;
 mod status;
@@ -31,6 +32,8 @@ pub use status::NodeStatus;
 
 use crate::mvcc::{Applied, SharedStore, Store};
 use crate::storage::WalStorage;
+use retire::retire;
+pub(crate) use retire::wait_until_retired;
 use round::{Phase, RoundTimes};
 use waiters::Waiters;
 
@@ -550,27 +553,6 @@ fn install(
         None => {}
     }
     node.storage().load_state(kv)
-}
-
-/// Drops a whole store (or the last view of one) on another thread: freeing
-/// a large state takes time the driver must not spend.
-fn retire<T: Send + 'static>(store: T) {
-    let dropper = std::thread::Builder::new().name("retire-state".into());
-    let free = move || {
-        drop(store);
-        // A whole state was just freed, much of it allocated on the threads
-        // that decoded snapshots: glibc keeps freed memory in each thread's
-        // arena, so without a trim a follower that installed a few large
-        // snapshots holds several states' worth of memory for good.
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only returns free heap memory to the system.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-    };
-    if let Err(e) = dropper.spawn(free) {
-        tracing::warn!(error = %e, "no thread to free an old state on; freeing it here");
-    }
 }
 
 /// The reason a core stopped on a storage error, naming the file when the
