@@ -28,6 +28,7 @@ Writes benches/results/etcd-comparison.{md,json,png} and the table between
 the markers in README.md.
 
 Usage:  python3 benches/compare_etcd.py [--quick] [--rounds N] [--nice N] [--soak-secs N] [--profile]
+                                        [--lease-reads] [--points MIX:CLIENTS,...] [--tag TAG]
   --quick        1 round, default timings only, 2 s windows (a smoke run)
   --rounds N     rounds (default 2)
   --nice N       run both clusters and the client at niceness N (e.g. -10
@@ -37,6 +38,11 @@ Usage:  python3 benches/compare_etcd.py [--quick] [--rounds N] [--nice N] [--soa
   --profile      instead of the comparison: perf-profile each system's leader
                  at 256 writing clients; flame graphs (SVG), folded stacks and
                  the top functions go to benches/results/profile-*
+  --lease-reads  raft-node serves linearizable reads from the leader lease
+                 (`lease_reads = true`; etcd has no such mode)
+  --points P     only the points listed, e.g. read:1,write:1
+  --tag TAG      results go to benches/results/etcd-comparison-TAG.* and the
+                 README is left alone (required with --lease-reads/--points)
 Honours CARGO_TARGET_DIR. Needs root (or sudo-less apt) only to install
 etcd-server when it is missing, and pip for matplotlib.
 """
@@ -83,6 +89,8 @@ SYSTEMS = {"raft": "raft-node", "etcd": "etcd 3.4"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # `--nice N`: servers and client run at this niceness (other jobs on a shared machine stay at 0).
 NICE = []
+# `--lease-reads`: raft-node's configs get `lease_reads = true`.
+RAFT_EXTRA = []
 MARK_BEGIN = "<!-- etcd-comparison:begin (benches/compare_etcd.py writes this section) -->"
 MARK_END = "<!-- etcd-comparison:end -->"
 
@@ -186,7 +194,8 @@ def start_raft(binary: Path, work: Path, base: int, timing, certs: Path):
         cfg = data / f"n{i}.toml"
         cfg.write_text(
             f'id = {i}\ndata_dir = "{data / f"n{i}"}"\npeer_addr = "127.0.0.1:{base + 10 + i}"\n'
-            f'client_addr = "127.0.0.1:{base + i}"\ntls_dir = "{certs}"\n{timing_keys}\n{members}')
+            f'client_addr = "127.0.0.1:{base + i}"\ntls_dir = "{certs}"\n{timing_keys}{"".join(RAFT_EXTRA)}\n'
+            f'{members}')
         log_file = open(data / f"n{i}.log", "w")
         procs.append(subprocess.Popen(NICE + [binary, "serve", "--config", cfg], stdout=log_file, stderr=log_file,
                                       env=dict(os.environ, RUST_LOG="warn")))
@@ -546,7 +555,24 @@ def main():
                          "other jobs)")
     ap.add_argument("--profile", action="store_true",
                     help="instead: perf-profile each system's leader at 256 writing clients (flame graphs in results/)")
+    ap.add_argument("--lease-reads", action="store_true",
+                    help="raft-node serves linearizable reads from the leader lease (lease_reads = true)")
+    ap.add_argument("--points", default=None,
+                    help="only these points, e.g. 'read:1,write:1' (MIX:CLIENTS, MIX as in the table)")
+    ap.add_argument("--tag", default=None,
+                    help="write results/etcd-comparison-TAG.{md,json,png} and leave the README alone")
     args = ap.parse_args()
+    if args.lease_reads:
+        RAFT_EXTRA.append("lease_reads = true\n")
+    points = POINTS
+    if args.points:
+        wanted = {tuple(p.rsplit(":", 1)) for p in args.points.split(",")}
+        points = [p for p in POINTS if (p[0], str(p[2])) in wanted]
+        if not points:
+            ap.error(f"--points {args.points!r} matches none of {[(p[0], p[2]) for p in POINTS]}")
+    if (args.points or args.lease_reads) and not args.tag:
+        ap.error("--points and --lease-reads runs need --tag (they must not replace the full results)")
+    stem = "etcd-comparison" + (f"-{args.tag}" if args.tag else "")
     if args.nice:
         NICE.extend(["nice", "-n", str(args.nice)])
     if args.profile:
@@ -586,7 +612,7 @@ def main():
     try:
         for rnd in range(1, rounds + 1):
             for timing in timings:
-                for mix, ratio, clients in POINTS:
+                for mix, ratio, clients in points:
                     order = ["raft", "etcd"] if step % 2 == 0 else ["etcd", "raft"]
                     step += 1
                     for pos, system in enumerate(order, 1):
@@ -613,7 +639,9 @@ def main():
     cpu_max = max(r["fig"]["client_cpu"] for r in runs)
     fs, rtt = floors["fsync_4k"], floors["rtt"]
     command = "python3 benches/compare_etcd.py" + (" --quick" if args.quick else "") + \
-        (f" --rounds {args.rounds}" if args.rounds else "") + (f" --nice {args.nice}" if args.nice else "")
+        (f" --rounds {args.rounds}" if args.rounds else "") + (f" --nice {args.nice}" if args.nice else "") + \
+        (" --lease-reads" if args.lease_reads else "") + (f" --points {args.points}" if args.points else "") + \
+        (f" --tag {args.tag}" if args.tag else "")
     kind = "QUICK RUN (smoke test: 1 round, 2 s windows, default timings only)" if args.quick else "full run"
     header = [
         f"{etcd_version} against raft-node {commit}, {kind}, "
@@ -626,7 +654,9 @@ def main():
         f"cluster for every run, {warmup:g} s warm-up then {duration:g} s measured, {rounds} round(s), "
         f"which system goes first alternating. Data on {fstype}. Timings: `default` = each system's defaults "
         f"(etcd 100/1000 ms heartbeat/election, raft-node 50/500 ms), `matched` = both 100/1000 ms. "
-        f"Latency columns are of reads for the read mixes, of writes otherwise.",
+        f"Latency columns are of reads for the read mixes, of writes otherwise."
+        + (" raft-node ran with `lease_reads = true` (linearizable reads served from the leader lease, "
+           "no heartbeat round per read); etcd has no such mode." if args.lease_reads else ""),
         "",
         f"Floors measured in this run (before the load; after it in brackets): 4 KiB append + fdatasync "
         f"p50 {fs['p50_ms']:.3f} ms [{floors_after['fsync_4k']['p50_ms']:.3f}] (p90 {fs['p90_ms']:.3f}), "
@@ -646,19 +676,21 @@ def main():
           "## Every round", "", *rounds_table(runs), ""]
     if soak:
         md += [soak, ""]
-    (RESULTS / "etcd-comparison.md").write_text("\n".join(md))
-    (RESULTS / "etcd-comparison.json").write_text(json.dumps({
+    (RESULTS / f"{stem}.md").write_text("\n".join(md))
+    (RESULTS / f"{stem}.json").write_text(json.dumps({
         "etcd_version": etcd_version, "raft_node_commit": commit, "quick": args.quick, "command": command,
         "started": started.isoformat(), "finished": finished.isoformat(), "rounds": rounds,
         "duration_s": duration, "warmup_s": warmup, "value_size": VALUE_SIZE, "keys": KEYS,
         "clients_per_conn": CLIENTS_PER_CONN, "timings": {t: TIMINGS[t] for t in timings},
         "floors_before": floors, "floors_after": floors_after, "client_cpu_max_cores": cpu_max,
         "medians": table, "targets": goals, "runs": runs, "soak": soak}, indent=1))
-    plot(table, RESULTS / "etcd-comparison.png")
+    plot(table, RESULTS / f"{stem}.png")
+    print("\n".join(md))
+    if args.tag:
+        return
     readme = [*header, "", *medians_table(table), "", *goal_lines, "",
               "Every round, the raw JSON and a plot: [`benches/results/`](benches/results/etcd-comparison.md).", ""]
     update_readme("\n".join(readme))
-    print("\n".join(md))
 
 
 if __name__ == "__main__":

@@ -156,6 +156,7 @@ impl Server {
         opts.request_timeout = Duration::from_millis(cfg.request_timeout_ms);
         opts.snapshot_threshold_entries = cfg.snapshot_threshold_entries;
         opts.snapshot_threshold_bytes = cfg.snapshot_threshold_bytes;
+        opts.lease_reads = cfg.lease_reads;
         let store = storage.store().clone();
         let driver_cell = Arc::new(std::sync::OnceLock::new());
         let sender = NetSender {

@@ -133,6 +133,8 @@ pub struct RunOutcome {
     pub nodes: usize,
     /// Whether the client ports spoke TLS with client certificates.
     pub client_tls: bool,
+    /// Whether the leader served linearizable reads from its lease.
+    pub lease_reads: bool,
     /// The seed.
     pub seed: u64,
     /// Outcome counts of client operations (probes and final reads included).
@@ -172,11 +174,12 @@ impl RunOutcome {
         }
         let worst = self.faults.iter().filter_map(|f| f.recovery).max();
         format!(
-            "{} nodes, client TLS {}, seed {}, {:.0?}: ops ok {} / unknown {} / failed {}; {} writes retried with their request id; \
+            "{} nodes, client TLS {}, {} reads, seed {}, {:.0?}: ops ok {} / unknown {} / failed {}; {} writes retried with their request id; \
              checked {} ops on {} keys: {:?}; \
              {} leader terms; faults {:?}; slowest recovery {:?}; watches checked: [{}]; {}",
             self.nodes,
             if self.client_tls { "on" } else { "off" },
+            if self.lease_reads { "lease" } else { "read-index" },
             self.seed,
             self.elapsed,
             self.counts.ok,
@@ -498,6 +501,7 @@ async fn run_async(config: &RunConfig, bin: &Path, firewall: Option<&Firewall>) 
         dir: dir.clone(),
         nodes: config.cluster.nodes,
         client_tls: config.cluster.client_tls,
+        lease_reads: config.cluster.lease_reads,
         seed: config.seed,
         counts: Counts::default(),
         retried_writes: 0,

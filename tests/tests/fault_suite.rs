@@ -51,6 +51,18 @@ fn client_tls() -> bool {
     }
 }
 
+/// Lease reads in the long runs: only with `RAFT_FAULTS_LEASE_READS=1`.
+fn lease_reads() -> bool {
+    match std::env::var("RAFT_FAULTS_LEASE_READS") {
+        Err(_) => false,
+        Ok(v) => match v.trim() {
+            "0" | "false" | "off" | "" => false,
+            "1" | "true" | "on" => true,
+            other => panic!("RAFT_FAULTS_LEASE_READS={other:?}: 0 (default) or 1"),
+        },
+    }
+}
+
 /// The lock comes first so that it is released last (after the firewall).
 fn setup() -> (ExclusiveRun, std::path::PathBuf, Option<Firewall>) {
     let _ = tracing_subscriber::fmt()
@@ -112,10 +124,14 @@ fn fault_suite_short() {
     let (_exclusive, bin, fw) = setup();
     let seed = env_u64("RAFT_FAULTS_SEED").unwrap_or(7);
     let secs = env_u64("RAFT_FAULTS_SHORT_SECS").unwrap_or(30);
+    // The 3-node run serves linearizable reads from the leader lease (its
+    // nemeses stall, isolate and replace leaders: what a lease must survive);
+    // the 5-node run confirms every read with a heartbeat round.
     let plans = [
         (
             "short3",
             3,
+            true,
             vec![
                 Nemesis::PartitionHalves,
                 Nemesis::KillOne,
@@ -130,6 +146,7 @@ fn fault_suite_short() {
         (
             "short5",
             5,
+            false,
             vec![
                 Nemesis::MajoritiesRing,
                 Nemesis::Bridge,
@@ -140,10 +157,11 @@ fn fault_suite_short() {
         ),
     ];
     let mut outcomes = Vec::new();
-    for (name, nodes, nemeses) in plans {
+    for (name, nodes, lease_reads, nemeses) in plans {
         let nemeses = usable(&nemeses, &fw, nodes);
         let mut config = RunConfig::new(name, nodes, nemeses, seed + nodes as u64);
         config.cluster.client_tls = client_tls();
+        config.cluster.lease_reads = lease_reads;
         config.duration = Duration::from_secs(secs);
         config.every_nemesis_once = true;
         config.quiet = (Duration::from_millis(1000), Duration::from_millis(2000));
@@ -201,6 +219,7 @@ fn fault_suite_long() {
             for seed in first_seed..first_seed + seeds {
                 let mut config = RunConfig::new(nemesis.name(), nodes, vec![nemesis], seed);
                 config.cluster.client_tls = client_tls();
+                config.cluster.lease_reads = lease_reads();
                 config.duration = Duration::from_secs(secs);
                 config.keep = std::env::var_os("RAFT_FAULTS_KEEP").is_some();
                 let outcome = run(&config, &bin, fw.as_ref());

@@ -63,6 +63,7 @@ fn configs(args: &DemoArgs) -> Result<Vec<NodeConfig>, String> {
             trailing_entries: 1_000,
             max_value_bytes: 1 << 20,
             request_timeout_ms: 5_000,
+            lease_reads: false,
             max_request_bytes: crate::api::etcd::DEFAULT_MAX_REQUEST_BYTES,
             quota_backend_bytes: crate::api::etcd::DEFAULT_QUOTA_BYTES,
             watch_progress_notify_interval_ms: 600_000,

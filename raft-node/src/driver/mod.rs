@@ -116,6 +116,9 @@ pub struct DriverOptions {
     /// (a voter that is far behind cannot help commit, and one more failure
     /// could then stall the cluster until it catches up).
     pub promote_max_lag_entries: u64,
+    /// Serve linearizable reads from the leader lease (see the config key
+    /// `lease_reads`).
+    pub lease_reads: bool,
 }
 
 impl DriverOptions {
@@ -137,6 +140,7 @@ impl DriverOptions {
             snapshot_threshold_entries: 10_000,
             snapshot_threshold_bytes: 64 << 20,
             promote_max_lag_entries: 1_000,
+            lease_reads: false,
         }
     }
 }
@@ -312,6 +316,7 @@ fn run(
     // the core bounds a leader lease with it and the clock passed below.
     cfg.tick_interval_nanos = u64::try_from(opts.tick.as_nanos()).unwrap_or(u64::MAX);
     cfg.max_committed_bytes_per_ready = COMMITTED_BYTES_PER_READY;
+    cfg.lease_reads = opts.lease_reads;
     let mut kv = Store::default();
     storage.load_state(&mut kv).map_err(|e| e.to_string())?;
     view.publish(&kv);

@@ -60,6 +60,9 @@ pub struct ClusterOptions {
     /// TLS on the client ports, with client certificates required
     /// (`client_cert_auth = true`); see [`Cluster::client_tls`].
     pub client_tls: bool,
+    /// `lease_reads` of every node: linearizable reads served from the
+    /// leader lease.
+    pub lease_reads: bool,
 }
 
 impl ClusterOptions {
@@ -73,6 +76,7 @@ impl ClusterOptions {
             snapshot_threshold_entries: 200,
             trailing_entries: 50,
             client_tls: false,
+            lease_reads: false,
         }
     }
 }
@@ -349,7 +353,7 @@ impl Cluster {
             let text = format!(
                 "id = {}\ndata_dir = \"{}\"\npeer_addr = \"{}\"\nclient_addr = \"{}\"\ntls_dir = \"{}\"\n\
                  election_timeout_ms = {}\nheartbeat_interval_ms = {}\nrequest_timeout_ms = {}\n\
-                 snapshot_threshold_entries = {}\ntrailing_entries = {}\n{tls}\n{members}",
+                 snapshot_threshold_entries = {}\ntrailing_entries = {}\nlease_reads = {}\n{tls}\n{members}",
                 node.id,
                 node.data_dir.display(),
                 node.peer_addr,
@@ -360,6 +364,7 @@ impl Cluster {
                 options.request_timeout_ms,
                 options.snapshot_threshold_entries,
                 options.trailing_entries,
+                options.lease_reads,
             );
             std::fs::write(&node.config, text)?;
         }
