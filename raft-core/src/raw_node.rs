@@ -508,6 +508,41 @@ impl<S: Storage> RawNode<S> {
         self.progress.get(&id).map(|p| p.match_index)
     }
 
+    /// On the leader, the lowest log index that a follower heard from recently still
+    /// needs: the entry after its match index, or after the snapshot being sent to it.
+    /// `None` on other nodes, or when no such follower lags. A driver that compacts the
+    /// log after a snapshot can keep the entries from here (within a bound of its
+    /// own), so that a follower that just installed a snapshot catches up from the log
+    /// instead of needing the next snapshot. Followers not heard from since the last
+    /// CheckQuorum round (down, partitioned away) are not counted.
+    ///
+    /// ```
+    /// # use raft_core::{Config, MemStorage, RawNode};
+    /// let mut node = RawNode::new(Config::new(1), MemStorage::new_bootstrap([1])).unwrap();
+    /// assert_eq!(node.catch_up_index(), None, "not the leader yet");
+    /// node.campaign();
+    /// let rd = node.ready().unwrap();
+    /// node.storage_mut().append(&rd.entries);
+    /// node.advance();
+    /// assert_eq!(node.catch_up_index(), None, "no follower");
+    /// ```
+    pub fn catch_up_index(&self) -> Option<u64> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        self.progress
+            .iter()
+            .filter(|(&id, pr)| id != self.id && pr.recent_active)
+            .map(|(_, pr)| match pr.state {
+                crate::progress::ProgressState::Snapshot => {
+                    pr.match_index.max(pr.pending_snapshot) + 1
+                }
+                _ => pr.match_index + 1,
+            })
+            .filter(|&i| i <= self.log.last_index())
+            .min()
+    }
+
     /// Term of the entry at `index`, as this node's log holds it.
     pub fn entry_term(&self, index: u64) -> std::result::Result<u64, StorageError> {
         self.log.term(index)

@@ -333,12 +333,15 @@ impl WalStorage {
 
     /// Makes the durable snapshot `meta` (written by
     /// [`WalStorage::write_snapshot`]) the log's base: marks it in the WAL and
-    /// compacts the WAL per the contract. A snapshot no newer than the
+    /// compacts the WAL per the contract, keeping the entries from
+    /// `catch_up` on (see [`RawNode::catch_up_index`](raft_core::RawNode::catch_up_index))
+    /// back to the previous snapshot at most. A snapshot no newer than the
     /// current base (one installed from the leader meanwhile) is left alone.
     pub fn adopt_snapshot(
         &mut self,
         meta: SnapshotMeta,
         bytes: u64,
+        catch_up: Option<u64>,
     ) -> Result<bool, StorageFailure> {
         if meta.index <= self.snapshot.index {
             return Ok(false);
@@ -348,11 +351,18 @@ impl WalStorage {
             index: meta.index,
             term: meta.term,
         };
-        compaction::compact_wal(&mut self.wal, id, self.policy.trailing_entries)?;
+        let trailing = trailing_entries(
+            meta.index,
+            self.snapshot.index,
+            self.policy.trailing_entries,
+            catch_up,
+        );
+        compaction::compact_wal(&mut self.wal, id, trailing)?;
         tracing::info!(
             index = meta.index,
             term = meta.term,
             bytes,
+            trailing,
             "took a snapshot and compacted the WAL"
         );
         self.snapshot = meta;
@@ -421,6 +431,20 @@ impl WalStorage {
         self.failure.borrow_mut().get_or_insert(f);
         err
     }
+}
+
+/// Entries to keep below a new local snapshot at `index`: the policy's
+/// `trailing`, or more for a follower that is catching up and needs the
+/// entries from `catch_up` on (one that just installed the previous snapshot
+/// would otherwise need this one too), but never the previous snapshot
+/// `base` or anything below it: the log kept is bounded by two snapshot
+/// intervals, whatever a slow follower needs.
+fn trailing_entries(index: u64, base: u64, trailing: u64, catch_up: Option<u64>) -> u64 {
+    let wanted = match catch_up {
+        Some(from) if from <= index => (index + 1 - from).min(index - base),
+        _ => 0,
+    };
+    trailing.max(wanted)
 }
 
 impl Storage for WalStorage {
@@ -524,6 +548,20 @@ pub fn read_state(store: &SnapshotStore, id: SnapshotId) -> Result<Store, Storag
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_catching_up_follower_keeps_the_log_back_to_the_previous_snapshot_at_most() {
+        // Nobody lags, or a follower within the policy's trailing entries.
+        assert_eq!(trailing_entries(10_000, 5_000, 1_000, None), 1_000);
+        assert_eq!(trailing_entries(10_000, 5_000, 1_000, Some(9_500)), 1_000);
+        assert_eq!(trailing_entries(10_000, 5_000, 1_000, Some(10_001)), 1_000);
+        // A follower that installed the previous snapshot needs 5,001 onwards.
+        assert_eq!(trailing_entries(10_000, 5_000, 1_000, Some(5_001)), 5_000);
+        assert_eq!(trailing_entries(10_000, 5_000, 1_000, Some(7_001)), 3_000);
+        // Never the previous snapshot or below it.
+        assert_eq!(trailing_entries(10_000, 5_000, 1_000, Some(2)), 5_000);
+        assert_eq!(trailing_entries(10_000, 9_800, 1_000, Some(2)), 1_000);
+    }
 
     #[test]
     fn bootstrap_persist_and_reopen() {

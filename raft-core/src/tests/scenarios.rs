@@ -760,3 +760,36 @@ fn propose_batch_is_refused_whole_by_a_follower_and_over_the_uncommitted_limit()
         "room again once committed"
     );
 }
+
+#[test]
+fn catch_up_index_is_the_lowest_entry_a_live_follower_still_needs() {
+    let mut net = Network::new(&[1, 2, 3]);
+    net.elect(1);
+    assert_eq!(net.node(2).catch_up_index(), None, "only on the leader");
+    assert_eq!(net.node(1).catch_up_index(), None, "nobody lags");
+    net.cut = vec![(1, 3)];
+    for i in 0..5u8 {
+        net.node(1).propose(vec![i]).unwrap();
+    }
+    net.settle();
+    let behind = net.node(1).match_index(3).unwrap();
+    assert!(behind < net.node(1).last_index());
+    assert_eq!(net.node(1).catch_up_index(), Some(behind + 1));
+    // Sent a snapshot: what it needs starts after the snapshot.
+    let last = net.node(1).last_index();
+    net.node(1)
+        .progress
+        .get_mut(&3)
+        .unwrap()
+        .become_snapshot(last - 2);
+    assert_eq!(net.node(1).catch_up_index(), Some(last - 1));
+    // Silent through a CheckQuorum round: no longer counted.
+    let timeout = net.node(1).cfg.election_timeout_ticks as usize;
+    net.tick_all(timeout);
+    assert_eq!(net.node(1).role(), Role::Leader);
+    assert_eq!(
+        net.node(1).catch_up_index(),
+        None,
+        "node 3 is not heard from"
+    );
+}

@@ -157,9 +157,10 @@ impl Snapshotter {
         };
         self.in_flight = None;
         let index = w.meta.index;
-        let adopted = w
-            .result
-            .and_then(|bytes| node.storage_mut().adopt_snapshot(w.meta, bytes));
+        let adopted = w.result.and_then(|bytes| {
+            let catch_up = node.catch_up_index();
+            node.storage_mut().adopt_snapshot(w.meta, bytes, catch_up)
+        });
         let answer = match adopted {
             Ok(_) => {
                 counters.snapshot(w.took);
