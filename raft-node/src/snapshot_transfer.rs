@@ -287,6 +287,14 @@ pub fn deliver_install(handle: &DriverHandle, store: &SnapshotStore, install: Me
             );
             return;
         }
+        if !handle.claim_decode(id) {
+            tracing::info!(
+                index = id.index,
+                "this snapshot was received and decoded before; not decoding it again"
+            );
+            handle.deliver(install);
+            return;
+        }
         // At most one replaced state is freed while this one is decoded, so
         // a follower catching up holds two states at once, not three.
         let waited = crate::driver::wait_until_retired(RETIRE_WAIT);

@@ -167,6 +167,7 @@ pub struct Driver {
     store: SharedStore,
     status: Arc<Mutex<NodeStatus>>,
     counters: Arc<DriverCounters>,
+    decoded: Arc<Mutex<Option<raft_snapshot::SnapshotId>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -206,6 +207,7 @@ impl Driver {
             store,
             status,
             counters,
+            decoded: Arc::default(),
             thread: Some(thread),
         })
     }
@@ -217,6 +219,7 @@ impl Driver {
             store: self.store.clone(),
             status: self.status.clone(),
             counters: self.counters.clone(),
+            decoded: self.decoded.clone(),
         }
     }
 
@@ -248,6 +251,7 @@ pub struct DriverHandle {
     store: SharedStore,
     status: Arc<Mutex<NodeStatus>>,
     counters: Arc<DriverCounters>,
+    decoded: Arc<Mutex<Option<raft_snapshot::SnapshotId>>>,
 }
 
 impl DriverHandle {
@@ -266,6 +270,20 @@ impl DriverHandle {
     /// `InstallSnapshot` message, see [`Input::Prepared`]).
     pub fn prepare_install(&self, prepared: PreparedState) {
         let _ = self.inbox.send(Input::Prepared(prepared));
+    }
+
+    /// Claims the decode of received snapshot `id` ahead of its install
+    /// ([`DriverHandle::prepare_install`]): false if this snapshot or a newer
+    /// one was claimed before. A leader that heard nothing back while the
+    /// follower decoded (seconds for a large state) sends the same snapshot
+    /// again; decoding it twice would hold a second copy of the state.
+    pub fn claim_decode(&self, id: raft_snapshot::SnapshotId) -> bool {
+        let mut last = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|last| last >= id) {
+            return false;
+        }
+        *last = Some(id);
+        true
     }
 
     /// Reports the end of a snapshot transfer to `to`.
@@ -651,5 +669,30 @@ fn refuse_disk_full(req: Request) {
         Request::TransferLeader { reply, .. } => {
             let _ = reply.send(Err(ClientError::DiskFull));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_snapshot::SnapshotId;
+
+    #[test]
+    fn a_snapshot_is_claimed_for_decoding_once() {
+        let (inbox, _rx) = mpsc::channel();
+        let handle = DriverHandle {
+            inbox,
+            store: SharedStore::default(),
+            status: Arc::default(),
+            counters: Arc::default(),
+            decoded: Arc::default(),
+        };
+        let other = handle.clone();
+        let id = |index, term| SnapshotId { index, term };
+        assert!(handle.claim_decode(id(100, 2)));
+        assert!(!other.claim_decode(id(100, 2)), "the same one, sent again");
+        assert!(!handle.claim_decode(id(90, 2)), "an older one");
+        assert!(other.claim_decode(id(150, 2)));
+        assert!(handle.claim_decode(id(150, 3)));
     }
 }
