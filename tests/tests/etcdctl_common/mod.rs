@@ -526,32 +526,36 @@ impl Env {
     /// Polls `endpoint status -w json` on every member until all answer and
     /// agree on one leader that is one of them.
     pub fn wait_leader(&self, timeout: Duration) -> Topology {
-        let eps = self.endpoints();
-        let eps: Vec<&str> = eps.iter().map(String::as_str).collect();
-        let deadline = Instant::now() + timeout;
-        loop {
-            let out = self
-                .ctl
-                .run(&eps, &["endpoint", "status", "-w", "json"], None);
-            if let Some(t) = parse_topology(&out, &eps) {
-                return t;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "no agreed leader within {timeout:?}; last: {}",
-                    out.describe()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.poll_status(timeout, "no agreed leader", parse_topology)
     }
-}
 
-impl Env {
     /// Polls `endpoint status -w json` until every member reports the same
     /// applied index: the writes made so far reached all of them (a member
     /// started last on a loaded machine may still be catching up).
     pub fn wait_caught_up(&self, timeout: Duration) {
+        self.poll_status(timeout, "members still apart", |out, eps| {
+            let applied: Vec<u64> = serde_json::from_str::<Value>(&out.stdout)
+                .ok()?
+                .as_array()?
+                .iter()
+                .map(|s| s["Status"]["raftAppliedIndex"].as_u64())
+                .collect::<Option<_>>()?;
+            (out.success()
+                && applied.len() == eps.len()
+                && applied.windows(2).all(|w| w[0] == w[1]))
+            .then_some(())
+        })
+    }
+
+    /// Runs `endpoint status -w json` against every member every 200 ms until
+    /// `parse` accepts the output; panics with `what` and the last output
+    /// after `timeout`.
+    fn poll_status<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        parse: impl Fn(&Out, &[&str]) -> Option<T>,
+    ) -> T {
         let eps = self.endpoints();
         let eps: Vec<&str> = eps.iter().map(String::as_str).collect();
         let deadline = Instant::now() + timeout;
@@ -559,26 +563,11 @@ impl Env {
             let out = self
                 .ctl
                 .run(&eps, &["endpoint", "status", "-w", "json"], None);
-            let applied: Option<Vec<u64>> = serde_json::from_str::<Value>(&out.stdout)
-                .ok()
-                .and_then(|v| {
-                    v.as_array()?
-                        .iter()
-                        .map(|s| s["Status"]["raftAppliedIndex"].as_u64())
-                        .collect()
-                });
-            if out.success()
-                && applied
-                    .as_ref()
-                    .is_some_and(|a| a.len() == eps.len() && a.windows(2).all(|w| w[0] == w[1]))
-            {
-                return;
+            if let Some(t) = parse(&out, &eps) {
+                return t;
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "members still apart after {timeout:?}; last: {}",
-                    out.describe()
-                );
+                panic!("{what} within {timeout:?}; last: {}", out.describe());
             }
             std::thread::sleep(Duration::from_millis(200));
         }
