@@ -42,6 +42,30 @@ impl Mapping {
     pub fn is_live(&self) -> bool {
         self.live
     }
+
+    /// A handle that does not keep the bytes mapped (or allocated).
+    pub(crate) fn downgrade(&self) -> WeakMapping {
+        WeakMapping {
+            bytes: Arc::downgrade(&self.bytes),
+            live: self.live,
+        }
+    }
+}
+
+/// A [`Mapping`] that is released once no strong handle is left.
+pub(crate) struct WeakMapping {
+    bytes: std::sync::Weak<dyn Deref<Target = [u8]> + Send + Sync>,
+    live: bool,
+}
+
+impl WeakMapping {
+    /// The mapping, if something still holds it.
+    pub(crate) fn upgrade(&self) -> Option<Mapping> {
+        Some(Mapping {
+            bytes: self.bytes.upgrade()?,
+            live: self.live,
+        })
+    }
 }
 
 /// An open file.

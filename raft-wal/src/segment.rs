@@ -9,7 +9,29 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::fs::{FsFile, Mapping};
+use crate::fs::{FsFile, Mapping, WeakMapping};
+
+/// How a segment keeps its read view between reads.
+///
+/// The segment being written keeps its view: it is read at once (entries
+/// are applied and sent right after they are written). A sealed segment is
+/// read again only by readers that fell behind or replay, so it keeps a weak
+/// handle: its pages stay mapped (and count in the process's resident
+/// memory) only while some reader holds the view, not for as long as the
+/// segment exists.
+enum CachedView {
+    Held(Mapping),
+    Released(WeakMapping),
+}
+
+impl CachedView {
+    fn get(&self) -> Option<Mapping> {
+        match self {
+            CachedView::Held(m) => Some(m.clone()),
+            CachedView::Released(w) => w.upgrade(),
+        }
+    }
+}
 
 /// A segment file of the log.
 pub(crate) struct Segment {
@@ -30,7 +52,7 @@ pub(crate) struct Segment {
     file_len: AtomicU64,
     /// Cached read view and how many bytes of it are valid (everything for a
     /// live memory map; the write head at copy time for a copied view).
-    view: Mutex<Option<(Mapping, u64)>>,
+    view: Mutex<Option<(CachedView, u64)>>,
     /// Read with ordinary reads into memory instead of mapping the file (a
     /// read-only open without the directory lock: the live writer may shrink
     /// a file, and touching a mapped page past the end would raise `SIGBUS`).
@@ -87,8 +109,14 @@ impl Segment {
         self.sealed.load(Ordering::Acquire)
     }
 
+    /// Marks the segment sealed; from now on its read view is released
+    /// once no reader holds it (see [`CachedView`]).
     pub fn set_sealed(&self) {
         self.sealed.store(true, Ordering::Release);
+        let mut slot = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((CachedView::Held(m), valid)) = slot.take() {
+            *slot = Some((CachedView::Released(m.downgrade()), valid));
+        }
     }
 
     pub fn file_len(&self) -> u64 {
@@ -103,9 +131,11 @@ impl Segment {
     /// how many of its bytes are valid.
     pub fn view(&self, end: u64) -> io::Result<(Mapping, u64)> {
         let mut slot = self.view.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((m, valid)) = slot.as_ref() {
-            if m.bytes().len() as u64 >= end && end <= *valid {
-                return Ok((m.clone(), *valid));
+        if let Some((cached, valid)) = slot.as_ref() {
+            if let Some(m) = cached.get() {
+                if m.bytes().len() as u64 >= end && end <= *valid {
+                    return Ok((m, *valid));
+                }
             }
         }
         // Loaded before the bytes are copied: the writer writes records
@@ -121,12 +151,55 @@ impl Segment {
                 "segment is shorter than the index says",
             ));
         }
-        *slot = Some((m.clone(), valid));
+        let cached = if self.sealed() {
+            CachedView::Released(m.downgrade())
+        } else {
+            CachedView::Held(m.clone())
+        };
+        *slot = Some((cached, valid));
         Ok((m, valid))
     }
 
     /// Forgets the cached view (after the file was rewritten in place).
     pub fn invalidate_view(&self) {
         *self.view.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::{Fs, OpenMode, StdFs};
+
+    fn cached(seg: &Segment) -> Option<Mapping> {
+        let slot = seg.view.lock().unwrap();
+        slot.as_ref().and_then(|(c, _)| c.get())
+    }
+
+    #[test]
+    fn a_sealed_segment_keeps_its_pages_mapped_only_while_a_reader_holds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let file = StdFs.open(&path, OpenMode::CreateNew).unwrap();
+        file.write_at(&[7u8; 8192], 0).unwrap();
+        let seg = Segment::new(1, path, file.into());
+        seg.set_written(8192);
+
+        // The segment being written keeps its view for the next reader.
+        drop(seg.view(4096).unwrap());
+        assert!(cached(&seg).is_some(), "active segment's view is kept");
+
+        // Sealed: the view lives only as long as a reader holds it.
+        let (held, _) = seg.view(8192).unwrap();
+        seg.set_sealed();
+        assert!(cached(&seg).is_some(), "a reader still holds it");
+        drop(held);
+        assert!(cached(&seg).is_none(), "released with its last reader");
+
+        // A later reader maps it again and sees the same bytes.
+        let (again, _) = seg.view(8192).unwrap();
+        assert_eq!(&again.bytes()[..8192], &[7u8; 8192][..]);
+        drop(again);
+        assert!(cached(&seg).is_none());
     }
 }
