@@ -20,6 +20,7 @@ pub mod client_port;
 pub mod config;
 pub mod driver;
 pub mod forward;
+pub mod heap;
 pub mod http;
 pub mod identity;
 pub mod lease;

@@ -69,6 +69,7 @@ pub async fn stop_signal() {
 /// Runs a node until SIGINT/SIGTERM, then shuts it down cleanly.
 pub fn serve(args: &ServeArgs) -> Result<(), String> {
     let cfg = NodeConfig::load(&args.config).map_err(|e| e.to_string())?;
+    crate::heap::use_one_arena();
     let rt = runtime()?;
     rt.block_on(async {
         check_data_dir(&cfg.data_dir, cfg.join, args.force_new_cluster)?;
