@@ -114,9 +114,10 @@ impl Segment {
     pub fn set_sealed(&self) {
         self.sealed.store(true, Ordering::Release);
         let mut slot = self.view.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((CachedView::Held(m), valid)) = slot.take() {
-            *slot = Some((CachedView::Released(m.downgrade()), valid));
-        }
+        *slot = match slot.take() {
+            Some((CachedView::Held(m), valid)) => Some((Self::cache(true, m), valid)),
+            other => other,
+        };
     }
 
     pub fn file_len(&self) -> u64 {
@@ -151,13 +152,19 @@ impl Segment {
                 "segment is shorter than the index says",
             ));
         }
-        let cached = if self.sealed() {
+        *slot = Some((Self::cache(self.sealed(), m.clone()), valid));
+        Ok((m, valid))
+    }
+
+    /// How to keep view `m` of a segment that is `sealed` or not: a sealed
+    /// segment's memory map is held weakly. A copy (see `copy_reads`) is
+    /// always kept, since making it again reads the whole file.
+    fn cache(sealed: bool, m: Mapping) -> CachedView {
+        if sealed && m.is_live() {
             CachedView::Released(m.downgrade())
         } else {
-            CachedView::Held(m.clone())
-        };
-        *slot = Some((cached, valid));
-        Ok((m, valid))
+            CachedView::Held(m)
+        }
     }
 
     /// Forgets the cached view (after the file was rewritten in place).
@@ -201,5 +208,20 @@ mod tests {
         assert_eq!(&again.bytes()[..8192], &[7u8; 8192][..]);
         drop(again);
         assert!(cached(&seg).is_none());
+    }
+
+    #[test]
+    fn a_copied_view_is_kept_even_when_sealed() {
+        // Copy reads (a read-only open beside a live writer) read the whole
+        // file to make a view: releasing it would read it again per call.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let file = StdFs.open(&path, OpenMode::CreateNew).unwrap();
+        file.write_at(&[7u8; 8192], 0).unwrap();
+        let seg = Segment::new(1, path, file.into()).with_copy_reads(true);
+        seg.set_written(8192);
+        seg.set_sealed();
+        drop(seg.view(8192).unwrap());
+        assert!(cached(&seg).is_some());
     }
 }
