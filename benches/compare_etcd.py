@@ -29,6 +29,7 @@ the markers in README.md.
 
 Usage:  python3 benches/compare_etcd.py [--quick] [--rounds N] [--nice N] [--soak-secs N] [--profile]
                                         [--lease-reads] [--points MIX:CLIENTS,...] [--tag TAG]
+                                        [--clients-per-conn N]
   --quick        1 round, default timings only, 2 s windows (a smoke run)
   --rounds N     rounds (default 2)
   --nice N       run both clusters and the client at niceness N (e.g. -10
@@ -42,7 +43,11 @@ Usage:  python3 benches/compare_etcd.py [--quick] [--rounds N] [--nice N] [--soa
                  (`lease_reads = true`; etcd has no such mode)
   --points P     only the points listed, e.g. read:1,write:1
   --tag TAG      results go to benches/results/etcd-comparison-TAG.* and the
-                 README is left alone (required with --lease-reads/--points)
+                 README is left alone (required with --lease-reads/--points/
+                 --clients-per-conn)
+  --clients-per-conn N
+                 clients per HTTP/2 connection, the same for both systems
+                 (default 32)
 Honours CARGO_TARGET_DIR. Needs root (or sudo-less apt) only to install
 etcd-server when it is missing, and pip for matplotlib.
 """
@@ -546,6 +551,7 @@ def profile(binary, work, certs, system, clients, secs):
 
 
 def main():
+    global CLIENTS_PER_CONN
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=None)
@@ -561,7 +567,14 @@ def main():
                     help="only these points, e.g. 'read:1,write:1' (MIX:CLIENTS, MIX as in the table)")
     ap.add_argument("--tag", default=None,
                     help="write results/etcd-comparison-TAG.{md,json,png} and leave the README alone")
+    ap.add_argument("--clients-per-conn", type=int, default=CLIENTS_PER_CONN,
+                    help=f"clients sharing one HTTP/2 connection, for both systems (default {CLIENTS_PER_CONN})")
     args = ap.parse_args()
+    if args.clients_per_conn < 1:
+        ap.error("--clients-per-conn must be at least 1")
+    if args.clients_per_conn != CLIENTS_PER_CONN and not args.tag:
+        ap.error("--clients-per-conn runs need --tag (they must not replace the full results)")
+    CLIENTS_PER_CONN = args.clients_per_conn
     if args.lease_reads:
         RAFT_EXTRA.append("lease_reads = true\n")
     points = POINTS
@@ -641,7 +654,8 @@ def main():
     command = "python3 benches/compare_etcd.py" + (" --quick" if args.quick else "") + \
         (f" --rounds {args.rounds}" if args.rounds else "") + (f" --nice {args.nice}" if args.nice else "") + \
         (" --lease-reads" if args.lease_reads else "") + (f" --points {args.points}" if args.points else "") + \
-        (f" --tag {args.tag}" if args.tag else "")
+        (f" --tag {args.tag}" if args.tag else "") + \
+        (f" --clients-per-conn {args.clients_per_conn}" if args.clients_per_conn != 32 else "")
     kind = "QUICK RUN (smoke test: 1 round, 2 s windows, default timings only)" if args.quick else "full run"
     header = [
         f"{etcd_version} against raft-node {commit}, {kind}, "
