@@ -183,14 +183,20 @@ mod tests {
         slot.as_ref().and_then(|(c, _)| c.get())
     }
 
-    #[test]
-    fn a_sealed_segment_keeps_its_pages_mapped_only_while_a_reader_holds_them() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A segment of 8 KiB of 7s in `dir`, written up to its end.
+    fn segment(dir: &tempfile::TempDir, copy_reads: bool) -> Segment {
         let path = dir.path().join("seg");
         let file = StdFs.open(&path, OpenMode::CreateNew).unwrap();
         file.write_at(&[7u8; 8192], 0).unwrap();
-        let seg = Segment::new(1, path, file.into());
+        let seg = Segment::new(1, path, file.into()).with_copy_reads(copy_reads);
         seg.set_written(8192);
+        seg
+    }
+
+    #[test]
+    fn a_sealed_segment_keeps_its_pages_mapped_only_while_a_reader_holds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = segment(&dir, false);
 
         // The segment being written keeps its view for the next reader.
         drop(seg.view(4096).unwrap());
@@ -215,11 +221,7 @@ mod tests {
         // Copy reads (a read-only open beside a live writer) read the whole
         // file to make a view: releasing it would read it again per call.
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("seg");
-        let file = StdFs.open(&path, OpenMode::CreateNew).unwrap();
-        file.write_at(&[7u8; 8192], 0).unwrap();
-        let seg = Segment::new(1, path, file.into()).with_copy_reads(true);
-        seg.set_written(8192);
+        let seg = segment(&dir, true);
         seg.set_sealed();
         drop(seg.view(8192).unwrap());
         assert!(cached(&seg).is_some());
