@@ -19,9 +19,9 @@
 //! within 2x of the same load on a small state, every node's peak RSS
 //! within 2.5x of the values (not met by the follower, which holds its old
 //! state while it decodes the new: see raft-node's README, Known limits),
-//! and the follower's RSS at the end within 1.25x of the other nodes'. Every figure (throughput,
-//! p50/p99/max, RSS of each node at start and end, longest driver round per
-//! node) is printed.
+//! and the follower's RSS at the end within 1.25x of the other nodes'.
+//! Every figure (throughput, p50/p99/max, RSS of each node at start and
+//! end, longest driver round per node) is printed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -326,10 +326,10 @@ async fn a_large_state_with_snapshots_under_load_and_a_follower_catching_up() {
         // what it freed of the state it decoded must be reused, not kept
         // (glibc arenas per thread once grew it by a whole state).
         let rss_of = |id: u64| rss_end.iter().find(|(n, _)| *n == id).map_or(0, |r| r.1);
-        let leaders_max = live.iter().map(|&id| rss_of(id)).max().unwrap_or(0);
+        let others_max = live.iter().map(|&id| rss_of(id)).max().unwrap_or(0);
         assert!(
-            rss_of(follower) * 4 <= leaders_max * 5,
-            "the follower ends at {} MiB of RSS, the others at most {leaders_max} MiB",
+            rss_of(follower) * 4 <= others_max * 5,
+            "the follower ends at {} MiB of RSS, the others at most {others_max} MiB",
             rss_of(follower)
         );
         for (id, peak) in &rss_peak {
