@@ -74,7 +74,8 @@ LOGS = ROOT / "target" / "compare-etcd-logs"
 RUN_IDS = itertools.count(1)
 VALUE_SIZE = 256
 KEYS = 100_000
-CLIENTS_PER_CONN = 32
+DEFAULT_CLIENTS_PER_CONN = 32
+CLIENTS_PER_CONN = DEFAULT_CLIENTS_PER_CONN  # --clients-per-conn changes it
 # (mix, read ratio, clients)
 POINTS = [
     ("write", 0.0, 1),
@@ -567,12 +568,12 @@ def main():
                     help="only these points, e.g. 'read:1,write:1' (MIX:CLIENTS, MIX as in the table)")
     ap.add_argument("--tag", default=None,
                     help="write results/etcd-comparison-TAG.{md,json,png} and leave the README alone")
-    ap.add_argument("--clients-per-conn", type=int, default=CLIENTS_PER_CONN,
-                    help=f"clients sharing one HTTP/2 connection, for both systems (default {CLIENTS_PER_CONN})")
+    ap.add_argument("--clients-per-conn", type=int, default=DEFAULT_CLIENTS_PER_CONN,
+                    help=f"clients sharing one HTTP/2 connection, for both systems (default {DEFAULT_CLIENTS_PER_CONN})")
     args = ap.parse_args()
     if args.clients_per_conn < 1:
         ap.error("--clients-per-conn must be at least 1")
-    if args.clients_per_conn != CLIENTS_PER_CONN and not args.tag:
+    if args.clients_per_conn != DEFAULT_CLIENTS_PER_CONN and not args.tag:
         ap.error("--clients-per-conn runs need --tag (they must not replace the full results)")
     CLIENTS_PER_CONN = args.clients_per_conn
     if args.lease_reads:
@@ -655,7 +656,7 @@ def main():
         (f" --rounds {args.rounds}" if args.rounds else "") + (f" --nice {args.nice}" if args.nice else "") + \
         (" --lease-reads" if args.lease_reads else "") + (f" --points {args.points}" if args.points else "") + \
         (f" --tag {args.tag}" if args.tag else "") + \
-        (f" --clients-per-conn {args.clients_per_conn}" if args.clients_per_conn != 32 else "")
+        (f" --clients-per-conn {args.clients_per_conn}" if args.clients_per_conn != DEFAULT_CLIENTS_PER_CONN else "")
     kind = "QUICK RUN (smoke test: 1 round, 2 s windows, default timings only)" if args.quick else "full run"
     header = [
         f"{etcd_version} against raft-node {commit}, {kind}, "
