@@ -86,6 +86,9 @@ pub struct RawNode<S: Storage> {
     pub(crate) startup_lease_guard: bool,
     /// Leader only: new entries or a new commit index must be sent at the next `ready()`.
     pub(crate) broadcast_pending: bool,
+    /// Set by the driver while its state machine cannot take entries (see
+    /// [`RawNode::hold_apply`]): committed entries stay in the log until released.
+    apply_held: bool,
     prev_hard_state: HardState,
     prev_role: RoleState,
     in_progress: Option<InProgress>,
@@ -146,6 +149,7 @@ impl<S: Storage> RawNode<S> {
             lease_revoked: false,
             startup_lease_guard: false,
             broadcast_pending: false,
+            apply_held: false,
             prev_hard_state: hs,
             prev_role: RoleState {
                 role: Role::Follower,
@@ -195,6 +199,48 @@ impl<S: Storage> RawNode<S> {
         if self.clock_nanos.is_none_or(|c| now_nanos > c) {
             self.clock_nanos = Some(now_nanos);
         }
+    }
+
+    /// Holds back committed entries (`true`) or hands them out again (`false`).
+    ///
+    /// While held, [`Ready::committed_entries`] stays empty and the applied index does
+    /// not move; everything else goes on as usual (appends are persisted and
+    /// acknowledged, votes answered, the commit index learned). A driver holds them
+    /// while its state machine is being rebuilt from an installed snapshot on another
+    /// thread, so that the node keeps taking part in replication meanwhile; released,
+    /// the entries after the snapshot come out of the log in order. A held
+    /// configuration change is not in force until it is applied, as always.
+    ///
+    /// ```
+    /// use raft_core::{Config, MemStorage, RawNode};
+    ///
+    /// let mut node = RawNode::new(Config::new(1), MemStorage::new_bootstrap([1])).unwrap();
+    /// node.campaign();
+    /// node.hold_apply(true);
+    /// let id = node.propose(b"x".to_vec()).unwrap();
+    /// while node.has_ready() {
+    ///     let rd = node.ready().unwrap();
+    ///     assert!(rd.committed_entries.is_empty(), "held back");
+    ///     node.storage_mut().append(&rd.entries);
+    ///     if let Some(hs) = rd.hard_state {
+    ///         node.storage_mut().set_hard_state(hs);
+    ///     }
+    ///     node.advance();
+    /// }
+    /// assert_eq!(node.commit_index(), id.index);
+    ///
+    /// node.hold_apply(false);
+    /// let rd = node.ready().unwrap();
+    /// assert_eq!(rd.committed_entries.last().map(|e| e.index), Some(id.index));
+    /// node.advance();
+    /// ```
+    pub fn hold_apply(&mut self, hold: bool) {
+        self.apply_held = hold;
+    }
+
+    /// Whether committed entries are held back (see [`hold_apply`](Self::hold_apply)).
+    pub fn apply_held(&self) -> bool {
+        self.apply_held
     }
 
     /// Proposes application data. On success returns where the entry was appended; it is
@@ -339,7 +385,8 @@ impl<S: Storage> RawNode<S> {
             || self.log.unstable.snapshot.is_some()
             || !self.log.unstable.entries.is_empty()
             || !self.read_states.is_empty()
-            || (self.log.committed > self.log.applied
+            || (!self.apply_held
+                && self.log.committed > self.log.applied
                 && self.log.applied + 1 >= self.log.first_index())
     }
 
@@ -392,7 +439,7 @@ impl<S: Storage> RawNode<S> {
             all.append(&mut rd.persisted_messages);
             rd.persisted_messages = all;
         }
-        if rd.snapshot.is_none() {
+        if rd.snapshot.is_none() && !self.apply_held {
             rd.committed_entries = self
                 .log
                 .next_committed_entries(self.cfg.max_committed_bytes_per_ready)?;

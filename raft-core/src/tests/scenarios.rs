@@ -793,3 +793,42 @@ fn catch_up_index_is_the_lowest_entry_a_live_follower_still_needs() {
         "node 3 is not heard from"
     );
 }
+
+#[test]
+fn a_follower_holding_apply_still_acknowledges_and_applies_in_order_when_released() {
+    let mut net = Network::new(&[1, 2, 3]);
+    net.elect(1);
+    net.isolate(2);
+    net.node(3).hold_apply(true);
+    let held_from = net.node(3).applied_index();
+    for i in 0..3u8 {
+        net.node(1).propose(vec![i]).unwrap();
+    }
+    net.settle();
+    let commit = net.node(1).commit_index();
+    assert_eq!(
+        net.node(1).applied_index(),
+        commit,
+        "with node 2 cut off, the leader's quorum needs node 3's acknowledgements"
+    );
+    assert_eq!(
+        net.node(3).commit_index(),
+        commit,
+        "node 3 learned the commit"
+    );
+    assert_eq!(
+        net.node(3).applied_index(),
+        held_from,
+        "but applied nothing"
+    );
+    assert!(!net.applied_data(3).contains(&vec![0]));
+
+    net.node(3).hold_apply(false);
+    net.settle();
+    assert_eq!(net.node(3).applied_index(), commit);
+    assert_eq!(
+        net.applied_data(3),
+        net.applied_data(1),
+        "released, it applies the same entries in the same order"
+    );
+}
