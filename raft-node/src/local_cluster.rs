@@ -298,7 +298,11 @@ impl LocalCluster {
             let handle = driver.handle();
             handle.submit(req);
             match rx.blocking_recv() {
-                Ok(Ok(_)) => return Ok(handle.store().get(key.as_bytes()).map(<[u8]>::to_vec)),
+                Ok(Ok(_)) => match handle.store().get(key.as_bytes()) {
+                    Ok(v) => return Ok(v.map(<[u8]>::to_vec)),
+                    // A leader still restoring a snapshot: retried.
+                    Err(e) => last_err = ClientError::Busy(e.message()),
+                },
                 Ok(Err(e)) => last_err = e,
                 Err(e) => last_err = e.into(),
             }

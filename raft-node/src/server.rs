@@ -316,7 +316,6 @@ async fn pump_inbound(
     forwarder: Arc<Forwarder>,
     forward_server: ForwardServer,
 ) {
-    let decoding = Arc::new(std::sync::Mutex::new(()));
     while let Some((from, inbound)) = inbox.recv().await {
         if !matches!(inbound, Inbound::Message(_)) && gate.refuses(from) {
             continue;
@@ -329,14 +328,7 @@ async fn pump_inbound(
             }
             Inbound::Bulk(PeerBulk::Snapshot(piece)) => {
                 if let Some(install) = intake.accept(from, piece) {
-                    // Decoding a large state takes seconds, which neither the
-                    // driver nor this pump may spend. One at a time, in order.
-                    let (handle, store) = (handle.clone(), intake.store().clone());
-                    let decoding = decoding.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let _one = decoding.lock().unwrap_or_else(|e| e.into_inner());
-                        crate::snapshot_transfer::deliver_install(&handle, &store, install)
-                    });
+                    crate::snapshot_transfer::deliver_install(&handle, intake.store(), install);
                 }
             }
             Inbound::Bulk(PeerBulk::Forward(f)) => forward_server.handle(&forwarder, f),

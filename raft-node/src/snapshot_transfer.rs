@@ -18,7 +18,7 @@ use raft_core::{Message, MessageBody};
 use raft_snapshot::{Chunk, Received, SnapshotId, SnapshotReceiver, SnapshotStore};
 use serde::{Deserialize, Serialize};
 
-use crate::driver::{DriverHandle, PreparedState};
+use crate::driver::DriverHandle;
 
 /// Bytes per chunk.
 pub const CHUNK_BYTES: usize = 1 << 20;
@@ -30,11 +30,6 @@ const CHUNK_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// snapshot and answer before the leader treats the transfer as failed (a
 /// no-op if the follower already answered).
 const ACK_GRACE: Duration = Duration::from_secs(10);
-
-/// How long a received snapshot's decode waits for a replaced state to be
-/// freed first (well inside `ACK_GRACE`, which the decode also counts
-/// against).
-const RETIRE_WAIT: Duration = Duration::from_secs(5);
 
 /// One chunk of a snapshot on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -266,17 +261,12 @@ impl Intake {
     }
 }
 
-/// Hands a received snapshot's `InstallSnapshot` message to the driver,
-/// after decoding its state (blocking: seconds for a large state) and
-/// handing that over first, so that the install itself only swaps the
-/// state in (see [`crate::driver::Input::Prepared`]). If decoding fails,
-/// the driver reads the file itself on install, and stops the node with the
-/// error if it fails there too.
+/// Hands a received snapshot's `InstallSnapshot` message to the driver.
+/// The core installs it if it is ahead of this node's log; the driver then
+/// rebuilds its state from the file off its thread (see `driver/restore.rs`).
 ///
-/// Callers deliver one snapshot at a time. An install whose snapshot a newer
-/// one already replaced in the store is dropped (as a lost message would
-/// be): the newer one's install follows, and decoding both would hold three
-/// states in memory at once.
+/// An install whose snapshot a newer one already replaced in the store is
+/// dropped (as a lost message would be): the newer one's install follows.
 pub fn deliver_install(handle: &DriverHandle, store: &SnapshotStore, install: Message) {
     if let Some(id) = snapshot_of(&install) {
         let newest = store.list().ok().and_then(|ids| ids.last().copied());
@@ -286,44 +276,6 @@ pub fn deliver_install(handle: &DriverHandle, store: &SnapshotStore, install: Me
                 "a newer snapshot arrived before this one was installed; dropped"
             );
             return;
-        }
-        if !handle.claim_decode(id) {
-            tracing::info!(
-                index = id.index,
-                "this snapshot was received and decoded before; not decoding it again"
-            );
-            handle.deliver(install);
-            return;
-        }
-        // At most one replaced state is freed while this one is decoded, so
-        // a follower catching up holds two states at once, not three.
-        let waited = crate::driver::wait_until_retired(RETIRE_WAIT);
-        if waited >= Duration::from_millis(100) {
-            tracing::info!(
-                index = id.index,
-                waited_ms = waited.as_millis() as u64,
-                "waited for a replaced state to be freed before decoding a snapshot"
-            );
-        }
-        let started = std::time::Instant::now();
-        match crate::storage::read_state(store, id) {
-            Ok(kv) => {
-                tracing::info!(
-                    index = id.index,
-                    term = id.term,
-                    took_ms = started.elapsed().as_millis() as u64,
-                    "decoded a received snapshot ahead of its install"
-                );
-                handle.prepare_install(PreparedState {
-                    id,
-                    store: Box::new(kv),
-                });
-            }
-            Err(e) => tracing::warn!(
-                index = id.index,
-                error = %e,
-                "cannot decode a received snapshot ahead of its install"
-            ),
         }
     }
     handle.deliver(install);

@@ -301,7 +301,7 @@ fn apply_rechecks_and_a_denied_write_changes_nothing() {
     .unwrap();
     assert_eq!(l.as_user("reader", put("pub/b")), DENIED);
     assert_eq!(l.store.revision(), rev, "nothing changed");
-    assert_eq!(l.store.get(b"pub/b"), None);
+    assert_eq!(l.store.get(b"pub/b"), Ok(None));
     // Auth changes and compaction need root.
     assert_eq!(
         l.as_user(
@@ -462,7 +462,7 @@ fn snapshot_round_trip_and_version_1_snapshots() {
     old.restore_snapshot(l.index, &mut &v1[..]).unwrap();
     assert!(!old.auth().enabled());
     assert_eq!(old.auth().users().count(), 0);
-    assert_eq!(old.get(b"k"), Some(&b"v"[..]));
+    assert_eq!(old.get(b"k"), Ok(Some(&b"v"[..])));
     // A damaged auth section is refused, the store left as it was.
     let mut torn = bytes.clone();
     torn.truncate(bytes.len() - 3);

@@ -13,6 +13,7 @@
 mod clock;
 mod counters;
 mod requests;
+mod restore;
 mod retire;
 mod round;
 mod snapshot;
@@ -32,8 +33,6 @@ pub use status::NodeStatus;
 
 use crate::mvcc::{Applied, SharedStore, Store};
 use crate::storage::WalStorage;
-use retire::retire;
-pub(crate) use retire::wait_until_retired;
 use round::{Phase, RoundTimes};
 use waiters::Waiters;
 
@@ -65,28 +64,8 @@ pub enum Input {
         /// Whether it was delivered (false: the leader probes and retries).
         delivered: bool,
     },
-    /// The state of a snapshot received from a leader, decoded off the
-    /// driver thread ahead of its `InstallSnapshot` message, so that the
-    /// install itself only swaps it in.
-    Prepared(PreparedState),
     /// Finish the current batch (its fsync included) and stop.
     Stop,
-}
-
-/// A received snapshot's state, decoded and ready to install.
-pub struct PreparedState {
-    /// The snapshot it was read from.
-    pub id: raft_snapshot::SnapshotId,
-    /// Its state.
-    pub store: Box<Store>,
-}
-
-impl std::fmt::Debug for PreparedState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PreparedState")
-            .field("id", &self.id)
-            .finish()
-    }
 }
 
 /// Timing and limits of a driver.
@@ -167,7 +146,6 @@ pub struct Driver {
     store: SharedStore,
     status: Arc<Mutex<NodeStatus>>,
     counters: Arc<DriverCounters>,
-    decoded: Arc<Mutex<Option<raft_snapshot::SnapshotId>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -207,7 +185,6 @@ impl Driver {
             store,
             status,
             counters,
-            decoded: Arc::default(),
             thread: Some(thread),
         })
     }
@@ -219,7 +196,6 @@ impl Driver {
             store: self.store.clone(),
             status: self.status.clone(),
             counters: self.counters.clone(),
-            decoded: self.decoded.clone(),
         }
     }
 
@@ -251,7 +227,6 @@ pub struct DriverHandle {
     store: SharedStore,
     status: Arc<Mutex<NodeStatus>>,
     counters: Arc<DriverCounters>,
-    decoded: Arc<Mutex<Option<raft_snapshot::SnapshotId>>>,
 }
 
 impl DriverHandle {
@@ -264,26 +239,6 @@ impl DriverHandle {
     /// reply is dropped, which its waiter sees as [`ClientError::Stopped`].
     pub fn submit(&self, req: Request) {
         let _ = self.inbox.send(Input::Client(req));
-    }
-
-    /// Hands over the decoded state of a received snapshot (before its
-    /// `InstallSnapshot` message, see [`Input::Prepared`]).
-    pub fn prepare_install(&self, prepared: PreparedState) {
-        let _ = self.inbox.send(Input::Prepared(prepared));
-    }
-
-    /// Claims the decode of received snapshot `id` ahead of its install
-    /// ([`DriverHandle::prepare_install`]): false if this snapshot or a newer
-    /// one was claimed before. A leader that heard nothing back while the
-    /// follower decoded (seconds for a large state) sends the same snapshot
-    /// again; decoding it twice would hold a second copy of the state.
-    pub fn claim_decode(&self, id: raft_snapshot::SnapshotId) -> bool {
-        let mut last = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_some_and(|last| last >= id) {
-            return false;
-        }
-        *last = Some(id);
-        true
     }
 
     /// Reports the end of a snapshot transfer to `to`.
@@ -345,7 +300,7 @@ fn run(
     let mut next_tick = Instant::now() + opts.tick;
     let mut stopping = false;
     let mut snapshots = snapshot::Snapshotter::new();
-    let mut prepared: Option<PreparedState> = None;
+    let mut restorer = restore::Restorer::new();
     while !stopping {
         // Committed entries left over from a round that hit its apply budget
         // are taken up at once, after the inputs that arrived meanwhile.
@@ -404,16 +359,15 @@ fn run(
                         tracing::debug!(node = id, error = %e, "peer message rejected");
                     }
                 }
+                Input::Client(Request::Snapshot { reply }) if restorer.in_progress() => {
+                    let why = "restoring a snapshot from the leader; try again shortly";
+                    let _ = reply.send(Err(ClientError::Busy(why.into())));
+                }
                 Input::Client(Request::Snapshot { reply }) => {
                     snapshots.request(&node, &kv, reply);
                 }
                 Input::Client(req) => waiters.submit(&mut node, req),
                 Input::SnapshotReport { to, delivered } => node.report_snapshot(to, delivered),
-                Input::Prepared(p) => {
-                    if let Some(old) = prepared.replace(p) {
-                        retire(old.store);
-                    }
-                }
                 Input::Stop => {
                     stopping = true;
                     break;
@@ -435,9 +389,18 @@ fn run(
             }
         }
         waiters.expire(now);
+        match restorer.poll(&mut node, &mut kv) {
+            Ok(true) => {
+                transport.members_restored(&member_list(&kv));
+                counters.installed();
+            }
+            Ok(false) => {}
+            Err(why) => {
+                waiters.fail_all(ClientError::Stopped(why.clone()));
+                return Err(why);
+            }
+        }
         times.mark(Phase::Inputs);
-        // Set by an install: the view it replaces is freed off this thread.
-        let mut replaced_state = false;
         let ready_until = Instant::now() + READY_BUDGET;
         while node.has_ready() && Instant::now() < ready_until {
             let rd = match node.ready() {
@@ -470,19 +433,19 @@ fn run(
             }
             counters.persisted(started.elapsed());
             times.mark(Phase::Persist);
-            let installed = match &rd.snapshot {
-                Some(meta) => install(&node, &mut kv, &mut prepared, meta).map(|()| {
-                    transport.members_restored(&member_list(&kv));
-                    counters.installed();
-                    replaced_state = true;
-                }),
-                None => Ok(()),
-            };
-            times.mark(Phase::Install);
-            if let Err(e) = installed {
-                waiters.fail_all(ClientError::from_storage(&e));
-                return Err(e.to_string());
+            if let Some(meta) = &rd.snapshot {
+                // The state is rebuilt off this thread; the entries after
+                // the snapshot wait for it (see `restore.rs`).
+                let id = raft_snapshot::SnapshotId {
+                    index: meta.index,
+                    term: meta.term,
+                };
+                if let Err(why) = restorer.start(id, &mut node, &mut kv, view) {
+                    waiters.fail_all(ClientError::Stopped(why.clone()));
+                    return Err(why);
+                }
             }
+            times.mark(Phase::Install);
             for m in rd.persisted_messages.iter().cloned() {
                 transport.send(m);
             }
@@ -516,27 +479,21 @@ fn run(
         // a compaction of a large store never holds the driver for long.
         kv.continue_compaction();
         times.mark(Phase::Apply);
-        if view.get().applied_index() != kv.applied_index() {
-            let old = view.publish(&kv);
-            if replaced_state {
-                // The last reference to the state an install replaced, unless a
-                // reader still holds it: freeing it can take seconds.
-                retire(old);
-            }
-        }
-        waiters.serve_reads(&kv);
-        times.mark(Phase::Publish);
-        if prepared
-            .as_ref()
-            .is_some_and(|p| p.id.index <= kv.applied_index())
+        let published = view.get();
+        if published.applied_index() != kv.applied_index()
+            || published.is_restoring() != kv.is_restoring()
         {
-            // The core did not install it (stale, or from a deposed leader).
-            if let Some(p) = prepared.take() {
-                retire(p.store);
-            }
+            view.publish(&kv);
         }
+        drop(published);
+        if !restorer.in_progress() {
+            waiters.serve_reads(&kv);
+        }
+        times.mark(Phase::Publish);
         snapshots.poll(&mut node, counters);
-        snapshots.maybe_start(&opts, &node, &kv);
+        if !restorer.in_progress() {
+            snapshots.maybe_start(&opts, &node, &kv);
+        }
         if let Some(f) = node.storage().take_failure() {
             waiters.fail_all(ClientError::from_storage(&f));
             return Err(f.to_string());
@@ -550,32 +507,6 @@ fn run(
     waiters.fail_all(ClientError::Stopped("node is shutting down".into()));
     status::publish(status, &node, &kv);
     Ok(())
-}
-
-/// Makes the snapshot `meta` (just persisted) the state machine: swaps in
-/// its state if it was decoded ahead ([`Input::Prepared`]), or reads it from
-/// the snapshot file here.
-fn install(
-    node: &RawNode<WalStorage>,
-    kv: &mut Store,
-    prepared: &mut Option<PreparedState>,
-    meta: &raft_core::SnapshotMeta,
-) -> Result<(), crate::storage::StorageFailure> {
-    let id = raft_snapshot::SnapshotId {
-        index: meta.index,
-        term: meta.term,
-    };
-    match prepared.take() {
-        Some(p) if p.id == id => {
-            retire(Box::new(std::mem::replace(kv, *p.store)));
-            return Ok(());
-        }
-        // A newer one is on its way to install: keep it.
-        Some(p) if p.id > id => *prepared = Some(p),
-        Some(p) => retire(p.store),
-        None => {}
-    }
-    node.storage().load_state(kv)
 }
 
 /// The reason a core stopped on a storage error, naming the file when the
@@ -642,7 +573,6 @@ fn persist_until_space(
                     match inbox.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                         Ok(Input::Client(req)) => refuse_disk_full(req),
                         Ok(Input::Peer(_) | Input::SnapshotReport { .. }) => {}
-                        Ok(Input::Prepared(p)) => retire(p.store),
                         Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(false),
                         Err(RecvTimeoutError::Timeout) => break,
                     }
@@ -669,30 +599,5 @@ fn refuse_disk_full(req: Request) {
         Request::TransferLeader { reply, .. } => {
             let _ = reply.send(Err(ClientError::DiskFull));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use raft_snapshot::SnapshotId;
-
-    #[test]
-    fn a_snapshot_is_claimed_for_decoding_once() {
-        let (inbox, _rx) = mpsc::channel();
-        let handle = DriverHandle {
-            inbox,
-            store: SharedStore::default(),
-            status: Arc::default(),
-            counters: Arc::default(),
-            decoded: Arc::default(),
-        };
-        let other = handle.clone();
-        let id = |index, term| SnapshotId { index, term };
-        assert!(handle.claim_decode(id(100, 2)));
-        assert!(!other.claim_decode(id(100, 2)), "the same one, sent again");
-        assert!(!handle.claim_decode(id(90, 2)), "an older one");
-        assert!(other.claim_decode(id(150, 2)));
-        assert!(handle.claim_decode(id(150, 3)));
     }
 }

@@ -109,6 +109,7 @@ fn from_mvcc(e: &MvccError) -> ApiError {
         MvccError::NoSpace => ApiError::new(507, "no_space", e.message()),
         MvccError::RequestIdTooOld => ApiError::new(409, "request_id_too_old", e.message()),
         MvccError::RequestIdReused => ApiError::new(409, "request_id_reused", e.message()),
+        MvccError::Restoring => ApiError::new(503, "restoring", e.message()),
         _ => ApiError::bad_request(e.message()),
     }
 }
@@ -255,11 +256,12 @@ pub(super) async fn get_key(
         &[],
         crate::auth::Access::Read,
     )?;
-    let outcome = outcome.map(|()| view.get(key.as_bytes()).map(<[u8]>::to_vec));
+    let outcome = outcome.map(|()| view.get(key.as_bytes()).map(|v| v.map(<[u8]>::to_vec)));
     state.metrics.count_read(&outcome);
     match outcome {
-        Ok(Some(v)) => Ok((StatusCode::OK, v).into_response()),
-        Ok(None) => Err(ApiError::new(404, "not_found", "key not found")),
+        Ok(Ok(Some(v))) => Ok((StatusCode::OK, v).into_response()),
+        Ok(Ok(None)) => Err(ApiError::new(404, "not_found", "key not found")),
+        Ok(Err(e)) => Err(from_mvcc(&e)),
         Err(e) => Err(ApiError::from_client(&state, e, path_and_query(&uri))),
     }
 }

@@ -32,6 +32,9 @@ pub enum MvccError {
     RequestIdReused,
     /// Refused by auth (`auth/`): a permission, user or role problem.
     Auth(crate::auth::AuthError),
+    /// This member is rebuilding its state from a snapshot of the leader's
+    /// (seconds for a large state): its keys cannot be read until then.
+    Restoring,
 }
 
 impl MvccError {
@@ -57,6 +60,9 @@ impl MvccError {
                 "etcdserver: request id already used for a different request".into()
             }
             MvccError::Auth(e) => e.message().to_string(),
+            MvccError::Restoring => "etcdserver: this member is restoring a snapshot from the \
+                                     leader; retry, or ask another member"
+                .into(),
         }
     }
 }

@@ -54,6 +54,7 @@ impl Store {
         to: i64,
         prev_kv: bool,
     ) -> Result<Vec<Event>, MvccError> {
+        self.check_keys_readable()?;
         if from < self.compact_revision {
             return Err(MvccError::Compacted);
         }

@@ -115,6 +115,9 @@ pub struct Store {
     recent: imbl::Vector<events::Change>,
     /// Every change at or after this revision is in `recent`.
     recent_from: i64,
+    /// A stand-in without keys, published while the state is rebuilt from
+    /// a snapshot (see [`Store::stand_in`]).
+    restoring: bool,
 }
 
 impl Default for Store {
@@ -135,6 +138,7 @@ impl Default for Store {
             auth: crate::auth::AuthState::default(),
             recent: imbl::Vector::new(),
             recent_from: 1,
+            restoring: false,
         }
     }
 }
@@ -326,6 +330,7 @@ impl Store {
         t: &crate::api::pb::etcdserverpb::TxnRequest,
     ) -> Result<TxnResponse, MvccError> {
         debug_assert!(txn_is_read_only(t));
+        self.check_keys_readable()?;
         let mut scratch = self.clone();
         let mut w = Writer::new(&mut scratch, self.applied_term);
         let mut resp = w.txn(t)?;
@@ -334,8 +339,50 @@ impl Store {
     }
 
     /// The live value of `key` now.
-    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.keys.get(key)?.latest()?.value.as_deref()
+    pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>, MvccError> {
+        self.check_keys_readable()?;
+        let latest = self.keys.get(key).and_then(KeyHistory::latest);
+        Ok(latest.and_then(|v| v.value.as_deref()))
+    }
+
+    /// What readers see while this state is replaced by a snapshot's, which
+    /// is decoded on another thread: the same revision, members, leases,
+    /// auth and request ids, and none of the keys. Reads of keys or events
+    /// on it fail with [`MvccError::Restoring`]. Readers get this instead of
+    /// the old state so that the old state can be freed before the new one
+    /// is decoded: a follower catching up never holds two states at once.
+    pub fn stand_in(&self) -> Store {
+        Store {
+            keys: histories::Histories::default(),
+            revision: self.revision,
+            compact_revision: self.compact_revision,
+            applied_index: self.applied_index,
+            applied_term: self.applied_term,
+            live_keys: self.live_keys,
+            size: self.size,
+            digest: self.digest,
+            alarms: self.alarms.clone(),
+            members: self.members.clone(),
+            leases: self.leases.clone(),
+            dedupe: self.dedupe.clone(),
+            auth: self.auth.clone(),
+            recent: imbl::Vector::new(),
+            recent_from: self.revision + 1,
+            restoring: true,
+        }
+    }
+
+    /// Whether this is a [`Store::stand_in`].
+    pub fn is_restoring(&self) -> bool {
+        self.restoring
+    }
+
+    /// Fails on a [`Store::stand_in`], which holds no keys.
+    fn check_keys_readable(&self) -> Result<(), MvccError> {
+        if self.restoring {
+            return Err(MvccError::Restoring);
+        }
+        Ok(())
     }
 
     /// etcd's `HashKV`: a hash of every retained version at or below `rev`
@@ -470,10 +517,14 @@ impl SharedStore {
         self.0.subscribe()
     }
 
-    /// Waits until a view that has applied `index` is published, and returns it.
+    /// Waits until a view that has applied `index` is published (not a
+    /// [`Store::stand_in`]), and returns it.
     pub async fn applied(&self, index: u64) -> Arc<Store> {
         let mut rx = self.0.subscribe();
-        let view = match rx.wait_for(|s| s.applied_index() >= index).await {
+        let view = match rx
+            .wait_for(|s| !s.is_restoring() && s.applied_index() >= index)
+            .await
+        {
             Ok(view) => view.clone(),
             // Unreachable while `self` holds the sender; the latest view is all there is.
             Err(_) => self.get(),

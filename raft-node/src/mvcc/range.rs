@@ -111,6 +111,7 @@ impl Store {
     /// Checks that `rev` (<= 0: the current revision) can be read, and
     /// returns the revision to read at.
     pub(super) fn readable_revision(&self, rev: i64, current: i64) -> Result<i64, MvccError> {
+        self.check_keys_readable()?;
         if rev <= 0 {
             return Ok(current);
         }

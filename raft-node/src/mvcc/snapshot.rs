@@ -117,6 +117,8 @@ impl Store {
 
     /// Writes the whole store (history included) to `out`.
     pub fn write_snapshot<W: Write + ?Sized>(&self, out: &mut W) -> io::Result<()> {
+        self.check_keys_readable()
+            .map_err(|e| io::Error::new(io::ErrorKind::WouldBlock, e.message()))?;
         out.write_all(MAGIC)?;
         out.write_all(&VERSION.to_le_bytes())?;
         out.write_all(&1u64.to_le_bytes())?;

@@ -278,7 +278,7 @@ fn txn_is_one_revision_and_atomic() {
         apply(&mut s, Request::Txn(bad)),
         Err(MvccError::KeyNotFound)
     );
-    assert_eq!((s.revision(), s.get(b"c")), (3, None));
+    assert_eq!((s.revision(), s.get(b"c")), (3, Ok(None)));
     let dup = TxnRequest {
         compare: vec![],
         success: vec![op_put("d", "1"), op_put("d", "2")],
@@ -320,7 +320,7 @@ fn cas_through_txn() {
     assert!(!cas(&mut s, None, Some("b")));
     assert!(!cas(&mut s, Some("b"), Some("c")));
     assert!(cas(&mut s, Some("a"), None));
-    assert_eq!(s.get(b"k"), None);
+    assert_eq!(s.get(b"k"), Ok(None));
 }
 
 #[test]
@@ -625,7 +625,7 @@ fn leases_attach_keys_and_a_revoke_deletes_them_in_one_revision() {
     assert_eq!(s.revision(), before + 1, "a revoke is one revision");
     assert_eq!(
         (s.get(b"a"), s.get(b"b"), s.get(b"c")),
-        (None, None, Some(&b"v"[..]))
+        (Ok(None), Ok(None), Ok(Some(&b"v"[..])))
     );
     assert!(s.lease(7).is_none());
     assert_eq!(
@@ -791,4 +791,39 @@ fn compaction_timing() {
         "{touched} keys with history; scan {scan:?}, compact (first step) {compact:?}, \
          {steps} more steps {rest:?} (longest {longest:?}), drop view {dropped:?}"
     );
+}
+
+#[test]
+fn a_stand_in_refuses_every_read_of_keys_and_keeps_the_rest() {
+    let mut s = Store::default();
+    put(&mut s, "a", "1");
+    put(&mut s, "b", "2");
+    let stand_in = s.stand_in();
+    assert!(stand_in.is_restoring() && !s.is_restoring());
+    let all = KeyRange::new(b"a", b"z");
+    assert_eq!(stand_in.range(&range("a", "z")), Err(MvccError::Restoring));
+    assert_eq!(stand_in.get(b"a"), Err(MvccError::Restoring));
+    assert_eq!(stand_in.hash_kv(0), Err(MvccError::Restoring));
+    assert_eq!(
+        stand_in.events(&all, 1, 3, false),
+        Err(MvccError::Restoring)
+    );
+    let read = TxnRequest {
+        success: vec![RequestOp {
+            request: Some(Op::RequestRange(range("a", ""))),
+        }],
+        ..Default::default()
+    };
+    assert_eq!(stand_in.read_only_txn(&read), Err(MvccError::Restoring));
+    assert!(stand_in.write_snapshot(&mut Vec::new()).is_err());
+    assert_eq!(
+        (
+            stand_in.revision(),
+            stand_in.applied_index(),
+            stand_in.len()
+        ),
+        (s.revision(), s.applied_index(), s.len())
+    );
+    // The real state still reads.
+    assert_eq!(keys(&s.range(&range("a", "z")).unwrap()), ["a", "b"]);
 }

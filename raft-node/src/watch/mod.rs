@@ -313,6 +313,10 @@ impl<H: Headers> WatchStream<H> {
     /// Sends watcher `id` every event up to `view`'s revision, reading the
     /// history [`MAX_REVISIONS_PER_READ`] revisions at a time.
     async fn deliver(&mut self, id: i64, view: &Store) -> Result<(), ()> {
+        if view.is_restoring() {
+            // No events to read until the restored state is published.
+            return Ok(());
+        }
         while let Some(w) = self.watchers.get(&id) {
             if w.next_rev > view.revision() {
                 break;

@@ -14,6 +14,8 @@ pub fn from_mvcc(e: &MvccError) -> Status {
         MvccError::LeaseNotFound => Status::not_found(msg),
         MvccError::LeaseExists => Status::failed_precondition(msg),
         MvccError::NoSpace => Status::resource_exhausted(msg),
+        // etcd's clients retry this on another endpoint.
+        MvccError::Restoring => Status::unavailable(msg),
         // A retried request whose outcome the store can no longer tell, or
         // an id reused for another request: retrying cannot help.
         MvccError::RequestIdTooOld | MvccError::RequestIdReused => Status::failed_precondition(msg),

@@ -90,7 +90,7 @@ fn a_retried_request_returns_its_first_result_and_changes_nothing() {
     );
     assert_eq!(again, first, "the retry answers with the first result");
     assert_eq!(s.revision(), rev, "nothing applied");
-    assert_eq!(s.get(b"k"), Some(&b"other"[..]));
+    assert_eq!(s.get(b"k"), Ok(Some(&b"other"[..])));
     assert_eq!(
         s.applied_index(),
         3,
@@ -282,7 +282,7 @@ fn a_version_1_snapshot_loads_with_an_empty_table() {
     v1[6..8].copy_from_slice(&1u16.to_le_bytes());
     let mut restored = Store::default();
     restored.restore_snapshot(1, &mut &v1[..]).unwrap();
-    assert_eq!(restored.get(b"k"), Some(&b"v"[..]));
+    assert_eq!(restored.get(b"k"), Ok(Some(&b"v"[..])));
     assert_eq!(restored.dedupe().clients(), 0);
     // A version this build does not know is refused.
     let mut v3 = v2.clone();
