@@ -2,8 +2,8 @@
 //!
 //! glibc's malloc gives each thread that allocates concurrently an arena of
 //! its own, and memory freed into an arena is reused only by threads of that
-//! arena. A follower decodes a received snapshot on a transfer thread, so the
-//! whole decoded state lives in that thread's arena; from then on the driver
+//! arena. A follower decodes an installed snapshot on a restore thread, so
+//! the whole decoded state lives in that thread's arena; from then on the driver
 //! thread applies new writes into its own arena while compaction frees the
 //! decoded versions into the other one, where nothing reuses them. Measured
 //! in the 1 GiB scale soak: a follower that caught up by snapshot grew by

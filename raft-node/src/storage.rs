@@ -531,8 +531,8 @@ fn bootstrap(
 
 /// The state held in snapshot `id` of `store`, read and decoded (every
 /// checksum verified). Slow for a large state: the driver calls it only at
-/// start-up; a snapshot received from a leader is decoded on another thread
-/// before the driver installs it (see `Input::Prepared`).
+/// start-up; a snapshot installed from a leader is decoded on a restore
+/// thread (see `driver/restore.rs`).
 pub fn read_state(store: &SnapshotStore, id: SnapshotId) -> Result<Store, StorageFailure> {
     let failed = |e| StorageFailure::Snapshot(raft_snapshot::Error::from_io(e));
     let mut reader = store.open_snapshot(id)?;

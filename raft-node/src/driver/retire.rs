@@ -1,11 +1,11 @@
-//! Freeing replaced states off the driver, and keeping at most one such
-//! free in progress while the next received snapshot is decoded.
+//! Freeing replaced states off the driver, and letting the decode of an
+//! installed snapshot wait until such a free is over.
 //!
-//! A follower catching up by snapshot holds its current state while the next
-//! one is decoded ahead of its install. Freeing a replaced state of a
-//! gigabyte takes seconds; if the next decode started meanwhile, the process
-//! would briefly hold three whole states. The decoder therefore waits for
-//! [`wait_until_retired`] first. The count is process-wide because memory is.
+//! A follower that installs a snapshot drops its state before decoding the
+//! new one (`restore.rs`). Freeing a state of a gigabyte takes seconds; if
+//! the decode started meanwhile, the process would briefly hold two whole
+//! states after all. The decoder therefore waits for [`wait_until_retired`]
+//! first. The count is process-wide because memory is.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
