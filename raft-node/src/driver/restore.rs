@@ -159,6 +159,14 @@ fn decode(
     }
     let started = Instant::now();
     let result = crate::storage::read_state(snapshots, id);
+    if *lock(wanted) != Some(id) {
+        // Superseded meanwhile: freed here, before the next decode may start.
+        tracing::info!(
+            index = id.index,
+            "a newer snapshot was installed while this one was decoded"
+        );
+        return;
+    }
     tracing::info!(
         index = id.index,
         term = id.term,

@@ -153,6 +153,9 @@ impl Maintenance for MaintenanceService {
         self.0.check_admin(self.0.caller_of(&r)?.as_ref())?;
         // A consistent view: O(1) to take; serialized off the async threads.
         let view = self.0.driver.store();
+        if view.is_restoring() {
+            return Err(from_mvcc(&crate::mvcc::MvccError::Restoring));
+        }
         let header = self.0.header(Some(view.header(0)));
         let bytes = tokio::task::spawn_blocking(move || view.to_backup())
             .await
