@@ -242,17 +242,20 @@ mod tests {
         assert_eq!(kv.get(b"old"), Ok(None));
     }
 
+    /// A snapshot id the node's store does not hold.
+    fn absent_after(id: SnapshotId) -> SnapshotId {
+        SnapshotId {
+            index: id.index + 100,
+            term: id.term,
+        }
+    }
+
     #[test]
     fn an_installed_snapshot_that_cannot_be_read_stops_the_node_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let (mut node, id) = node_with_snapshot(dir.path());
-        let view = SharedStore::default();
-        let mut kv = Store::default();
-        let mut r = Restorer::new();
-        let missing = SnapshotId {
-            index: id.index + 100,
-            term: id.term,
-        };
+        let (view, mut kv, mut r) = (SharedStore::default(), Store::default(), Restorer::new());
+        let missing = absent_after(id);
         r.start(missing, &mut node, &mut kv, &view).unwrap();
         let err = wait_for_poll(&mut r, &mut node, &mut kv).unwrap_err();
         assert!(
@@ -265,15 +268,10 @@ mod tests {
     fn a_decode_superseded_by_a_newer_install_is_not_swapped_in() {
         let dir = tempfile::tempdir().unwrap();
         let (mut node, id) = node_with_snapshot(dir.path());
-        let view = SharedStore::default();
-        let mut kv = Store::default();
-        let mut r = Restorer::new();
-        let newer = SnapshotId {
-            index: id.index + 100,
-            term: id.term,
-        };
+        let (view, mut kv, mut r) = (SharedStore::default(), Store::default(), Restorer::new());
         // The newer one's file is missing: if the older decode were taken
         // for it, the node would not fail.
+        let newer = absent_after(id);
         r.start(id, &mut node, &mut kv, &view).unwrap();
         r.start(newer, &mut node, &mut kv, &view).unwrap();
         let err = wait_for_poll(&mut r, &mut node, &mut kv).unwrap_err();
