@@ -202,6 +202,12 @@ struct Inner {
     /// they fetched before.
     generation: AtomicU64,
     report: RecoveryReport,
+    /// The memory map of the sealed segment read last, by sequence number.
+    /// A sealed segment's view is otherwise released with its last reader
+    /// (see `segment.rs`); holding this one lets reads that come back to the
+    /// same segment (range reads, a follower catching up) reuse the mapping,
+    /// while at most one sealed segment stays mapped this way.
+    last_sealed_view: Mutex<Option<(u64, Mapping)>>,
 }
 
 impl Drop for Inner {
@@ -406,6 +412,7 @@ impl Log {
                 synced_last: last_index,
             }),
             generation: AtomicU64::new(0),
+            last_sealed_view: Mutex::new(None),
             report: rec.report,
         };
         tracing::info!(
@@ -1497,6 +1504,15 @@ impl Inner {
                 }
                 r.segments.pop_front().expect("checked")
             };
+            // A held mapping would keep the deleted file's blocks allocated.
+            let mut held = self
+                .last_sealed_view
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if held.as_ref().is_some_and(|(seq, _)| *seq == seg.seq) {
+                *held = None;
+            }
+            drop(held);
             if let Err(e) = self.fs.remove_file(&seg.path) {
                 break Err(Error::io("remove", &seg.path, e));
             }
@@ -1800,6 +1816,11 @@ impl Iter {
             let (m, valid) = seg
                 .view(end)
                 .map_err(|e| Error::io("map", seg.path.clone(), e))?;
+            if seg.sealed() && m.is_live() {
+                let mut held =
+                    (self.inner.last_sealed_view.lock()).unwrap_or_else(|e| e.into_inner());
+                *held = Some((seg.seq, m.clone()));
+            }
             self.view = Some((seg.seq, m, valid));
         }
         let (_, map, _) = self.view.as_ref().expect("set above");
@@ -1895,5 +1916,51 @@ impl Iterator for Iter {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (0, usize::try_from(self.end - self.next).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held_seq(log: &Log) -> Option<u64> {
+        let held = log.inner.last_sealed_view.lock().unwrap();
+        held.as_ref().map(|(seq, _)| *seq)
+    }
+
+    fn seq_of(log: &Log, index: u64) -> u64 {
+        read(&log.inner.r).index.get(index).unwrap().seq
+    }
+
+    #[test]
+    fn the_sealed_segment_read_last_stays_mapped_until_another_is_read_or_it_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogOptions::default().segment_size_bytes(4096)).unwrap();
+        for _ in 0..40 {
+            // Segments roll over at a sync.
+            log.append_sync(&[5u8; 1000]).unwrap();
+        }
+        let last = log.last_index();
+        let (a, b) = (seq_of(&log, 1), seq_of(&log, 9));
+        assert!(a < b && b < seq_of(&log, last), "three segments at least");
+
+        // The active segment keeps its own view; nothing is held for it.
+        log.read(last).unwrap();
+        assert_eq!(held_seq(&log), None);
+        log.read(1).unwrap();
+        assert_eq!(held_seq(&log), Some(a), "held for the next read of it");
+        log.read(9).unwrap();
+        assert_eq!(held_seq(&log), Some(b), "one sealed segment at a time");
+
+        // Compacting its segment away lets it go (the file's blocks with it).
+        log.compact_before(seq_first_index_after(&log, b)).unwrap();
+        assert_eq!(held_seq(&log), None);
+    }
+
+    /// The first index past segment `seq`.
+    fn seq_first_index_after(log: &Log, seq: u64) -> u64 {
+        (log.first_index()..=log.last_index())
+            .find(|&i| seq_of(log, i) > seq)
+            .unwrap()
     }
 }

@@ -18,7 +18,8 @@ use crate::fs::{FsFile, Mapping, WeakMapping};
 /// read again only by readers that fell behind or replay, so it keeps a weak
 /// handle: its pages stay mapped (and count in the process's resident
 /// memory) only while some reader holds the view, not for as long as the
-/// segment exists.
+/// segment exists. (The log holds the view of the one sealed segment read
+/// last, so that range reads coming back to it do not map it again.)
 enum CachedView {
     Held(Mapping),
     Released(WeakMapping),
