@@ -250,14 +250,26 @@ mod tests {
         }
     }
 
+    /// Starts restores of `ids(base)` in order on a node whose store holds
+    /// only snapshot `base`; returns the error the driver stops with, the
+    /// last id started, and the state left.
+    fn failed_restore(
+        ids: impl FnOnce(SnapshotId) -> Vec<SnapshotId>,
+    ) -> (String, SnapshotId, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut node, base) = node_with_snapshot(dir.path());
+        let (view, mut kv, mut r) = (SharedStore::default(), Store::default(), Restorer::new());
+        let ids = ids(base);
+        for &id in &ids {
+            r.start(id, &mut node, &mut kv, &view).unwrap();
+        }
+        let err = wait_for_poll(&mut r, &mut node, &mut kv).unwrap_err();
+        (err, *ids.last().unwrap(), kv)
+    }
+
     #[test]
     fn an_installed_snapshot_that_cannot_be_read_stops_the_node_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut node, id) = node_with_snapshot(dir.path());
-        let (view, mut kv, mut r) = (SharedStore::default(), Store::default(), Restorer::new());
-        let missing = absent_after(id);
-        r.start(missing, &mut node, &mut kv, &view).unwrap();
-        let err = wait_for_poll(&mut r, &mut node, &mut kv).unwrap_err();
+        let (err, missing, _) = failed_restore(|base| vec![absent_after(base)]);
         assert!(
             err.contains(&format!("snapshot {}-{}", missing.index, missing.term)),
             "{err}"
@@ -266,15 +278,9 @@ mod tests {
 
     #[test]
     fn a_decode_superseded_by_a_newer_install_is_not_swapped_in() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut node, id) = node_with_snapshot(dir.path());
-        let (view, mut kv, mut r) = (SharedStore::default(), Store::default(), Restorer::new());
         // The newer one's file is missing: if the older decode were taken
         // for it, the node would not fail.
-        let newer = absent_after(id);
-        r.start(id, &mut node, &mut kv, &view).unwrap();
-        r.start(newer, &mut node, &mut kv, &view).unwrap();
-        let err = wait_for_poll(&mut r, &mut node, &mut kv).unwrap_err();
+        let (err, newer, kv) = failed_restore(|base| vec![base, absent_after(base)]);
         assert!(
             err.contains(&format!("{}-{}", newer.index, newer.term)),
             "{err}"
