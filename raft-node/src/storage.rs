@@ -370,8 +370,12 @@ impl WalStorage {
     }
 
     /// Makes the persistent parts of `rd` durable (entries, then hard state, one
-    /// fsync). Must complete before `rd.persisted_messages` are sent.
+    /// fsync). Must complete before `rd.persisted_messages` are sent. A hard state
+    /// that moves only the commit index is written without an fsync
+    /// ([`Ready::must_sync`]): the next sync carries it, so the leader does not
+    /// wait for the disk between a quorum's acknowledgement and applying.
     pub fn persist(&mut self, rd: &Ready) -> Result<(), StorageFailure> {
+        let must_sync = rd.must_sync(&self.hard_state());
         if let Some(meta) = &rd.snapshot {
             self.install_snapshot(meta)?;
         }
@@ -391,7 +395,9 @@ impl WalStorage {
         if let Some(hs) = rd.hard_state {
             self.wal.set_hard_state(to_wal_hs(hs))?;
         }
-        self.wal.sync()?;
+        if must_sync {
+            self.wal.sync()?;
+        }
         Ok(())
     }
 
@@ -561,6 +567,59 @@ mod tests {
         // Never the previous snapshot or below it.
         assert_eq!(trailing_entries(10_000, 5_000, 1_000, Some(2)), 5_000);
         assert_eq!(trailing_entries(10_000, 9_800, 1_000, Some(2)), 1_000);
+    }
+
+    #[test]
+    fn a_commit_only_hard_state_is_not_synced_until_the_next_sync_carries_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = WalStorage::open_or_bootstrap(dir.path(), &[1, 2, 3]).unwrap();
+        let entry = |index| Entry {
+            index,
+            term: 2,
+            kind: EntryKind::Normal,
+            data: b"x".to_vec().into(),
+        };
+        let hs = |commit| HardState {
+            term: 2,
+            vote: Some(1),
+            commit,
+        };
+        s.persist(&Ready {
+            entries: vec![entry(2)],
+            hard_state: Some(hs(1)),
+            ..Ready::default()
+        })
+        .unwrap();
+        // Only the commit index moves: no fsync, so a crash (dropping the
+        // handle without a sync) loses it, and only it.
+        s.persist(&Ready {
+            hard_state: Some(hs(2)),
+            ..Ready::default()
+        })
+        .unwrap();
+        assert_eq!(s.hard_state(), hs(2));
+        drop(s);
+        let mut s = WalStorage::open_or_bootstrap(dir.path(), &[1, 2, 3]).unwrap();
+        assert_eq!(
+            s.hard_state(),
+            hs(1),
+            "the commit-only change was not synced"
+        );
+        assert_eq!(s.last_index(), 2);
+        // The next persist with entries syncs the commit index with them.
+        s.persist(&Ready {
+            hard_state: Some(hs(2)),
+            ..Ready::default()
+        })
+        .unwrap();
+        s.persist(&Ready {
+            entries: vec![entry(3)],
+            ..Ready::default()
+        })
+        .unwrap();
+        drop(s);
+        let s = WalStorage::open_or_bootstrap(dir.path(), &[1, 2, 3]).unwrap();
+        assert_eq!((s.hard_state(), s.last_index()), (hs(2), 3));
     }
 
     #[test]
