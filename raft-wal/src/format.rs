@@ -165,8 +165,16 @@ fn encode(out: &mut Vec<u8>, seq: u64, kind: Kind, parts: &[&[u8]]) {
 }
 
 /// Encoded size of an entry record with `data_len` bytes of data.
+#[cfg(test)]
 pub(crate) fn entry_record_bytes(data_len: usize) -> usize {
     RECORD_HEADER_BYTES + ENTRY_PREFIX_BYTES + data_len
+}
+
+/// Size of the record at `off` as its header states it (header included),
+/// without checking anything; [`decode`] checks. `buf` must hold the header.
+pub(crate) fn record_bytes_at(buf: &[u8], off: usize) -> usize {
+    let len_kind = u32_at(buf, off + 4);
+    RECORD_HEADER_BYTES + (len_kind & ((1 << 28) - 1)) as usize
 }
 
 pub(crate) fn encode_header(out: &mut Vec<u8>, seq: u64, first_index: u64) {

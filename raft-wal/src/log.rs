@@ -843,12 +843,7 @@ impl Inner {
         let offset = seg.written() + w.pending.len() as u64;
         let index = w.next_index;
         format::encode_entry_fast(&mut w.pending, seq_crc, index, term, data);
-        w.pending_locs.push(Loc {
-            seq,
-            offset,
-            term,
-            data_len: data.len() as u32,
-        });
+        w.pending_locs.push(Loc { seq, offset, term });
         w.next_index += 1;
         w.change += 1;
         if w.pending.len() >= self.options.flush_threshold_bytes {
@@ -1769,24 +1764,20 @@ impl Iter {
         } else {
             self.end
         };
-        let mut i = self.next;
-        while i < limit && self.buf.len() < ITER_CHUNK {
-            let Some(loc) = r.index.get(i) else {
-                if i < r.index.first_index() {
-                    return Err(Error::OutOfRange {
-                        index: i,
-                        first_index: r.index.first_index(),
-                        last_index: r.index.last_index(),
-                    });
-                }
-                break;
-            };
+        let Some(locs) = r.index.iter_from(self.next) else {
+            return Err(Error::OutOfRange {
+                index: self.next,
+                first_index: r.index.first_index(),
+                last_index: r.index.last_index(),
+            });
+        };
+        let wanted = limit.saturating_sub(self.next).min(ITER_CHUNK as u64) as usize;
+        for (i, loc) in (self.next..).zip(locs.take(wanted)) {
             if self.segs.back().is_none_or(|s| s.seq != loc.seq) {
                 let seg = r.segment(loc.seq).expect("live entries have segments");
                 self.segs.push_back(seg.clone());
             }
-            self.buf.push_back((i, *loc));
-            i += 1;
+            self.buf.push_back((i, loc));
         }
         if self.buf.is_empty() {
             // Truncated meanwhile (or, for a reader, no longer synced).
@@ -1808,22 +1799,33 @@ impl Iter {
             self.segs.pop_front();
         }
         let seg = self.segs.front().expect("buffered entries have segments");
-        let record_len = format::entry_record_bytes(loc.data_len as usize) as u64;
-        let end = loc.offset + record_len;
-        let reusable = matches!(&self.view, Some((seq, m, valid)) if *seq == seg.seq
-            && end <= *valid && end <= m.bytes().len() as u64);
-        if !reusable {
-            let (m, valid) = seg
-                .view(end)
-                .map_err(|e| Error::io("map", seg.path.clone(), e))?;
-            if seg.sealed() && m.is_live() {
-                let mut held =
-                    (self.inner.last_sealed_view.lock()).unwrap_or_else(|e| e.into_inner());
-                *held = Some((seg.seq, m.clone()));
+        // The index does not keep lengths: the view must show the record's
+        // header, which gives the length, and then the whole record.
+        let held = &self.inner.last_sealed_view;
+        ensure_view(
+            &mut self.view,
+            held,
+            seg,
+            loc.offset + format::RECORD_HEADER_BYTES as u64,
+        )?;
+        let end = {
+            let (_, map, _) = self.view.as_ref().expect("ensured");
+            loc.offset + format::record_bytes_at(map.bytes(), loc.offset as usize) as u64
+        };
+        if let Err(e) = ensure_view(&mut self.view, held, seg, end) {
+            if map_too_short(&e) {
+                // The header claims more bytes than the segment holds.
+                return Err(Error::corruption(
+                    &seg.path,
+                    loc.offset,
+                    CorruptionKind::BadLength {
+                        len: end - loc.offset,
+                    },
+                ));
             }
-            self.view = Some((seg.seq, m, valid));
+            return Err(e);
         }
-        let (_, map, _) = self.view.as_ref().expect("set above");
+        let (_, map, _) = self.view.as_ref().expect("ensured");
         let off = loc.offset as usize;
         match format::decode(map.bytes(), off, seg.seq) {
             Decoded::Record(
@@ -1919,6 +1921,47 @@ impl Iterator for Iter {
     }
 }
 
+/// Makes `view` a view of `seg` that shows at least its first `end` bytes,
+/// mapping the segment again if it does not; a sealed segment's new mapping
+/// is also kept in `held` (see `Inner::last_sealed_view`).
+#[inline(always)]
+fn ensure_view(
+    view: &mut Option<(u64, Mapping, u64)>,
+    held: &Mutex<Option<(u64, Mapping)>>,
+    seg: &Segment,
+    end: u64,
+) -> Result<()> {
+    let reusable = matches!(view, Some((seq, m, valid)) if *seq == seg.seq
+        && end <= *valid && end <= m.bytes().len() as u64);
+    if reusable {
+        return Ok(());
+    }
+    remap_view(view, held, seg, end)
+}
+
+/// The slow path of [`ensure_view`].
+#[inline(never)]
+fn remap_view(
+    view: &mut Option<(u64, Mapping, u64)>,
+    held: &Mutex<Option<(u64, Mapping)>>,
+    seg: &Segment,
+    end: u64,
+) -> Result<()> {
+    let (m, valid) = seg
+        .view(end)
+        .map_err(|e| Error::io("map", seg.path.clone(), e))?;
+    if seg.sealed() && m.is_live() {
+        *held.lock().unwrap_or_else(|e| e.into_inner()) = Some((seg.seq, m.clone()));
+    }
+    *view = Some((seg.seq, m, valid));
+    Ok(())
+}
+
+/// Whether `e` says a segment is shorter than a read needed.
+fn map_too_short(e: &Error) -> bool {
+    matches!(e, Error::Io { op: "map", source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1930,6 +1973,33 @@ mod tests {
 
     fn seq_of(log: &Log, index: u64) -> u64 {
         read(&log.inner.r).index.get(index).unwrap().seq
+    }
+
+    /// The index keeps no record lengths: a read takes the length from the
+    /// record's header, so a header damaged after the open must be reported
+    /// as corruption at that offset, whatever length it claims.
+    #[test]
+    fn a_record_length_damaged_after_open_is_corruption_on_read() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        log.append_batch([&b"one"[..], b"two", b"three"]).unwrap();
+        log.sync().unwrap();
+        let loc = read(&log.inner.r).index.get(2).unwrap();
+        let path = read(&log.inner.r).segment(loc.seq).unwrap().path.clone();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        for len in [4u32, 1 << 27] {
+            let len_kind = ((format::Kind::Entry as u32) << 28) | len;
+            file.write_all_at(&len_kind.to_le_bytes(), loc.offset + 4)
+                .unwrap();
+            match log.read(2) {
+                Err(Error::Corruption { offset, .. }) => {
+                    assert_eq!(offset, loc.offset, "len {len}")
+                }
+                other => panic!("len {len}: expected corruption, got {other:?}"),
+            }
+        }
+        assert_eq!(log.read(3).unwrap().data(), b"three");
     }
 
     #[test]

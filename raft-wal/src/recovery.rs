@@ -414,7 +414,7 @@ impl Replay {
     fn apply(&mut self, seg: u64, offset: u64, record: &Record<'_>) -> Result<(), CorruptionKind> {
         match *record {
             Record::Header { .. } => return Err(CorruptionKind::BadSegmentHeader),
-            Record::Entry { index, term, data } => {
+            Record::Entry { index, term, .. } => {
                 let expected = self.index.last_index() + 1;
                 if index < self.meta_first {
                     // Compacted away; its segment just has not been deleted yet.
@@ -434,7 +434,6 @@ impl Replay {
                     seq: seg,
                     offset,
                     term,
-                    data_len: data.len() as u32,
                 });
             }
             Record::HardState(hs) => {
