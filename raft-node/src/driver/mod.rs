@@ -116,7 +116,7 @@ impl DriverOptions {
             heartbeat_ticks: 1,
             request_timeout: Duration::from_secs(5),
             seed: id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ nanos,
-            snapshot_threshold_entries: 10_000,
+            snapshot_threshold_entries: 100_000,
             snapshot_threshold_bytes: 64 << 20,
             promote_max_lag_entries: 1_000,
             lease_reads: false,
