@@ -99,6 +99,7 @@ mod log;
 mod log_unstable;
 mod membership;
 mod progress;
+mod progress_map;
 mod raw_node;
 mod read_only;
 mod reads;

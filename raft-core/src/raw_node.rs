@@ -15,6 +15,7 @@ use crate::error::{Error, Result, StorageError};
 use crate::log::RaftLog;
 use crate::message::{Message, MessageBody};
 use crate::progress::Progress;
+use crate::progress_map::ProgressMap;
 use crate::read_only::ReadOnly;
 use crate::ready::{ReadState, Ready, Role, RoleState};
 use crate::rng::SeededRng;
@@ -51,7 +52,7 @@ pub struct RawNode<S: Storage> {
     /// Configuration after every applied entry.
     pub(crate) conf: ConfState,
     /// Leader only: progress of every member, this node included.
-    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    pub(crate) progress: ProgressMap,
     /// Votes received in the current (pre-)campaign.
     pub(crate) votes: BTreeMap<NodeId, bool>,
     /// Configuration the current (pre-)campaign counts votes in.
@@ -128,7 +129,7 @@ impl<S: Storage> RawNode<S> {
             leader_id: None,
             role: Role::Follower,
             conf,
-            progress: BTreeMap::new(),
+            progress: ProgressMap::default(),
             votes: BTreeMap::new(),
             election_conf: ConfState::default(),
             latest_conf: ConfState::default(),

@@ -96,12 +96,7 @@ impl<S: Storage> RawNode<S> {
 
     /// The smallest member id above `after` (the smallest of all with `None`).
     fn next_member_after(&self, after: Option<NodeId>) -> Option<NodeId> {
-        use std::ops::Bound::{Excluded, Unbounded};
-        let lower = after.map_or(Unbounded, Excluded);
-        self.progress
-            .range((lower, Unbounded))
-            .next()
-            .map(|(id, _)| *id)
+        self.progress.next_id_after(after)
     }
 
     /// Sends heartbeats carrying the current ReadIndex round.

@@ -271,9 +271,14 @@ fn stale_responses_for_a_removed_then_readded_node_are_ignored() {
     net.node(1).propose_conf_change(add, vec![]).unwrap();
     net.settle();
     assert!(net.node(1).conf_state().learners.contains(&3));
-    let before = net.node(1).progress[&3].clone();
+    let before = net
+        .node(1)
+        .progress
+        .get(&3)
+        .cloned()
+        .expect("progress of 3");
     net.node(1).step(stale_ack).unwrap();
-    let after = &net.node(1).progress[&3];
+    let after = net.node(1).progress.get(&3).expect("progress of 3");
     assert_eq!(before.match_index, after.match_index, "stale ack ignored");
     assert_eq!(after.match_index, 0);
 }
