@@ -198,6 +198,24 @@ fn three_processes_serve_survive_sigterm_and_resume() {
         report["reads"]["count"].as_u64().unwrap(),
     );
     assert!(w > 50 && r > 50 && w + r == 200, "{report}");
+    // A call the server refuses counts as an error with its gRPC status.
+    let refused = client_until_ok(
+        &[
+            "bench",
+            "--quiet",
+            "--json",
+            "--clients",
+            "1",
+            "--requests",
+            "3",
+            "--value-size",
+            "2000000",
+        ],
+        &eps,
+    );
+    let refused: serde_json::Value = serde_json::from_str(&refused).unwrap();
+    assert_eq!(refused["ok"], 0, "{refused}");
+    assert_eq!(refused["errors"]["grpc_InvalidArgument"], 3, "{refused}");
     let url = |i: u16| format!("http://127.0.0.1:{}", base + i);
     // Let every node apply everything, then remember where each stood.
     let leader_applied = (1..=3)
