@@ -27,6 +27,12 @@
 //!
 //! `cargo bench -p raft-benches --bench core -- --warm-up-time 1 --measurement-time 3`,
 //! then `python3 benches/core_ratios.py` for the raft-core / raft-rs table.
+//!
+//! `CORE_BENCH_PAIRED=1 cargo bench -p raft-benches --bench core` runs paired rounds
+//! instead of criterion: in each round every mode of both libraries commits the same
+//! number of entries, one after another in a rotating order, and the round's ratio is
+//! raft-core's best mode over raft-rs's best mode; it prints the median ratio per point
+//! and the range over the rounds (see [`paired`]).
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -450,7 +456,126 @@ fn bench_closed_loop<M: Measurement>(c: &mut Criterion<M>) {
     group.finish();
 }
 
+/// Paired rounds: raft-core and raft-rs interleaved in time, so that a slow phase of
+/// the shared machine hits both libraries alike (criterion measures one function after
+/// another, minutes apart, and the ratio of two such medians moves by more than the
+/// margin it is meant to show).
+mod paired {
+    use super::{core_cluster, rs_cluster, thread_cpu_now};
+    use std::time::Duration;
+
+    /// Rounds per point; each round runs all four modes once, in a rotating order.
+    const ROUNDS: usize = 21;
+    /// Entries each mode commits per round (at least one batch).
+    const ENTRIES_PER_TURN: usize = 32_768;
+
+    /// One library mode with its own cluster, kept for every round.
+    enum Runner {
+        Core(core_cluster::Cluster, core_cluster::Mode),
+        Rs(rs_cluster::Cluster, rs_cluster::Mode),
+    }
+
+    impl Runner {
+        fn is_core(&self) -> bool {
+            matches!(self, Runner::Core(..))
+        }
+
+        /// Entries per second of thread CPU time, committing `batches` batches of `n`
+        /// (`n == 0`: `batches` single proposals in the closed loop).
+        fn run(&mut self, n: usize, batches: usize) -> f64 {
+            let start = thread_cpu_now();
+            for _ in 0..batches {
+                match self {
+                    Runner::Core(c, _) if n == 0 => c.commit_one(),
+                    Runner::Core(c, mode) => c.commit_batch(n, *mode),
+                    Runner::Rs(c, _) if n == 0 => c.commit_one(),
+                    Runner::Rs(c, mode) => c.commit_batch(n, *mode),
+                }
+            }
+            let spent = thread_cpu_now()
+                .saturating_sub(start)
+                .max(Duration::from_nanos(1));
+            (batches * n.max(1)) as f64 / spent.as_secs_f64()
+        }
+    }
+
+    fn runners(closed_loop: bool) -> Vec<Runner> {
+        let mut r = vec![
+            Runner::Core(core_cluster::Cluster::new(), core_cluster::Mode::PerEntry),
+            Runner::Rs(rs_cluster::Cluster::new(), rs_cluster::Mode::Propose),
+        ];
+        if !closed_loop {
+            r.push(Runner::Core(
+                core_cluster::Cluster::new(),
+                core_cluster::Mode::Batch,
+            ));
+            r.push(Runner::Rs(
+                rs_cluster::Cluster::new(),
+                rs_cluster::Mode::Step,
+            ));
+        }
+        r
+    }
+
+    fn median(v: &mut [f64]) -> f64 {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    }
+
+    /// Runs every point and prints, per point, the median over rounds of
+    /// (raft-core's best mode / raft-rs's best mode) in that round.
+    pub fn run() {
+        println!(
+            "paired rounds ({ROUNDS} per point, thread CPU time), raft-core best / raft-rs best:"
+        );
+        let points: Vec<(String, usize)> = super::BATCHES
+            .iter()
+            .map(|&n| (format!("batch {n}"), n))
+            .chain(std::iter::once(("closed loop".to_string(), 0)))
+            .collect();
+        for (name, n) in points {
+            let mut runners = runners(n == 0);
+            let batches = (ENTRIES_PER_TURN / n.max(1)).max(1);
+            // One warm-up turn each: allocator, logs and caches reach their steady state.
+            for r in runners.iter_mut() {
+                r.run(n, batches);
+            }
+            let mut ratios = Vec::with_capacity(ROUNDS);
+            let (mut core_best, mut rs_best) = (Vec::new(), Vec::new());
+            for round in 0..ROUNDS {
+                let k = runners.len();
+                let (mut core, mut rs) = (0f64, 0f64);
+                for i in 0..k {
+                    let r = &mut runners[(i + round) % k];
+                    let rate = r.run(n, batches);
+                    if r.is_core() {
+                        core = core.max(rate);
+                    } else {
+                        rs = rs.max(rate);
+                    }
+                }
+                ratios.push(core / rs);
+                core_best.push(core);
+                rs_best.push(rs);
+            }
+            let (lo, hi) = ratios
+                .iter()
+                .fold((f64::MAX, 0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+            println!(
+                "  {name:>11}: {:.2}x (rounds {lo:.2}-{hi:.2}); raft-core {:.0} k/s, raft-rs {:.0} k/s (medians)",
+                median(&mut ratios),
+                median(&mut core_best) / 1e3,
+                median(&mut rs_best) / 1e3,
+            );
+        }
+    }
+}
+
 fn main() {
+    if std::env::var_os("CORE_BENCH_PAIRED").is_some() {
+        paired::run();
+        return;
+    }
     if std::env::var_os("CORE_BENCH_WALL_CLOCK").is_some() {
         let mut c = Criterion::default().configure_from_args();
         bench_batches(&mut c);

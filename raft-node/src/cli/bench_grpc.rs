@@ -53,7 +53,9 @@ fn endpoint(url: &str, timeout: Duration) -> Result<Endpoint, String> {
 
 /// The `host:port` of an `http://` endpoint.
 fn authority(url: &str) -> Result<String, String> {
-    let uri: Uri = url.parse().map_err(|e| format!("bad endpoint {url}: {e}"))?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("bad endpoint {url}: {e}"))?;
     match (uri.scheme_str(), uri.authority()) {
         (Some("http"), Some(a)) => Ok(a.to_string()),
         (Some("https"), _) => Err(format!(
@@ -263,7 +265,10 @@ mod tests {
 
     #[test]
     fn endpoints_must_be_plain_http_with_a_port() {
-        assert_eq!(authority("http://127.0.0.1:2379").unwrap(), "127.0.0.1:2379");
+        assert_eq!(
+            authority("http://127.0.0.1:2379").unwrap(),
+            "127.0.0.1:2379"
+        );
         assert!(authority("https://127.0.0.1:2379")
             .unwrap_err()
             .contains("--protocol http"));
