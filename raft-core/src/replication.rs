@@ -81,7 +81,7 @@ impl<S: Storage> RawNode<S> {
     pub(crate) fn bcast_append(&mut self) {
         // Walk the members in id order without collecting them (this runs every Ready).
         let mut after = None;
-        while let Some(id) = self.next_member_after(after) {
+        while let Some(id) = self.progress.next_id_after(after) {
             after = Some(id);
             self.send_append(id, true);
             // Pipeline: fill the in-flight window of peers already replicating.
@@ -92,11 +92,6 @@ impl<S: Storage> RawNode<S> {
                 && self.send_append(id, false)
             {}
         }
-    }
-
-    /// The smallest member id above `after` (the smallest of all with `None`).
-    fn next_member_after(&self, after: Option<NodeId>) -> Option<NodeId> {
-        self.progress.next_id_after(after)
     }
 
     /// Sends heartbeats carrying the current ReadIndex round.

@@ -166,9 +166,10 @@ impl GrpcConn {
         if let Some(send) = current {
             return Ok(send);
         }
-        let send = open(&self.shared.authority)
-            .await
-            .map_err(|_| "grpc_Unavailable".to_string())?;
+        let send = open(&self.shared.authority).await.map_err(|e| {
+            tracing::debug!(error = %e, "bench cannot reconnect");
+            "grpc_Unavailable".to_string()
+        })?;
         *self.shared.send.lock().unwrap_or_else(|e| e.into_inner()) = Some(send.clone());
         Ok(send)
     }
