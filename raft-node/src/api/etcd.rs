@@ -27,6 +27,10 @@ pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
 /// How often a lease call waiting for a leader looks again.
 const LEADER_POLL: Duration = Duration::from_millis(50);
 
+/// How many times a write refused with "not leader" follows the refusing
+/// node's hint to the node that leads now before the refusal reaches the client.
+const MAX_LEADER_HOPS: usize = 3;
+
 /// The state the etcd API services share.
 pub struct EtcdApi {
     /// This member's id.
@@ -171,19 +175,38 @@ impl EtcdApi {
         self.write_once(cmd, id).await
     }
 
+    /// Proposes `cmd` here, or through the node that leads. A `NotLeader`
+    /// refusal means nothing was proposed, so when leadership has just moved
+    /// (the node asked no longer leads and names another) the write follows
+    /// the hint, a few hops at most, rather than failing a client that did
+    /// nothing wrong.
     async fn propose(
+        &self,
+        cmd: &Command,
+        id: Option<RequestId>,
+    ) -> Result<WriteOutcome, ClientError> {
+        let mut outcome = self.propose_here(cmd, id).await;
+        for _ in 0..MAX_LEADER_HOPS {
+            outcome = match outcome {
+                Err(ClientError::NotLeader {
+                    leader: Some(leader),
+                }) if leader != self.member_id => self.forwarder.write(leader, cmd, id).await,
+                // Another node says this one leads now.
+                Err(ClientError::NotLeader { leader: Some(_) }) => self.propose_here(cmd, id).await,
+                other => return other,
+            };
+        }
+        outcome
+    }
+
+    async fn propose_here(
         &self,
         cmd: &Command,
         id: Option<RequestId>,
     ) -> Result<WriteOutcome, ClientError> {
         let (req, rx) = Request::write_once(cmd.clone(), id);
         self.driver.submit(req);
-        match rx.await.map_err(ClientError::from).and_then(|r| r) {
-            Err(ClientError::NotLeader {
-                leader: Some(leader),
-            }) if leader != self.member_id => self.forwarder.write(leader, cmd, id).await,
-            other => other,
-        }
+        rx.await.map_err(ClientError::from).and_then(|r| r)
     }
 
     /// A write that would grow the store past the quota raises the NOSPACE
