@@ -28,7 +28,7 @@
 //! address is refused unless `insecure_client = true`. Limits and their
 //! defaults: `max_client_connections = 4096`, `max_client_streams = 1000`
 //! (per connection), `max_header_bytes = 65536`, `client_request_rate =
-//! 10000` (per connection per second; 0: none), `client_handshake_timeout_ms
+//! 0` (per connection per second; 0: none, as in etcd), `client_handshake_timeout_ms
 //! = 10000`, `client_header_timeout_ms = 10000`, `client_keepalive_ms = 30000`.
 
 use std::collections::BTreeSet;
@@ -163,7 +163,11 @@ pub struct NodeConfig {
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
     /// Requests per second one client connection may make, in bursts of as
-    /// many (0: no limit). Beyond it: HTTP 429 / gRPC `RESOURCE_EXHAUSTED`.
+    /// many (0, the default: no limit). Beyond it: HTTP 429 / gRPC
+    /// `RESOURCE_EXHAUSTED`. Off by default because etcd's clients send all
+    /// of an application's calls over one connection, so any fixed figure
+    /// below the node's own capacity refuses legitimate load; what one
+    /// connection can hold in flight is bounded by `max_client_streams`.
     #[serde(default = "defaults::client_request_rate")]
     pub client_request_rate: u32,
     /// Time a client has for the TLS handshake.
@@ -232,7 +236,7 @@ mod defaults {
         64 << 10
     }
     pub fn client_request_rate() -> u32 {
-        10_000
+        0
     }
     pub fn client_timeout_ms() -> u64 {
         10_000
@@ -477,6 +481,9 @@ client_addr = "127.0.0.2:8000"
         assert_eq!(c.election_ticks(), 6);
         assert_eq!(c.max_value_bytes, 1 << 20);
         assert!(!c.lease_reads);
+        // No per-connection request rate unless asked for: etcd's clients
+        // multiplex a whole application over one connection.
+        assert_eq!(c.client_request_rate, 0);
         let c = NodeConfig::parse(&GOOD.replace("election_timeout_ms = 300", "lease_reads = true"))
             .unwrap();
         assert!(c.lease_reads);

@@ -80,7 +80,7 @@ fn configs(args: &DemoArgs) -> Result<Vec<NodeConfig>, String> {
             max_client_connections: 4_096,
             max_client_streams: 1_000,
             max_header_bytes: 64 << 10,
-            client_request_rate: 10_000,
+            client_request_rate: 0,
             client_handshake_timeout_ms: 10_000,
             client_header_timeout_ms: 10_000,
             client_keepalive_ms: 30_000,
