@@ -56,21 +56,16 @@ impl<'a> Writer<'a> {
         self.store.header(self.raft_term)
     }
 
-    /// Checks a put against the current state without changing anything.
-    pub(super) fn check_put(&self, p: &PutRequest) -> Result<(), MvccError> {
+    /// Checks a put against the current state without changing anything;
+    /// `prev` is the key's live version, if any.
+    fn check_put(&self, p: &PutRequest, prev: Option<&Version>) -> Result<(), MvccError> {
         if p.key.is_empty() {
             return Err(MvccError::EmptyKey);
         }
         if self.store.alarmed_nospace() {
             return Err(MvccError::NoSpace);
         }
-        let exists = self
-            .store
-            .keys
-            .get(p.key.as_slice())
-            .and_then(|h| h.latest())
-            .is_some();
-        if (p.ignore_value || p.ignore_lease) && !exists {
+        if (p.ignore_value || p.ignore_lease) && prev.is_none() {
             return Err(MvccError::KeyNotFound);
         }
         if p.lease != 0 && !p.ignore_lease && self.store.lease(p.lease).is_none() {
@@ -80,14 +75,16 @@ impl<'a> Writer<'a> {
     }
 
     pub(super) fn put(&mut self, p: &PutRequest) -> Result<PutResponse, MvccError> {
-        self.check_put(p)?;
-        let key = Bytes::copy_from_slice(&p.key);
+        // One lookup serves the checks and the new version (a put is on the
+        // apply path of every write).
         let prev = self
             .store
             .keys
-            .get(key.as_ref())
+            .get(p.key.as_slice())
             .and_then(|h| h.latest())
             .cloned();
+        self.check_put(p, prev.as_ref())?;
+        let key = Bytes::copy_from_slice(&p.key);
         let value = match (&prev, p.ignore_value) {
             (Some(prev), true) => prev.value.clone().unwrap_or_default(),
             _ => Bytes::copy_from_slice(&p.value),
