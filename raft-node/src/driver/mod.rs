@@ -136,6 +136,12 @@ const MAX_BATCH_INPUTS: usize = 4096;
 /// not stop heartbeats and reads for seconds.
 const READY_BUDGET: Duration = Duration::from_millis(50);
 
+/// Driver time per round given to dropping what a compaction made
+/// unreadable. With 1,024 keys per round (about 11 ms on a loaded 100,000-key
+/// store) every round during a compaction stalled the writes it carried:
+/// p99 at 256 writers was 29-45 ms against 21-22 ms with auto-compaction off.
+const COMPACTION_BUDGET: Duration = Duration::from_millis(1);
+
 /// Bytes of committed entries per Ready: with [`READY_BUDGET`], what bounds
 /// the apply work of one round.
 const COMMITTED_BYTES_PER_READY: u64 = 4 << 20;
@@ -475,9 +481,11 @@ fn run(
             node.advance();
             times.mark(Phase::Apply);
         }
-        // What a compaction made unreadable is dropped a step per round, so
-        // a compaction of a large store never holds the driver for long.
-        kv.continue_compaction();
+        // What a compaction made unreadable is dropped in steps, for at
+        // most COMPACTION_BUDGET per round (at least one step), so a
+        // compaction of a large store never holds the driver for long.
+        let compacting_since = Instant::now();
+        while kv.continue_compaction() && compacting_since.elapsed() < COMPACTION_BUDGET {}
         times.mark(Phase::Apply);
         let published = view.get();
         if published.applied_index() != kv.applied_index()

@@ -715,7 +715,10 @@ fn a_compaction_in_steps_answers_like_a_finished_one() {
     while done.continue_compaction() {
         steps += 1;
     }
-    assert_eq!(steps, 2, "two more steps for the other 2 x 1024 keys");
+    assert_eq!(
+        steps, 2,
+        "two more steps for the other 2 x COMPACTION_STEP_KEYS keys"
+    );
     assert!(done.size() < s.size() && s.size() < size_before);
     assert_eq!(done.keys.len(), n - n.div_ceil(3), "deleted keys are gone");
     assert!(s.keys.len() > done.keys.len(), "not all of them yet");
