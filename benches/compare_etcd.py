@@ -263,7 +263,8 @@ def fsync_floor_fifo(work: Path):
 
 def rtt_floor(n=5000, cpus=(0, 1)):
     """Loopback TCP round trip of a 256-byte request and a 2-byte answer (ms),
-    client pinned to cpus[0] and server to cpus[1].
+    client pinned to the cpus[0]-th and server to the cpus[1]-th CPU this
+    process may run on.
 
     Unpinned, the figure is bimodal: when the scheduler puts both processes on
     one CPU a round trip is two context switches (about 6 us here); across two
@@ -275,18 +276,24 @@ def rtt_floor(n=5000, cpus=(0, 1)):
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
     port = srv.getsockname()[1]
-    ncpu = os.cpu_count() or 1
-    client_cpu, server_cpu = (c % ncpu for c in cpus)
+    # Indexes into the CPUs this process may use (a container's cpuset need
+    # not include CPUs 0 and 1).
+    allowed = sorted(os.sched_getaffinity(0))
+    client_cpu, server_cpu = (allowed[c % len(allowed)] for c in cpus)
     pid = os.fork()
     if pid == 0:
-        os.sched_setaffinity(0, {server_cpu})
-        conn, _ = srv.accept()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        while True:
-            data = conn.recv(4096)
-            if not data:
-                os._exit(0)
-            conn.sendall(b"ok")
+        # The child must never return into the caller's code, whatever fails.
+        try:
+            os.sched_setaffinity(0, {server_cpu})
+            conn, _ = srv.accept()
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while True:
+                data = conn.recv(4096)
+                if not data:
+                    break
+                conn.sendall(b"ok")
+        finally:
+            os._exit(0)
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {client_cpu})
     try:
