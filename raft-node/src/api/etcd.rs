@@ -24,7 +24,7 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
 /// etcd's default backend quota (`--quota-backend-bytes`): 2 GiB.
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
 
-/// How often a lease call waiting for a leader looks again.
+/// How often a lease call or a write waiting for a leader looks again.
 const LEADER_POLL: Duration = Duration::from_millis(50);
 
 /// How many times a write refused with "not leader" follows the refusing
@@ -176,27 +176,41 @@ impl EtcdApi {
     }
 
     /// Proposes `cmd` here, or through the node that leads. A `NotLeader`
-    /// refusal means nothing was proposed, so when leadership has just moved
-    /// (the node asked no longer leads and names another) the write follows
-    /// the hint, a few hops at most, rather than failing a client that did
-    /// nothing wrong.
+    /// refusal means nothing was proposed, so a write is not failed for a
+    /// leader change the client could not see: when leadership has just
+    /// moved (the node asked names another leader) it follows the hint, a
+    /// few hops at most; during an election (no leader known) it waits for
+    /// the next one, up to the request timeout, as etcd does.
     async fn propose(
         &self,
         cmd: &Command,
         id: Option<RequestId>,
     ) -> Result<WriteOutcome, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let mut hops = 0;
         let mut outcome = self.propose_here(cmd, id).await;
-        for _ in 0..MAX_LEADER_HOPS {
+        loop {
             outcome = match outcome {
                 Err(ClientError::NotLeader {
                     leader: Some(leader),
-                }) if leader != self.member_id => self.forwarder.write(leader, cmd, id).await,
-                // Another node says this one leads now.
-                Err(ClientError::NotLeader { leader: Some(_) }) => self.propose_here(cmd, id).await,
+                }) if hops < MAX_LEADER_HOPS => {
+                    hops += 1;
+                    if leader == self.member_id {
+                        // Another node says this one leads now.
+                        self.propose_here(cmd, id).await
+                    } else {
+                        self.forwarder.write(leader, cmd, id).await
+                    }
+                }
+                Err(ClientError::NotLeader { leader: None })
+                    if tokio::time::Instant::now() + LEADER_POLL < deadline =>
+                {
+                    tokio::time::sleep(LEADER_POLL).await;
+                    self.propose_here(cmd, id).await
+                }
                 other => return other,
             };
         }
-        outcome
     }
 
     async fn propose_here(
